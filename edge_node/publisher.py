@@ -1,0 +1,219 @@
+"""MQTT side of an edge node: frames out (QoS 1), availability, stats, session in.
+
+paho-mqtt 2.x over MQTT 5. The Last Will publishes a retained ``offline``;
+``online`` is published and the session topic subscribed inside
+``on_connect``, so a broker restart or network loss is survived without
+special cases. Frames pass through a bounded queue with an explicit drop
+policy, so a broker outage costs memory only up to ``mqtt.out_queue``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from pydantic import ValidationError
+
+from edge_node.config import MqttSection
+from edge_node.queues import DropQueue, QueueClosed
+from protocol.messages import FrameMessage, NodeState, NodeStats, NodeStatus, SessionMessage
+from protocol.topics import REGISTRY, Topics
+
+log = logging.getLogger(__name__)
+
+SessionCallback = Callable[[SessionMessage | None], None]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class EdgePublisher:
+    """Owns the MQTT client of one edge node."""
+
+    def __init__(
+        self,
+        cfg: MqttSection,
+        topics: Topics,
+        node_id: str,
+        boot: str,
+        status_fields: dict[str, Any],
+        on_session: SessionCallback | None = None,
+    ) -> None:
+        self._cfg = cfg
+        self._node = node_id
+        self._boot = boot
+        self._status_fields = dict(status_fields)
+        self._on_session = on_session
+        self._frames_topic = topics.node(node_id, "frames")
+        self._status_topic = topics.node(node_id, "status")
+        self._stats_topic = topics.node(node_id, "stats")
+        self._session_topic = topics.node(node_id, "session")
+        self.queue: DropQueue[FrameMessage] = DropQueue(cfg.out_queue, cfg.drop_policy)
+        self.connected = threading.Event()
+        self.published = 0
+        self.rejected = 0
+        self._last_refusal: str | None = None
+        self._stopping = False
+        self._client = self._make_client()
+        self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
+
+    def _make_client(self) -> mqtt.Client:
+        client_id = self._cfg.client_id or f"formcheck-edge-{self._node}"
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        if self._cfg.username:
+            client.username_pw_set(self._cfg.username, self._cfg.resolved_password())
+        tls = self._cfg.tls
+        if tls.ca_file is not None:
+            client.tls_set(
+                ca_certs=str(tls.ca_file),
+                certfile=str(tls.cert_file) if tls.cert_file else None,
+                keyfile=str(tls.key_file) if tls.key_file else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+        offline = NodeStatus(state="offline", node=self._node, boot=self._boot)
+        client.will_set(self._status_topic, offline.to_json(), qos=REGISTRY["status"].qos, retain=True)
+        client.max_inflight_messages_set(self._cfg.max_inflight)
+        # paho's own queue stays small; the bounded DropQueue in front of it holds the backlog.
+        client.max_queued_messages_set(self._cfg.max_inflight * 2)
+        client.reconnect_delay_set(int(max(1, self._cfg.reconnect_min_s)), int(max(1, self._cfg.reconnect_max_s)))
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        return client
+
+    # -- lifecycle -------------------------------------------------------
+
+    def start(self) -> bool:
+        """Connect in the background; True if connected within ``connect_timeout_s``.
+
+        An unreachable broker is not fatal: the node keeps classifying, frames
+        wait in the bounded queue, and paho keeps retrying with backoff.
+        """
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = 0
+        self._client.connect_async(
+            self._cfg.host, self._cfg.port, keepalive=self._cfg.keepalive_s, clean_start=True, properties=props
+        )
+        self._client.loop_start()
+        self._sender.start()
+        if self.connected.wait(self._cfg.connect_timeout_s):
+            return True
+        log.warning(
+            "broker %s:%d not reachable yet (%s); classifying and queueing up to %d frames meanwhile",
+            self._cfg.host, self._cfg.port, self._last_refusal or "no answer", self._cfg.out_queue,
+        )
+        return False
+
+    def stop(self, state: NodeState = "stopped", drain_timeout_s: float = 5.0) -> None:
+        """Flush queued frames (bounded wait), publish the final status, disconnect."""
+        self.queue.close()
+        self._sender.join(timeout=drain_timeout_s if self.connected.is_set() else 0.5)
+        self._stopping = True
+        if self.connected.is_set():
+            info = self._client.publish(self._status_topic, self._status(state), qos=1, retain=True)
+            try:
+                info.wait_for_publish(timeout=2.0)
+            except (RuntimeError, ValueError):
+                log.warning("could not confirm the %s status before disconnecting", state)
+            self._client.disconnect()
+        self._client.loop_stop()
+
+    # -- outgoing --------------------------------------------------------
+
+    def enqueue(self, frame: FrameMessage) -> None:
+        """Queue a frame for publishing; never blocks (drops per ``drop_policy`` when full)."""
+        if self.queue.put(frame):
+            return
+        dropped = self.queue.dropped
+        # Logged at growing intervals: a long outage must not flood the log.
+        if dropped in (1, 10, 100) or dropped % 1000 == 0:
+            log.warning("outgoing queue full (%d): %d frame messages dropped so far (%s)",
+                        self.queue.maxsize, self.queue.dropped, self._cfg.drop_policy)
+
+    def publish_stats(self, stats: NodeStats) -> None:
+        if self.connected.is_set():
+            self._client.publish(self._stats_topic, stats.to_json(), qos=REGISTRY["stats"].qos)
+
+    def _send_loop(self) -> None:
+        qos = REGISTRY["frames"].qos
+        while True:
+            try:
+                frame = self.queue.get(timeout=0.5)
+            except QueueClosed:
+                return
+            if frame is None:
+                continue
+            payload = frame.to_json()
+            while True:
+                if not self.connected.wait(0.5):
+                    if self._stopping:
+                        return
+                    continue
+                info = self._client.publish(self._frames_topic, payload, qos=qos)
+                if info.rc == mqtt.MQTT_ERR_SUCCESS:
+                    self.published += 1
+                    break
+                if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+                    # Broker is slower than us: let paho's in-flight window drain.
+                    time.sleep(0.01)
+                    continue
+                if info.rc == mqtt.MQTT_ERR_NO_CONN:
+                    time.sleep(0.05)
+                    continue
+                self.rejected += 1
+                log.warning("frame seq=%d not published: %s", frame.seq, mqtt.error_string(info.rc))
+                break
+
+    def _status(self, state: NodeState) -> bytes:
+        return NodeStatus(state=state, node=self._node, boot=self._boot, ts=now_ms(), **self._status_fields).to_json()
+
+    # -- paho callbacks (network thread) ---------------------------------
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags, reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason.is_failure:
+            text = str(reason)
+            if text != self._last_refusal:
+                log.error("broker %s:%d refused the connection: %s", self._cfg.host, self._cfg.port, text)
+            self._last_refusal = text
+            return
+        self._last_refusal = None
+        log.info("connected to broker %s:%d", self._cfg.host, self._cfg.port)
+        client.publish(self._status_topic, self._status("online"), qos=1, retain=True)
+        client.subscribe(self._session_topic, qos=REGISTRY["session"].qos)
+        self.connected.set()
+
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags, reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        was_connected = self.connected.is_set()
+        self.connected.clear()
+        if was_connected and not self._stopping:
+            log.warning("disconnected from broker (%s); reconnecting with backoff", reason)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if self._on_session is None or message.topic != self._session_topic:
+            return
+        if not message.payload:
+            self._on_session(None)
+            return
+        try:
+            session = SessionMessage.model_validate(json.loads(message.payload))
+        except (ValueError, ValidationError, UnicodeDecodeError) as exc:
+            log.warning("ignoring invalid session message on %s: %s", message.topic, str(exc).splitlines()[0])
+            return
+        self._on_session(session)

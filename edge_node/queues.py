@@ -1,0 +1,96 @@
+"""Bounded queues that drop and count instead of blocking a live producer."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import Generic, Literal, TypeVar
+
+T = TypeVar("T")
+
+DropPolicy = Literal["drop_oldest", "drop_newest"]
+
+
+class QueueClosed(Exception):
+    """The producer closed the queue and it is empty."""
+
+
+class DropQueue(Generic[T]):
+    """Thread-safe bounded FIFO.
+
+    ``put`` never blocks: when full it drops the oldest item (live video: the
+    newest frame is the one worth classifying) or the new one, and counts it.
+    ``put_wait`` blocks instead, for producers that must not lose anything
+    (a video file read as fast as possible).
+    """
+
+    def __init__(self, maxsize: int, policy: DropPolicy = "drop_oldest") -> None:
+        if maxsize < 1:
+            raise ValueError("maxsize must be >= 1")
+        self._items: deque[T] = deque()
+        self._maxsize = maxsize
+        self._policy = policy
+        self._cond = threading.Condition()
+        self._closed = False
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._items)
+
+    @property
+    def maxsize(self) -> int:
+        return self._maxsize
+
+    def put(self, item: T) -> bool:
+        """Add ``item``; returns False when an item (this or the oldest) was dropped."""
+        with self._cond:
+            if self._closed:
+                raise QueueClosed
+            kept = True
+            if len(self._items) >= self._maxsize:
+                self.dropped += 1
+                kept = False
+                if self._policy == "drop_newest":
+                    return False
+                self._items.popleft()
+            self._items.append(item)
+            self._cond.notify()
+            return kept
+
+    def put_wait(self, item: T, timeout: float | None = None) -> bool:
+        """Add ``item``, waiting for space; False on timeout."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._closed or len(self._items) < self._maxsize, timeout):
+                return False
+            if self._closed:
+                raise QueueClosed
+            self._items.append(item)
+            self._cond.notify_all()
+            return True
+
+    def get(self, timeout: float | None = None) -> T | None:
+        """Next item, ``None`` on timeout; :class:`QueueClosed` once closed and drained."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._closed or bool(self._items), timeout):
+                return None
+            if self._items:
+                item = self._items.popleft()
+                self._cond.notify_all()
+                return item
+            raise QueueClosed
+
+    def requeue_front(self, item: T) -> None:
+        """Put back an item that could not be handed on, ahead of the others (bounded: may drop the newest)."""
+        with self._cond:
+            self._items.appendleft(item)
+            if len(self._items) > self._maxsize:
+                self._items.pop()
+                self.dropped += 1
+            self._cond.notify()
+
+    def close(self) -> None:
+        """No more items will come; consumers drain what is left, then get QueueClosed."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()

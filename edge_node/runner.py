@@ -1,0 +1,137 @@
+"""``formcheck edge``: capture → classify → publish until end of file or a signal."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import signal
+import threading
+import time
+from types import FrameType
+
+from edge_node.capture import CapturedFrame, CaptureThread, SourceError, open_source
+from edge_node.classifier import ModelLoadError
+from edge_node.config import ConfigError, EdgeConfig
+from edge_node.pose import PoseModelError
+from edge_node.processor import FrameProcessor
+from edge_node.publisher import EdgePublisher
+from edge_node.queues import DropQueue, QueueClosed
+from edge_node.stats import StatsWindow
+from protocol.messages import Exercise, SessionMessage
+from protocol.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(RuntimeError):
+    """The node cannot start; one line for the operator (exit status 2)."""
+
+
+class _SessionBox:
+    """Latest session, handed from the MQTT thread to the inference loop."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: tuple[SessionMessage | None] | None = None
+
+    def put(self, session: SessionMessage | None) -> None:
+        with self._lock:
+            self._pending = (session,)
+
+    def take(self) -> tuple[SessionMessage | None] | None:
+        with self._lock:
+            pending, self._pending = self._pending, None
+            return pending
+
+
+def run_edge(config: EdgeConfig, stop: threading.Event | None = None) -> int:
+    """Run one edge node; returns the process exit status."""
+    stop = stop or threading.Event()
+    boot = secrets.token_hex(8)
+    try:
+        source = open_source(config.source)
+    except SourceError as exc:
+        raise StartupError(str(exc)) from exc
+    try:
+        processor = FrameProcessor.create(config, boot)
+    except (PoseModelError, ModelLoadError) as exc:
+        source.close()
+        raise StartupError(str(exc)) from exc
+
+    sessions = _SessionBox()
+    topics = Topics(site=config.node.site, prefix=config.mqtt.prefix)
+    try:
+        publisher = EdgePublisher(
+            config.mqtt, topics, config.node.id, boot,
+            {"exercise": processor.exercise, "model": processor.classifier.version, "source": source.kind},
+            on_session=sessions.put if config.node.follow_session else None,
+        )
+    except (ConfigError, OSError, ValueError) as exc:
+        processor.close()
+        source.close()
+        raise StartupError(f"mqtt: {exc}") from exc
+    frames: DropQueue[CapturedFrame] = DropQueue(config.source.queue_size, "drop_oldest")
+    capture = CaptureThread(config.source, source, frames)
+    _install_signal_handlers(stop)
+    log.info("edge node %s/%s boot %s: %s source %r, %s model %s", config.node.site, config.node.id, boot,
+             source.kind, config.source.uri, processor.exercise, processor.classifier.version)
+    publisher.start()
+    capture.start()
+    window = StatsWindow(node=config.node.id, boot=boot)
+    next_stats = time.monotonic() + config.stats.interval_s
+    try:
+        while not stop.is_set():
+            try:
+                frame = frames.get(timeout=0.25)
+            except QueueClosed:
+                break
+            if frame is not None:
+                _apply_session(processor, sessions)
+                publisher.enqueue(processor.process(frame))
+            if time.monotonic() >= next_stats:
+                next_stats += config.stats.interval_s
+                publisher.publish_stats(window.sample(
+                    processor.timings, capture.captured, frames.dropped, publisher.queue.dropped,
+                    len(frames), len(publisher.queue),
+                ))
+    finally:
+        capture.stop()
+        publisher.stop("stopped")
+        processor.close()
+        capture.join(timeout=2.0)
+    log.info(
+        "stopped: %d frames captured, %d classified, %d dropped by capture, %d published, %d dropped unpublished",
+        capture.captured, processor.timings.frames, frames.dropped, publisher.published, publisher.queue.dropped,
+    )
+    return 0
+
+
+def _apply_session(processor: FrameProcessor, sessions: _SessionBox) -> None:
+    pending = sessions.take()
+    if pending is None or pending[0] is None:
+        return
+    wanted: Exercise = pending[0].exercise
+    if wanted == processor.exercise:
+        return
+    try:
+        switched = processor.switch_exercise(wanted)
+    except ModelLoadError as exc:
+        log.error("session asks for %s but its model cannot be used: %s", wanted, exc)
+        return
+    if switched:
+        log.info("session: now classifying %s", wanted)
+    else:
+        log.warning("session asks for %s but no model exists for it; still classifying %s",
+                    wanted, processor.exercise)
+
+
+def _install_signal_handlers(stop: threading.Event) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)

@@ -1,0 +1,180 @@
+"""The ``formcheck`` command. User mistakes end in one line and exit status 2, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from formcheck import __version__
+from formcheck.paths import POSE_MODEL, DataMissingError, cache_dir
+
+log = logging.getLogger("formcheck")
+
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """Reported as ``formcheck: error: <message>`` with exit status 2."""
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # MediaPipe and LiteRT print through glog/absl; keep the operator's log to warnings from them.
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _broker(value: str) -> tuple[str, int | None]:
+    host, _, port = value.rpartition(":") if ":" in value else (value, "", "")
+    if not port:
+        return value, None
+    if not port.isdigit():
+        raise argparse.ArgumentTypeError(f"invalid broker {value!r}: expected HOST or HOST:PORT")
+    return host, int(port)
+
+
+def _on_off(value: str) -> bool:
+    if value.lower() in {"on", "true", "yes", "1"}:
+        return True
+    if value.lower() in {"off", "false", "no", "0"}:
+        return False
+    raise argparse.ArgumentTypeError(f"expected on or off, got {value!r}")
+
+
+def cmd_edge(args: argparse.Namespace) -> int:
+    from edge_node.config import ConfigError, example_yaml, load_config
+    from edge_node.runner import StartupError, run_edge
+
+    if args.print_config:
+        sys.stdout.write(example_yaml())
+        return 0
+    overrides: dict[str, Any] = {}
+
+    def put(section: str, key: str, value: object) -> None:
+        if value is not None:
+            overrides.setdefault(section, {})[key] = value
+
+    put("node", "id", args.node)
+    put("node", "site", args.site)
+    put("node", "exercise", args.exercise)
+    put("source", "uri", args.source)
+    put("source", "realtime", args.realtime)
+    put("classifier", "model", args.model)
+    if args.broker:
+        host, port = args.broker
+        put("mqtt", "host", host)
+        put("mqtt", "port", port)
+    if args.log_level:
+        overrides["log_level"] = args.log_level
+    try:
+        config = load_config(args.config, overrides)
+    except ConfigError as exc:
+        raise CliError(f"config: {exc}") from exc
+    logging.getLogger().setLevel(config.log_level)
+    try:
+        return run_edge(config)
+    except (StartupError, ConfigError) as exc:
+        raise CliError(str(exc)) from exc
+
+
+def cmd_models_build(args: argparse.Namespace) -> int:
+    from models.pose_bundle import BundleBuildError, ensure_bundle
+
+    try:
+        out = ensure_bundle(args.out, cache_dir() / "wheels")
+    except BundleBuildError as exc:
+        raise CliError(str(exc)) from exc
+    print(f"pose model ready: {out}")
+    return 0
+
+
+def cmd_models_train(args: argparse.Namespace) -> int:
+    try:
+        from models.training import train_main
+    except ImportError as exc:
+        raise CliError(f"training needs the [train] extra (pip install -e '.[train]'): {exc}") from exc
+    return int(train_main(exercise=args.exercise))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from formcheck.demo import run_demo
+    from formcheck.local_services import ServiceError
+
+    try:
+        return run_demo(args.clip, args.broker, args.every, args.realtime)
+    except (ServiceError, FileNotFoundError) as exc:
+        raise CliError(str(exc)) from exc
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from protocol.topics import registry_markdown
+
+    sys.stdout.write(registry_markdown(args.prefix))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="formcheck", description="Camera-based exercise form grading.")
+    parser.add_argument("--version", action="version", version=f"formcheck {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    edge = sub.add_parser("edge", help="run an edge node: video → per-frame classes on MQTT")
+    edge.add_argument("--config", type=Path, help="YAML config file (see --print-config)")
+    edge.add_argument("--source", help="camera index, video file, rtsp/http URL, or 'picamera2'")
+    edge.add_argument("--node", help="station id")
+    edge.add_argument("--site", help="site id")
+    edge.add_argument("--exercise", choices=["squat", "pushup", "curl", "lunge"])
+    edge.add_argument("--broker", type=_broker, help="HOST[:PORT] of the MQTT broker")
+    edge.add_argument("--realtime", type=_on_off, help="on: play files at their frame rate; off: as fast as possible")
+    edge.add_argument("--model", type=Path, help="classifier .tflite to use instead of the committed one")
+    edge.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    edge.add_argument("--print-config", action="store_true", help="print every option with its default and exit")
+    edge.set_defaults(func=cmd_edge)
+
+    models = sub.add_parser("models", help="build the pose model, train and evaluate classifiers")
+    models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    build = models_sub.add_parser("build", help="build the pose landmarker bundle from the mediapipe 0.10.21 wheel")
+    build.add_argument("--out", type=Path, default=POSE_MODEL)
+    build.set_defaults(func=cmd_models_build)
+    train = models_sub.add_parser("train", help="train the phase/form classifier from the data set")
+    train.add_argument("--exercise", default="squat", choices=["squat", "pushup", "curl"])
+    train.set_defaults(func=cmd_models_train)
+
+    demo = sub.add_parser("demo", help="play a sample clip through an edge node and a local broker")
+    demo.add_argument("--clip", type=Path, help="video to play (default: a squat clip from the data set)")
+    demo.add_argument("--broker", type=_broker, help="use this broker instead of starting one")
+    demo.add_argument("--every", type=int, default=10, help="show every Nth frame (and every phase change)")
+    demo.add_argument("--realtime", type=_on_off, default=True, help="play at the clip's frame rate (default on)")
+    demo.set_defaults(func=cmd_demo)
+
+    topics = sub.add_parser("topics", help="print the MQTT topic registry as markdown")
+    topics.add_argument("--prefix", default="gym")
+    topics.set_defaults(func=cmd_topics)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(getattr(args, "log_level", None) or "INFO")
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except (CliError, DataMissingError) as exc:
+        print(f"formcheck: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,242 @@
+"""Clips of one exercise → cached pose tracks → per-frame classifier inputs.
+
+Pose estimation is the slow step (MediaPipe on every frame), so each clip's
+world landmarks and visibility are cached as ``.npz`` keyed by the video's
+size and mtime and by the pose model's content: a changed clip or a rebuilt
+pose model invalidates the entry, nothing else does. Feature vectors are not
+cached; they are cheap and must follow the current ``edge_node.features`` code.
+
+Features are produced exactly as the edge node produces them: one
+``FeatureWindow`` per clip, reset on every frame without a person.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from edge_node.features import ANGLE_NAMES, NUM_LANDMARKS, FeatureWindow, PoseLandmarks, feature_names, frame_features
+from formcheck.paths import POSE_MODEL, cache_dir, require_data_dir
+
+log = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float32]
+BoolArray = npt.NDArray[np.bool_]
+
+GROUND_TRUTH: Final = "ground_truth.csv"
+
+# Clips the data README says show the same person. Clips not listed are their
+# own group. Held-out evaluation keeps a person's clips together so the model
+# is never scored on someone it trained on.
+SAME_PERSON: Final[dict[str, tuple[frozenset[str], ...]]] = {
+    "squat": (
+        frozenset({
+            "squat_side_bodyweight_b", "squat_side_bodyweight_c",
+            "squat_side_bodyweight_knee_over_toes", "squat_side_bodyweight_too_deep",
+        }),
+    ),
+    "pushup": (frozenset({f"pushup_side_{n:02d}" for n in range(1, 10)} | {f"pushup_front_{n}" for n in range(10, 15)}),),
+}
+
+
+@dataclass(frozen=True)
+class ClipTruth:
+    """One ``ground_truth.csv`` row."""
+
+    path: str
+    exercise: str
+    view: str
+    complete_reps: int
+    partial_reps: int
+    bottom_frames: tuple[int, ...]
+    form: tuple[str, ...]
+    confidence: str
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).stem
+
+
+@dataclass(frozen=True)
+class ClipPoses:
+    """Pose track of one clip; ``present[i]`` is False where no person was detected (world/visibility are 0)."""
+
+    fps: float
+    world: FloatArray
+    visibility: FloatArray
+    present: BoolArray
+
+    @property
+    def frames(self) -> int:
+        return int(self.present.shape[0])
+
+
+@dataclass(frozen=True)
+class ClipFeatures:
+    """Per-frame classifier inputs and body measures (``ANGLE_NAMES``) of one clip; NaN where no person."""
+
+    vectors: FloatArray
+    measures: dict[str, FloatArray]
+    present: BoolArray
+
+
+def read_ground_truth(data_dir: Path, exercise: str) -> list[ClipTruth]:
+    """Rows of ``ground_truth.csv`` for ``exercise``, sorted by path for a stable order."""
+    rows: list[ClipTruth] = []
+    with (data_dir / GROUND_TRUTH).open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            if row["exercise"] != exercise:
+                continue
+            rows.append(ClipTruth(
+                path=row["path"],
+                exercise=row["exercise"],
+                view=row["view"],
+                complete_reps=int(row["complete_reps"] or 0),
+                partial_reps=int(row["partial_reps"] or 0),
+                bottom_frames=tuple(int(v) for v in row["bottom_frames"].split()),
+                form=tuple(row["form"].split()),
+                confidence=row["confidence"],
+            ))
+    for clip in rows:
+        if len(clip.bottom_frames) != clip.complete_reps or len(clip.form) != clip.complete_reps:
+            raise ValueError(f"{GROUND_TRUTH}: {clip.path} lists {clip.complete_reps} reps but "
+                             f"{len(clip.bottom_frames)} bottom frames and {len(clip.form)} form labels")
+    return sorted(rows, key=lambda c: c.path)
+
+
+def person_group(exercise: str, clip_name: str) -> str:
+    """Held-out group of a clip: the shared-person group it belongs to, else the clip itself."""
+    for i, members in enumerate(SAME_PERSON.get(exercise, ())):
+        if clip_name in members:
+            return f"{exercise}_person{i + 1}"
+    return clip_name
+
+
+@lru_cache(maxsize=4)
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def pose_cache_path(video: Path, pose_model: Path) -> Path:
+    """Cache file of ``video``'s pose track, keyed by the video's size+mtime and the pose model's content."""
+    stat = video.stat()
+    key = hashlib.sha256(f"{stat.st_size}:{stat.st_mtime_ns}:{_file_sha256(pose_model)}".encode()).hexdigest()[:16]
+    return cache_dir() / "poses" / f"{video.stem}-{key}.npz"
+
+
+def extract_poses(video: Path, pose_model: Path) -> ClipPoses:
+    """Decode ``video`` with OpenCV and run the pose estimator on every frame."""
+    import cv2
+
+    from edge_node.pose import PoseEstimator
+
+    capture = cv2.VideoCapture(str(video))
+    if not capture.isOpened():
+        raise OSError(f"cannot open video {video}")
+    fps = float(capture.get(cv2.CAP_PROP_FPS)) or 30.0
+    worlds: list[FloatArray] = []
+    visibilities: list[FloatArray] = []
+    present: list[bool] = []
+    try:
+        with PoseEstimator(pose_model) as estimator:
+            index = 0
+            while True:
+                ok, bgr = capture.read()
+                if not ok:
+                    break
+                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                pose = estimator.detect(rgb, round(index * 1000.0 / fps))
+                present.append(pose is not None)
+                worlds.append(pose.world if pose else np.zeros((NUM_LANDMARKS, 3), np.float32))
+                visibilities.append(pose.visibility if pose else np.zeros(NUM_LANDMARKS, np.float32))
+                index += 1
+    finally:
+        capture.release()
+    if not present:
+        raise OSError(f"no frames decoded from {video}")
+    return ClipPoses(
+        fps=fps,
+        world=np.stack(worlds).astype(np.float32),
+        visibility=np.stack(visibilities).astype(np.float32),
+        present=np.array(present, dtype=bool),
+    )
+
+
+def load_poses(video: Path, pose_model: Path = POSE_MODEL) -> ClipPoses:
+    """Pose track of ``video`` from the cache, extracting and caching it on a miss."""
+    cached = pose_cache_path(video, pose_model)
+    if cached.is_file():
+        with np.load(cached) as npz:
+            return ClipPoses(
+                fps=float(npz["fps"]), world=npz["world"], visibility=npz["visibility"], present=npz["present"]
+            )
+    log.info("extracting poses from %s", video.name)
+    poses = extract_poses(video, pose_model)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    # Write then rename so an interrupted run never leaves a truncated entry that later loads as valid.
+    tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, fps=np.float64(poses.fps), world=poses.world, visibility=poses.visibility, present=poses.present)
+    tmp.replace(cached)
+    return poses
+
+
+def clip_features(poses: ClipPoses) -> ClipFeatures:
+    """Classifier inputs of every frame, computed the way the edge node computes them."""
+    n = len(feature_names())
+    vectors = np.full((poses.frames, n), np.nan, dtype=np.float32)
+    measures = {name: np.full(poses.frames, np.nan, dtype=np.float32) for name in ANGLE_NAMES}
+    window = FeatureWindow()
+    for i in range(poses.frames):
+        if not poses.present[i]:
+            window.reset()
+            continue
+        features = frame_features(PoseLandmarks(world=poses.world[i], visibility=poses.visibility[i]))
+        vectors[i] = window.push(features)
+        for name, values in measures.items():
+            values[i] = features.angles[name]
+    return ClipFeatures(vectors=vectors, measures=measures, present=poses.present.copy())
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A clip with its ground truth, pose track and features."""
+
+    truth: ClipTruth
+    group: str
+    poses: ClipPoses
+    features: ClipFeatures
+
+
+def load_clips(exercise: str, data_dir: Path | None = None, pose_model: Path = POSE_MODEL) -> list[Clip]:
+    """All clips of ``exercise`` with ground truth; raises ``DataMissingError`` when the data set is absent."""
+    root = data_dir if data_dir is not None else require_data_dir()
+    clips: list[Clip] = []
+    for truth in read_ground_truth(root, exercise):
+        video = root / truth.path
+        if not video.is_file():
+            raise FileNotFoundError(f"{GROUND_TRUTH} lists {truth.path}, which is not in {root}")
+        poses = load_poses(video, pose_model)
+        clips.append(Clip(truth=truth, group=person_group(exercise, truth.name), poses=poses,
+                          features=clip_features(poses)))
+    if not clips:
+        raise ValueError(f"no {exercise} clips in {root / GROUND_TRUTH}")
+    return clips
+
+
+def data_files(clips: Sequence[Clip]) -> list[str]:
+    """Data-set-relative paths the clips came from (for manifests and reports)."""
+    return [GROUND_TRUTH, *(c.truth.path for c in clips)]

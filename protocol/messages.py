@@ -1,0 +1,120 @@
+"""Message payloads, one pydantic model per topic kind (JSON on the wire).
+
+Every model forbids unknown keys and non-finite numbers: a payload either
+validates completely or is dropped and counted by the receiver.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+PROTOCOL_VERSION: Literal[1] = 1
+
+Exercise = Literal["squat", "pushup", "curl", "lunge"]
+EXERCISES: tuple[Exercise, ...] = ("squat", "pushup", "curl", "lunge")
+Phase = Literal["no_person", "standing", "descending", "bottom", "ascending"]
+PHASES: tuple[Phase, ...] = ("no_person", "standing", "descending", "bottom", "ascending")
+Form = Literal["good", "bad"]
+Fault = Literal["knees_in", "forward_lean", "shallow", "heels_up", "knee_over_toes", "hips_sag", "hips_pike",
+                "swinging", "partial_range"]
+FAULTS: tuple[Fault, ...] = ("knees_in", "forward_lean", "shallow", "heels_up", "knee_over_toes", "hips_sag",
+                             "hips_pike", "swinging", "partial_range")
+
+# Identifiers end up in topic levels and InfluxDB tags: keep them to a safe alphabet.
+_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+Identifier = Annotated[str, Field(pattern=_ID_PATTERN)]
+
+# Capture times outside this window are absurd for a live system (2020-01-01 .. 2100-01-01).
+MIN_TS_MS = 1_577_836_800_000
+MAX_TS_MS = 4_102_444_800_000
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return value
+
+
+Finite = Annotated[float, AfterValidator(_finite)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0), AfterValidator(_finite)]
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def to_json(self) -> bytes:
+        """Compact JSON for the wire."""
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+class FrameMessage(_Message):
+    """One classified video frame; ``(node, boot, seq)`` identifies it."""
+
+    v: Literal[1] = Field(PROTOCOL_VERSION, description="Schema version of this message.")
+    node: Identifier = Field(description="Edge node id (also in the topic).")
+    boot: Annotated[str, Field(pattern=r"^[0-9a-f]{8,32}$")] = Field(
+        description="Random id chosen at each edge process start; seq restarts with it."
+    )
+    seq: int = Field(ge=0, lt=2**53, description="Frame counter, +1 per captured frame within a boot.")
+    ts: int = Field(ge=MIN_TS_MS, le=MAX_TS_MS, description="Capture time, unix milliseconds (edge clock).")
+    exercise: Exercise = Field(description="Exercise the station is set to.")
+    phase: Phase = Field(description="Movement phase of this frame.")
+    phase_p: dict[Phase, Probability] = Field(
+        default_factory=dict, description="Classifier probability per phase (empty when no person)."
+    )
+    form: Form = Field(description="good, or bad when bad_p reached the model's threshold.")
+    bad_p: Probability = Field(description="Probability that the form in this frame is bad.")
+    faults: list[Fault] = Field(default_factory=list, max_length=len(FAULTS), description="Fault flags seen.")
+    angles: dict[Annotated[str, Field(max_length=32)], Finite] = Field(
+        default_factory=dict, max_length=32, description="Joint angles (degrees) and body ratios."
+    )
+    vis: Probability = Field(description="Mean landmark visibility of the pose, 0 when no person.")
+
+
+NodeState = Literal["online", "offline", "stopped"]
+
+
+class NodeStatus(_Message):
+    """Retained availability of an edge node; the Last Will carries ``offline``."""
+
+    v: Literal[1] = PROTOCOL_VERSION
+    state: NodeState = Field(description="online on connect, stopped on clean exit, offline from the Last Will.")
+    node: Identifier = Field(description="Edge node id.")
+    boot: str | None = Field(None, description="Boot id of the process that published this.")
+    ts: int | None = Field(None, description="Publish time, unix milliseconds.")
+    exercise: Exercise | None = Field(None, description="Exercise the node classifies.")
+    model: str | None = Field(None, description="Classifier model name@version.")
+    source: str | None = Field(None, description="Video source kind (camera, file, url, picamera2).")
+
+
+class NodeStats(_Message):
+    """Periodic edge health figures."""
+
+    v: Literal[1] = PROTOCOL_VERSION
+    node: Identifier
+    boot: str
+    ts: int
+    fps: Finite = Field(description="Frames classified per second over the last interval.")
+    capture_fps: Finite = Field(description="Frames captured per second over the last interval.")
+    infer_ms: Finite = Field(description="Mean pose + classifier time per frame, milliseconds.")
+    pose_ms: Finite = Field(description="Mean pose time per frame, milliseconds.")
+    dropped: int = Field(ge=0, description="Frames dropped by the capture queue since start (oldest first).")
+    unpublished: int = Field(ge=0, description="Messages dropped by the outgoing queue since start.")
+    queue: int = Field(ge=0, description="Capture queue depth now.")
+    out_queue: int = Field(ge=0, description="Outgoing message queue depth now.")
+    frames: int = Field(ge=0, description="Frames classified since start.")
+    no_person: int = Field(ge=0, description="Frames without a detected person since start.")
+    cpu_temp: Finite | None = Field(None, description="SoC temperature, °C, where the OS exposes it.")
+    rss_mb: Finite | None = Field(None, description="Resident memory of the edge process, MiB.")
+
+
+class SessionMessage(_Message):
+    """Retained check-in of a member at a station; an empty payload means checked out."""
+
+    v: Literal[1] = PROTOCOL_VERSION
+    member: Identifier = Field(description="Member id (no personal data: an opaque id).")
+    exercise: Exercise = Field("squat", description="Exercise the member is doing.")
+    ts: int | None = Field(None, description="Check-in time, unix milliseconds.")
