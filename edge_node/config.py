@@ -76,13 +76,19 @@ class SourceSection(_Section):
 
 
 class PoseSection(_Section):
-    model: Path = Field(POSE_MODEL, description="MediaPipe pose landmarker bundle (.task).")
+    model: Path | None = Field(
+        None, description="MediaPipe pose landmarker bundle (.task). Default: the one 'make model' builds."
+    )
     min_detection_confidence: float = Field(0.5, ge=0, le=1, description="Person detection threshold.")
     min_tracking_confidence: float = Field(0.5, ge=0, le=1, description="Landmark tracking threshold.")
     min_presence_confidence: float = Field(0.5, ge=0, le=1, description="Pose presence threshold.")
     min_visibility: float = Field(
         0.3, ge=0, le=1, description="Mean lower-body visibility below which a frame counts as no_person."
     )
+
+
+    def model_path(self) -> Path:
+        return self.model if self.model is not None else POSE_MODEL
 
 
 class ClassifierSection(_Section):
@@ -253,9 +259,6 @@ def example_yaml() -> str:
                 walk(annotation, indent + 1)
                 continue
             default = field.get_default(call_default_factory=True)
-            if isinstance(default, Path):
-                default = str(default.relative_to(POSE_MODEL.parent.parent)) if default.is_absolute() and \
-                    str(default).startswith(str(POSE_MODEL.parent.parent)) else str(default)
             rendered = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
             lines.append(f"{pad}# {field.description}")
             lines.append(f"{pad}{name}: {rendered}")

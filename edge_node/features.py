@@ -100,10 +100,13 @@ class FrameFeatures:
     neck_y: float
 
 
-def _angle(a: FloatArray, b: FloatArray, c: FloatArray) -> float:
+def _angle(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64], c: npt.NDArray[np.float64]) -> float:
     """Angle ABC in degrees."""
     ba, bc = a - b, c - b
-    cos = float(np.dot(ba, bc) / (np.linalg.norm(ba) * np.linalg.norm(bc) + _EPS))
+    denom = float(np.linalg.norm(ba) * np.linalg.norm(bc))
+    if denom < 1e-12:
+        return 0.0
+    cos = float(np.dot(ba, bc)) / denom
     return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
 
 
@@ -133,7 +136,7 @@ def _frontal_valgus(hip: FloatArray, knee: FloatArray, ankle: FloatArray, side: 
 
 def body_measures(pose: PoseLandmarks) -> dict[str, float]:
     """The named scalar measures (``ANGLE_NAMES``) of one pose."""
-    w = pose.world.astype(np.float32)
+    w = pose.world.astype(np.float64)
     pelvis = (w[L_HIP] + w[R_HIP]) / 2
     neck = (w[L_SHOULDER] + w[R_SHOULDER]) / 2
     knee_l = _angle(w[L_HIP], w[L_KNEE], w[L_ANKLE])
@@ -200,15 +203,16 @@ def frame_features(pose: PoseLandmarks) -> FrameFeatures:
     points = virtual_points(pose)
     torso = float(np.linalg.norm(points["neck"] - points["pelvis"])) + _EPS
     vis = pose.visibility.astype(np.float32)
+    ankles_y = float((pose.world[L_ANKLE][1] + pose.world[R_ANKLE][1]) / 2)
     return FrameFeatures(
         vector=np.concatenate([normalised_joints(pose), scalars]),
         angles=measures,
         visibility=float(vis.mean()),
         lower_body_visibility=float(vis[list(LOWER_BODY)].mean()),
-        # World y is metres from the hip centre, so track the body's vertical
-        # motion through the feet instead: pelvis height above the ankles.
-        pelvis_y=float(((pose.world[L_ANKLE][1] + pose.world[R_ANKLE][1]) / 2) / torso),
-        neck_y=float((((pose.world[L_ANKLE][1] + pose.world[R_ANKLE][1]) / 2) - points["neck"][1]) / torso),
+        # World landmarks are centred on the hips, so vertical motion shows as
+        # the height of pelvis and neck above the ankles (y points down).
+        pelvis_y=(ankles_y - float(points["pelvis"][1])) / torso,
+        neck_y=(ankles_y - float(points["neck"][1])) / torso,
     )
 
 

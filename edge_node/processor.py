@@ -59,7 +59,7 @@ class FrameProcessor:
     def create(cls, config: EdgeConfig, boot: str) -> FrameProcessor:
         """Load the pose model and the classifier of the configured exercise (raises on bad models)."""
         pose = PoseEstimator(
-            Path(config.pose.model),
+            config.pose.model_path(),
             min_detection_confidence=config.pose.min_detection_confidence,
             min_tracking_confidence=config.pose.min_tracking_confidence,
             min_presence_confidence=config.pose.min_presence_confidence,

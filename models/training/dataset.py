@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge_node.features import ANGLE_NAMES, NUM_LANDMARKS, FeatureWindow, PoseLandmarks, feature_names, frame_features
-from formcheck.paths import POSE_MODEL, cache_dir, require_data_dir
+from formcheck.paths import POSE_MODEL, DataMissingError, cache_dir, require_data_dir
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,9 @@ SAME_PERSON: Final[dict[str, tuple[frozenset[str], ...]]] = {
             "squat_side_bodyweight_knee_over_toes", "squat_side_bodyweight_too_deep",
         }),
     ),
-    "pushup": (frozenset({f"pushup_side_{n:02d}" for n in range(1, 10)} | {f"pushup_front_{n}" for n in range(10, 15)}),),
+    "pushup": (
+        frozenset({f"pushup_side_{n:02d}" for n in range(1, 10)} | {f"pushup_front_{n}" for n in range(10, 15)}),
+    ),
 }
 
 
@@ -158,7 +160,7 @@ def extract_poses(video: Path, pose_model: Path) -> ClipPoses:
                 ok, bgr = capture.read()
                 if not ok:
                     break
-                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                rgb = np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8)
                 pose = estimator.detect(rgb, round(index * 1000.0 / fps))
                 present.append(pose is not None)
                 worlds.append(pose.world if pose else np.zeros((NUM_LANDMARKS, 3), np.float32))
@@ -228,12 +230,12 @@ def load_clips(exercise: str, data_dir: Path | None = None, pose_model: Path = P
     for truth in read_ground_truth(root, exercise):
         video = root / truth.path
         if not video.is_file():
-            raise FileNotFoundError(f"{GROUND_TRUTH} lists {truth.path}, which is not in {root}")
+            raise DataMissingError(f"{GROUND_TRUTH} lists {truth.path}, which is not in {root}")
         poses = load_poses(video, pose_model)
         clips.append(Clip(truth=truth, group=person_group(exercise, truth.name), poses=poses,
                           features=clip_features(poses)))
     if not clips:
-        raise ValueError(f"no {exercise} clips in {root / GROUND_TRUTH}")
+        raise DataMissingError(f"no {exercise} clips in {root / GROUND_TRUTH}")
     return clips
 
 

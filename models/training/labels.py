@@ -42,6 +42,7 @@ Rules, in order (``LabelRules`` holds the numbers):
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -159,7 +160,7 @@ def _complete_reps(s: FloatArray, bottom_frames: Sequence[int], rules: LabelRule
     peaks = [_argext(s, max(0, b - rules.search_radius), min(last, b + rules.search_radius), largest=True)
              for b in bottom_frames]
     found = [p for p in peaks if p is not None]
-    splits = [_argext(s, a + 1, b - 1, largest=False) for a, b in zip(found, found[1:], strict=False)]
+    splits = [_argext(s, a + 1, b - 1, largest=False) for a, b in itertools.pairwise(found)]
     bounds: list[tuple[int, int, int] | None] = []
     k = 0
     for peak in peaks:

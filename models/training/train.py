@@ -1,0 +1,412 @@
+"""Train, evaluate and export the per-frame phase/form classifier of one exercise.
+
+Model: the raw ``FeatureWindow`` vector → standardisation baked in as a Keras
+``Normalization`` layer (mean/std of the training frames) → small MLP → two
+heads: phase softmax over ``MODEL_PHASES`` and bad-form sigmoid. Gaussian
+noise on the standardised features is the only augmentation (training only).
+
+Evaluation is leave-one-group-out: a group is a clip, or all clips of one
+person where the data README says so. Every frame's held-out prediction comes
+from a model that never saw that person; predictions are pooled over all folds
+and scored once. The shipped model is then trained on all clips.
+
+Needs the ``[train]`` extra (TensorFlow); TensorFlow is imported lazily so the
+``formcheck`` command can report its absence in one line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from edge_node.classifier import MODEL_PHASES, HeldOutMetrics, ModelManifest, PhaseFormClassifier
+from edge_node.features import FEATURE_SPEC_VERSION, feature_names, feature_spec_hash
+from formcheck.paths import MODELS_DIR, POSE_MODEL, DataMissingError, classifier_model, require_data_dir
+from models.training import labels as labelling
+from models.training.dataset import Clip, data_files, load_clips
+from models.training.labels import IGNORE, FrameLabels, LabelRules, depth_signal, label_clip
+from models.training.metrics import Scores, score
+from models.training.report import ClipSummary, GroupResult, RunSummary, render_report
+from protocol.messages import EXERCISES
+
+if TYPE_CHECKING:
+    import keras
+
+FloatArray = npt.NDArray[np.float32]
+IntArray = npt.NDArray[np.int64]
+
+MODEL_VERSION: Final = "1.0.0"
+BAD_THRESHOLD: Final = 0.5
+FORM_LABELS: Final = ("good", "bad")
+EXPORT_TOLERANCE: Final = 1e-4
+_VERIFY_FRAMES: Final = 60
+# Features that barely vary in training would be blown up by standardisation at runtime.
+_MIN_STD: Final = 1e-3
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters, fixed before evaluation (never tuned on held-out folds)."""
+
+    hidden: tuple[int, ...] = (64, 32)
+    dropout: float = 0.1
+    noise_std: float = 0.1
+    l2: float = 1e-4
+    epochs: int = 40
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    seed: int = 1234
+
+
+@dataclass(frozen=True)
+class FrameSet:
+    """Labelled frames of several clips; ``clip`` indexes the clip list they came from."""
+
+    x: FloatArray
+    phase: IntArray
+    bad: IntArray
+    clip: IntArray
+
+    def subset(self, mask: npt.NDArray[np.bool_]) -> FrameSet:
+        return FrameSet(x=self.x[mask], phase=self.phase[mask], bad=self.bad[mask], clip=self.clip[mask])
+
+    def __len__(self) -> int:
+        return int(self.phase.shape[0])
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Predicted phase probabilities and bad-form probability per frame."""
+
+    phase_p: FloatArray
+    bad_p: FloatArray
+
+    @property
+    def phase(self) -> IntArray:
+        return np.asarray(np.argmax(self.phase_p, axis=1), dtype=np.int64)
+
+    @property
+    def bad(self) -> IntArray:
+        return (self.bad_p >= BAD_THRESHOLD).astype(np.int64)
+
+
+def clip_labels(clip: Clip, rules: LabelRules) -> FrameLabels:
+    """Derived per-frame labels of one clip (rules in :mod:`models.training.labels`)."""
+    t = clip.truth
+    return label_clip(depth_signal(t.exercise, clip.features.measures), t.bottom_frames, t.form, t.partial_reps, rules)
+
+
+def build_frame_set(clips: Sequence[Clip], frame_labels: Sequence[FrameLabels]) -> FrameSet:
+    """Frames that carry at least one label, with their feature vectors."""
+    parts: list[FrameSet] = []
+    for i, (clip, lab) in enumerate(zip(clips, frame_labels, strict=True)):
+        keep = clip.features.present & ((lab.phase != IGNORE) | (lab.bad != IGNORE))
+        x = clip.features.vectors[keep]
+        if not np.isfinite(x).all():
+            raise ValueError(f"non-finite features in {clip.truth.name}")
+        parts.append(FrameSet(x=x, phase=lab.phase[keep], bad=lab.bad[keep],
+                              clip=np.full(int(keep.sum()), i, dtype=np.int64)))
+    return FrameSet(
+        x=np.concatenate([p.x for p in parts]).astype(np.float32),
+        phase=np.concatenate([p.phase for p in parts]),
+        bad=np.concatenate([p.bad for p in parts]),
+        clip=np.concatenate([p.clip for p in parts]),
+    )
+
+
+def balanced_weights(labels: IntArray, classes: int) -> FloatArray:
+    """Per-sample weights n / (k · n_class) over the labelled samples; 0 for ``IGNORE``."""
+    labelled = labels != IGNORE
+    counts = np.bincount(labels[labelled], minlength=classes).astype(np.float64)
+    present = counts > 0
+    per_class = np.zeros(classes)
+    per_class[present] = labelled.sum() / (present.sum() * counts[present])
+    return np.where(labelled, per_class[np.where(labelled, labels, 0)], 0.0).astype(np.float32)
+
+
+def _deterministic_tf() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()
+
+
+def model_path_for(exercise: str, out_dir: Path | None) -> Path:
+    """Where the model of ``exercise`` is written: ``out_dir`` or the committed artefacts folder."""
+    default = classifier_model(exercise)
+    return out_dir / default.name if out_dir is not None else default
+
+
+def build_model(mean: FloatArray, std: FloatArray, config: TrainConfig) -> keras.Model:
+    """MLP with input standardisation baked in, so the runtime feeds raw feature vectors."""
+    import keras
+
+    inputs = keras.Input(shape=(mean.shape[0],), name="features")
+    x = keras.layers.Normalization(mean=mean, variance=np.square(std), name="standardise")(inputs)
+    x = keras.layers.GaussianNoise(config.noise_std, seed=config.seed, name="augment")(x)
+    for i, width in enumerate(config.hidden):
+        x = keras.layers.Dense(width, activation="relu", kernel_regularizer=keras.regularizers.L2(config.l2),
+                               name=f"dense{i}")(x)
+        x = keras.layers.Dropout(config.dropout, seed=config.seed + i, name=f"dropout{i}")(x)
+    phase = keras.layers.Dense(len(MODEL_PHASES), activation="softmax", name="phase")(x)
+    bad = keras.layers.Dense(1, activation="sigmoid", name="bad")(x)
+    model = keras.Model(inputs, {"phase": phase, "bad": bad})
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss={"phase": "sparse_categorical_crossentropy", "bad": "binary_crossentropy"},
+    )
+    return model
+
+
+def fit(train: FrameSet, config: TrainConfig) -> keras.Model:
+    """Train on ``train`` from a fixed seed: the same frames give the same model."""
+    import keras
+
+    keras.utils.set_random_seed(config.seed)
+    mean = train.x.mean(axis=0)
+    std = np.maximum(train.x.std(axis=0), _MIN_STD)
+    model = build_model(mean.astype(np.float32), std.astype(np.float32), config)
+    model.fit(
+        train.x,
+        {"phase": np.maximum(train.phase, 0), "bad": np.maximum(train.bad, 0).astype(np.float32)},
+        sample_weight={"phase": balanced_weights(train.phase, len(MODEL_PHASES)),
+                       "bad": balanced_weights(train.bad, len(FORM_LABELS))},
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        shuffle=True,
+        verbose=0,
+    )
+    return model
+
+
+def predict(model: keras.Model, x: FloatArray) -> Predictions:
+    out = model(x, training=False)
+    return Predictions(phase_p=np.asarray(out["phase"], dtype=np.float32),
+                       bad_p=np.asarray(out["bad"], dtype=np.float32).reshape(-1))
+
+
+def cross_validate(frames: FrameSet, groups: Sequence[str], config: TrainConfig) -> Predictions:
+    """Leave-one-group-out predictions for every frame (``groups[clip]`` names a clip's group)."""
+    phase_p = np.zeros((len(frames), len(MODEL_PHASES)), dtype=np.float32)
+    bad_p = np.zeros(len(frames), dtype=np.float32)
+    frame_group = np.array([groups[c] for c in frames.clip])
+    for group in sorted(set(groups)):
+        held_out = frame_group == group
+        if not held_out.any():
+            continue
+        preds = predict(fit(frames.subset(~held_out), config), frames.x[held_out])
+        phase_p[held_out] = preds.phase_p
+        bad_p[held_out] = preds.bad_p
+    return Predictions(phase_p=phase_p, bad_p=bad_p)
+
+
+def head_scores(
+    frames: FrameSet, preds: Predictions, mask: npt.NDArray[np.bool_] | None = None
+) -> tuple[Scores, Scores]:
+    """Phase and form scores over the frames (within ``mask``) that carry each label."""
+    rows = np.ones(len(frames), dtype=bool) if mask is None else mask
+    has_phase = rows & (frames.phase != IGNORE)
+    has_form = rows & (frames.bad != IGNORE)
+    return (score(frames.phase[has_phase], preds.phase[has_phase], MODEL_PHASES),
+            score(frames.bad[has_form], preds.bad[has_form], FORM_LABELS))
+
+
+def majority_baseline(frames: FrameSet) -> Predictions:
+    """Constant prediction of the most frequent phase and form."""
+    phase = np.bincount(frames.phase[frames.phase != IGNORE], minlength=len(MODEL_PHASES))
+    bad = np.bincount(frames.bad[frames.bad != IGNORE], minlength=len(FORM_LABELS))
+    phase_p = np.zeros((len(frames), len(MODEL_PHASES)), dtype=np.float32)
+    phase_p[:, int(np.argmax(phase))] = 1.0
+    return Predictions(phase_p=phase_p, bad_p=np.full(len(frames), float(np.argmax(bad)), dtype=np.float32))
+
+
+def export_tflite(model: keras.Model, path: Path) -> None:
+    """Float32 TFLite with one ``[1, N]`` input, as the edge runtime feeds it."""
+    import tensorflow as tf
+
+    n = int(model.inputs[0].shape[-1])
+
+    def serve(x: tf.Tensor) -> dict[str, tf.Tensor]:
+        out = model(x, training=False)
+        return {"phase": out["phase"], "bad": out["bad"]}
+
+    signature = [tf.TensorSpec([1, n], tf.float32, name="features")]
+    concrete = tf.function(serve, input_signature=signature).get_concrete_function()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(converter.convert())
+
+
+def verify_export(model: keras.Model, path: Path, vectors: FloatArray) -> float:
+    """Largest difference between Keras and the exported model run through the edge runtime."""
+    classifier = PhaseFormClassifier(path)
+    expected = predict(model, vectors)
+    worst = 0.0
+    for i, vector in enumerate(vectors):
+        got = classifier.classify(vector)
+        phase_diff = np.abs(np.array([got.phase_p[p] for p in MODEL_PHASES]) - expected.phase_p[i]).max()
+        worst = max(worst, float(phase_diff), abs(got.bad_p - float(expected.bad_p[i])))
+    return worst
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _clip_summary(clip: Clip, lab: FrameLabels) -> ClipSummary:
+    usable = clip.features.present
+    return ClipSummary(
+        name=clip.truth.name,
+        group=clip.group,
+        view=clip.truth.view,
+        frames=clip.poses.frames,
+        with_person=int(usable.sum()),
+        phase_counts=tuple(int(((lab.phase == k) & usable).sum()) for k in range(len(MODEL_PHASES))),
+        good=int(((lab.bad == 0) & usable).sum()),
+        bad=int(((lab.bad == 1) & usable).sum()),
+        reps=sum(1 for r in lab.reps if r.form is not None),
+        partial_reps_labelled=sum(1 for r in lab.reps if r.form is None),
+    )
+
+
+def _evaluation_method(clips: Sequence[Clip]) -> str:
+    groups: dict[str, list[str]] = {}
+    for clip in clips:
+        groups.setdefault(clip.group, []).append(clip.truth.name)
+    shared = [f"{g} = {', '.join(names)}" for g, names in sorted(groups.items()) if len(names) > 1]
+    return (f"Leave-one-group-out cross-validation over {len(groups)} groups: each group is one clip, except "
+            f"clips of the same person ({'; '.join(shared) or 'none'}). Each fold trains on the other groups and "
+            "predicts the held-out one; all held-out predictions are pooled and scored once.")
+
+
+def _held_out(phase: Scores, form: Scores, frames: int, method: str) -> HeldOutMetrics:
+    return HeldOutMetrics(
+        phase_accuracy=round(phase.accuracy, 4), phase_macro_f1=round(phase.macro_f1, 4),
+        form_accuracy=round(form.accuracy, 4), form_macro_f1=round(form.macro_f1, 4),
+        frames=frames, method=method,
+    )
+
+
+def _print_summary(run: RunSummary, model_path: Path, report_path: Path) -> None:
+    rows = [("phase", run.pooled_phase, run.baseline_phase), ("form", run.pooled_form, run.baseline_form)]
+    print(f"{run.exercise}: held-out ({len(run.groups)} leave-one-group-out folds, {len(run.clips)} clips)")
+    print(f"{'head':<6} {'frames':>7} {'accuracy':>9} {'macro-F1':>9} {'baseline acc':>13} {'baseline F1':>12}")
+    for name, s, b in rows:
+        print(f"{name:<6} {s.frames:>7} {s.accuracy:>9.3f} {s.macro_f1:>9.3f} {b.accuracy:>13.3f} {b.macro_f1:>12.3f}")
+    print(f"training: cross-validation {run.seconds_cv:.0f} s, final {run.seconds_final:.0f} s; "
+          f"export check max diff {run.export_max_diff:.1e}")
+    print(f"model:  {model_path}\nreport: {report_path}")
+
+
+def run_training(exercise: str, out_dir: Path | None, config: TrainConfig, rules: LabelRules) -> RunSummary:
+    """Label, cross-validate, train the final model, export, verify and write the report."""
+    _deterministic_tf()
+    data_dir = require_data_dir()
+    clips = load_clips(exercise, data_dir)
+    groups = [c.group for c in clips]
+    if len(set(groups)) < 2:
+        raise DataMissingError(f"held-out evaluation needs {exercise} clips of at least two people, "
+                               f"found {len(set(groups))} group(s)")
+    frame_labels = [clip_labels(c, rules) for c in clips]
+    frames = build_frame_set(clips, frame_labels)
+
+    started = time.monotonic()
+    held_out = cross_validate(frames, groups, config)
+    seconds_cv = time.monotonic() - started
+    pooled_phase, pooled_form = head_scores(frames, held_out)
+    baseline_phase, baseline_form = head_scores(frames, majority_baseline(frames))
+    frame_group = np.array([groups[c] for c in frames.clip])
+    group_results: list[GroupResult] = []
+    for group in sorted(set(groups)):
+        phase_scores, form_scores = head_scores(frames, held_out, frame_group == group)
+        members = tuple(c.truth.name for c in clips if c.group == group)
+        group_results.append(GroupResult(group=group, clips=members, phase=phase_scores, form=form_scores))
+
+    started = time.monotonic()
+    model = fit(frames, config)
+    seconds_final = time.monotonic() - started
+
+    model_path = model_path_for(exercise, out_dir)
+    export_tflite(model, model_path)
+    method = _evaluation_method(clips)
+    scored = int(((frames.phase != IGNORE) | (frames.bad != IGNORE)).sum())
+    manifest = ModelManifest.model_validate({
+        "name": model_path.stem, "version": MODEL_VERSION, "exercise": exercise,
+        "feature_spec_version": FEATURE_SPEC_VERSION, "feature_spec_hash": feature_spec_hash(),
+        "input_size": len(feature_names()), "phases": list(MODEL_PHASES), "bad_threshold": BAD_THRESHOLD,
+        "trained_on": data_files(clips), "held_out": _held_out(pooled_phase, pooled_form, scored, method),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    })
+    model_path.with_suffix(".json").write_text(json.dumps(manifest.model_dump(mode="json"), indent=2) + "\n")
+    sample = next(c for c in clips if c.truth.complete_reps > 0).features
+    vectors = sample.vectors[sample.present][:_VERIFY_FRAMES]
+    max_diff = verify_export(model, model_path, vectors)
+    if max_diff > EXPORT_TOLERANCE:
+        raise RuntimeError(f"exported model differs from Keras by {max_diff:.2e} (> {EXPORT_TOLERANCE})")
+
+    return RunSummary(
+        exercise=exercise,
+        created=manifest.created,
+        data_dir=str(data_dir),
+        data_files=tuple(data_files(clips)),
+        pose_model=f"{POSE_MODEL.name} (sha256 {_sha256(POSE_MODEL)[:16]})",
+        feature_spec=f"v{FEATURE_SPEC_VERSION} / {feature_spec_hash()}, {len(feature_names())} inputs",
+        label_rules=f"{(labelling.__doc__ or '').strip()}\n\nNumbers used: `{rules}`.",
+        evaluation_method=method,
+        train_config=(f"`{config}`; phase and form losses weighted per class (n / (k · n_class) on each "
+                      "training fold); frames whose label is excluded get weight 0 for that head. "
+                      f"{config.epochs} epochs, no early stopping."),
+        bad_threshold=BAD_THRESHOLD,
+        clips=tuple(_clip_summary(c, lab) for c, lab in zip(clips, frame_labels, strict=True)),
+        phase_labels=MODEL_PHASES,
+        pooled_phase=pooled_phase,
+        pooled_form=pooled_form,
+        baseline_phase=baseline_phase,
+        baseline_form=baseline_form,
+        groups=tuple(group_results),
+        model_path=str(model_path.relative_to(MODELS_DIR.parent) if model_path.is_relative_to(MODELS_DIR.parent)
+                       else model_path),
+        export_max_diff=max_diff,
+        seconds_cv=seconds_cv,
+        seconds_final=seconds_final,
+    )
+
+
+def train_main(exercise: str = "squat", out_dir: Path | None = None) -> int:
+    """Train and export the classifier of ``exercise``; prints a summary and returns an exit code.
+
+    ``out_dir`` receives the model, manifest and report instead of ``models/artifacts`` and ``models/``.
+    """
+    if importlib.util.find_spec("tensorflow") is None:
+        print("training needs TensorFlow: install the 'train' extra (pip install 'formcheck[train]')",
+              file=sys.stderr)
+        return 2
+    if exercise not in EXERCISES:
+        print(f"unknown exercise {exercise!r}: choose one of {', '.join(EXERCISES)}", file=sys.stderr)
+        return 2
+    try:
+        run = run_training(exercise, out_dir, TrainConfig(), LabelRules())
+    except DataMissingError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    report_path = (out_dir or MODELS_DIR) / f"REPORT_{exercise}.md"
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report_path.write_text(render_report(run))
+    _print_summary(run, model_path_for(exercise, out_dir), report_path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(train_main(sys.argv[1] if len(sys.argv) > 1 else "squat"))

@@ -1,0 +1,80 @@
+"""A real MQTT subscriber that records what arrives, for assertions."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+
+@dataclass
+class Received:
+    topic: str
+    payload: bytes
+    retain: bool
+    at: float
+
+    def json(self) -> Any:
+        return json.loads(self.payload)
+
+
+@dataclass
+class Recorder:
+    """Subscribes to ``topic_filter`` and keeps every message with its arrival time."""
+
+    host: str
+    port: int
+    topic_filter: str
+    messages: list[Received] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _client: mqtt.Client | None = None
+
+    def start(self) -> Recorder:
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        subscribed = threading.Event()
+        client.on_message = self._on_message
+        client.on_subscribe = lambda *a: subscribed.set()
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        # Without Receive Maximum a paho MQTT 5 subscriber at QoS 1 is throttled (see DESIGN.md).
+        props.ReceiveMaximum = 1000
+        client.connect(self.host, self.port, keepalive=10, properties=props)
+        client.subscribe(self.topic_filter, qos=1)
+        client.loop_start()
+        if not subscribed.wait(5):
+            raise TimeoutError("subscription not acknowledged")
+        self._client = client
+        return self
+
+    def stop(self) -> None:
+        if self._client is not None:
+            self._client.loop_stop()
+            self._client.disconnect()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self.messages.append(Received(msg.topic, bytes(msg.payload), bool(msg.retain), time.monotonic()))
+
+    def of_kind(self, kind: str) -> list[Received]:
+        with self._lock:
+            return [m for m in self.messages if m.topic.rsplit("/", 1)[-1] == kind]
+
+    def wait_for(self, predicate: Callable[[list[Received]], bool], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if predicate(list(self.messages)):
+                    return True
+            time.sleep(0.01)
+        return False
+
+
+def states(recorder: Recorder) -> list[str]:
+    return [m.json()["state"] for m in recorder.of_kind("status")]

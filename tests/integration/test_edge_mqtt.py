@@ -1,0 +1,139 @@
+"""Edge node against a real Mosquitto, observed by a real subscriber."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+
+from formcheck.local_services import Mosquitto, free_port
+from tests.integration.mqtt_helpers import Recorder, states
+
+SHORT_CLIP = "videos/squat/squat_side_bodyweight_b.mp4"
+LONG_CLIP = "videos/squat/squat_side_barbell_a.mp4"
+
+
+def decoded_frames(path: Path) -> int:
+    cap = cv2.VideoCapture(str(path))
+    count = 0
+    while cap.read()[0]:
+        count += 1
+    cap.release()
+    return count
+
+
+def edge_cmd(clip: Path, port: int, node: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "formcheck.cli", "edge", "--source", str(clip), "--node", node,
+            "--broker", f"127.0.0.1:{port}", *extra]
+
+
+def run_env() -> dict[str, str]:
+    return {**os.environ, "FORMCHECK_EDGE__MQTT__KEEPALIVE_S": "2", "FORMCHECK_EDGE__STATS__INTERVAL_S": "0.5"}
+
+
+def test_clip_yields_one_message_per_decoded_frame(mosquitto: Mosquitto, data_dir: Path, pose_model: Path) -> None:
+    clip = data_dir / SHORT_CLIP
+    expected = decoded_frames(clip)
+    rec = Recorder(mosquitto.host, mosquitto.port, "gym/main/nodes/edge-a/#").start()
+    try:
+        result = subprocess.run(edge_cmd(clip, mosquitto.port, "edge-a", "--realtime", "off"),
+                                capture_output=True, text=True, timeout=120, env=run_env())
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert rec.wait_for(lambda m: sum(x.topic.endswith("/frames") for x in m) >= expected, 10)
+        assert rec.wait_for(lambda m: "stopped" in [x.json()["state"] for x in m if x.topic.endswith("/status")], 5)
+    finally:
+        rec.stop()
+    frames = [m.json() for m in rec.of_kind("frames")]
+    assert len(frames) == expected
+    seqs = [f["seq"] for f in frames]
+    assert seqs == list(range(expected)), "seq must increase by one per frame, in order"
+    assert len({f["boot"] for f in frames}) == 1
+    ts = [f["ts"] for f in frames]
+    assert ts == sorted(ts)
+    assert {f["node"] for f in frames} == {"edge-a"}
+    # A person squats in this clip: the classifier must see more than one phase.
+    assert {f["phase"] for f in frames} >= {"standing", "bottom"}
+    assert states(rec) == ["online", "stopped"]
+    assert rec.of_kind("stats"), "stats are published while running"
+    assert "Traceback" not in result.stderr
+
+
+def test_killed_node_goes_offline_and_retained(mosquitto: Mosquitto, data_dir: Path, pose_model: Path) -> None:
+    rec = Recorder(mosquitto.host, mosquitto.port, "gym/main/nodes/edge-k/status").start()
+    proc = subprocess.Popen(edge_cmd(data_dir / LONG_CLIP, mosquitto.port, "edge-k"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=run_env())
+    try:
+        assert rec.wait_for(lambda m: any(x.json()["state"] == "online" for x in m), 60), "node never came online"
+        killed_at = time.monotonic()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=5)
+        assert rec.wait_for(lambda m: m[-1].json()["state"] == "offline", 5)
+        offline = rec.of_kind("status")[-1]
+        assert offline.at - killed_at < 1.0, "Last Will must arrive within 1 s of the kill"
+    finally:
+        rec.stop()
+        if proc.poll() is None:
+            proc.kill()
+    # A late subscriber sees the retained offline state.
+    late = Recorder(mosquitto.host, mosquitto.port, "gym/main/nodes/edge-k/status").start()
+    try:
+        assert late.wait_for(lambda m: bool(m), 5)
+        assert late.messages[-1].retain
+        assert late.messages[-1].json()["state"] == "offline"
+    finally:
+        late.stop()
+
+
+def test_sigterm_is_a_clean_stop(mosquitto: Mosquitto, data_dir: Path, pose_model: Path) -> None:
+    rec = Recorder(mosquitto.host, mosquitto.port, "gym/main/nodes/edge-t/#").start()
+    proc = subprocess.Popen(edge_cmd(data_dir / LONG_CLIP, mosquitto.port, "edge-t"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=run_env())
+    try:
+        assert rec.wait_for(lambda m: sum(x.topic.endswith("/frames") for x in m) >= 10, 60)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=15)
+        assert proc.returncode == 0, stderr[-2000:]
+        assert rec.wait_for(lambda m: "stopped" in [x.json()["state"] for x in m if x.topic.endswith("/status")], 5)
+    finally:
+        rec.stop()
+        if proc.poll() is None:
+            proc.kill()
+    assert states(rec) == ["online", "stopped"]
+    assert "Traceback" not in stderr
+
+
+def test_broker_down_at_start_is_not_fatal(data_dir: Path, pose_model: Path) -> None:
+    port = free_port()  # nothing listens here
+    env = {**run_env(), "FORMCHECK_EDGE__MQTT__CONNECT_TIMEOUT_S": "1"}
+    result = subprocess.run(edge_cmd(data_dir / SHORT_CLIP, port, "edge-d", "--realtime", "off"),
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "not reachable" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--source", "/nonexistent/clip.mp4"], "video file not found"),
+        (["--source", "0", "--node", "bad/id"], "node.id"),
+        (["--config", "/nonexistent.yaml"], "cannot read config file"),
+        (["--source", "README.md"], "cannot open video source"),
+        (["--model", "/nonexistent/model.tflite", "--source", "README.md"], ""),
+    ],
+)
+def test_user_mistakes_give_one_line_and_status_2(args: list[str], message: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "formcheck.cli", "edge", *args],
+                            capture_output=True, text=True, timeout=60, env=run_env(),
+                            cwd=Path(__file__).resolve().parents[2])
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("formcheck: error:")]
+    assert len(errors) == 1, result.stderr
+    assert message in errors[0]
+    assert "Traceback" not in result.stderr

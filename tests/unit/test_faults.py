@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from edge_node.config import FaultSection
+from edge_node.faults import frame_faults
+
+RULES = FaultSection()
+NEUTRAL = {"knee": 100.0, "knee_width": 1.1, "trunk_lean": 30.0, "heel_lift": 0.0}
+
+
+def test_no_faults_for_clean_frame_or_standing() -> None:
+    assert frame_faults("squat", "bottom", NEUTRAL, RULES) == []
+    caved = {**NEUTRAL, "knee_width": 0.5}
+    assert frame_faults("squat", "standing", caved, RULES) == []
+    assert frame_faults("squat", "descending", {**caved, "knee": 170.0}, RULES) == []
+
+
+def test_each_rule_fires_on_its_own() -> None:
+    assert frame_faults("squat", "bottom", {**NEUTRAL, "knee_width": 0.6}, RULES) == ["knees_in"]
+    assert frame_faults("squat", "ascending", {**NEUTRAL, "trunk_lean": 70.0}, RULES) == ["forward_lean"]
+    assert frame_faults("squat", "descending", {**NEUTRAL, "heel_lift": 0.5}, RULES) == ["heels_up"]
+
+
+def test_other_exercises_have_no_squat_rules() -> None:
+    assert frame_faults("pushup", "bottom", {**NEUTRAL, "knee_width": 0.5}, RULES) == []
