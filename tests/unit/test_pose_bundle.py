@@ -1,0 +1,61 @@
+"""The pose bundle built from the mediapipe 0.10.21 wheel (by `make model`)."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from models.pose_bundle import MEMBERS, BundleBuildError, build_bundle, ensure_bundle
+
+
+def _input_normalisation(tflite: bytes) -> tuple[list[float], list[float]]:
+    from mediapipe.tasks.metadata import metadata_schema_py_generated as meta
+    from mediapipe.tasks.metadata import schema_py_generated as schema
+
+    model = schema.Model.GetRootAsModel(tflite, 0)
+    for i in range(model.MetadataLength()):
+        entry = model.Metadata(i)
+        if entry.Name() == b"TFLITE_METADATA":
+            buf = model.Buffers(entry.Buffer()).DataAsNumpy().tobytes()
+            md = meta.ModelMetadataT.InitFromObj(meta.ModelMetadata.GetRootAsModelMetadata(buf, 0))
+            options = md.subgraphMetadata[0].inputTensorMetadata[0].processUnits[0].options
+            return list(options.mean), list(options.std)
+    raise AssertionError("no TFLITE_METADATA in model")
+
+
+def test_bundle_is_stored_uncompressed_with_normalisation(pose_model: Path) -> None:
+    with zipfile.ZipFile(pose_model) as zf:
+        infos = {i.filename: i for i in zf.infolist()}
+        assert set(infos) == {m.bundle_name for m in MEMBERS}
+        assert all(i.compress_type == zipfile.ZIP_STORED for i in infos.values())
+        for member in MEMBERS:
+            mean, std = _input_normalisation(zf.read(member.bundle_name))
+            assert mean == [member.mean]
+            assert std == [member.std]
+
+
+def test_ensure_bundle_keeps_a_valid_bundle(pose_model: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "pose.task"
+    copy.write_bytes(pose_model.read_bytes())
+    before = copy.stat().st_mtime_ns
+    assert ensure_bundle(copy, tmp_path / "no-wheels-needed") == copy
+    assert copy.stat().st_mtime_ns == before
+
+
+def test_not_a_wheel_is_one_clear_error(tmp_path: Path) -> None:
+    fake = tmp_path / "mediapipe-0.10.21-cp311-none-any.whl"
+    fake.write_bytes(b"not a zip")
+    with pytest.raises(BundleBuildError, match="not a usable mediapipe wheel"):
+        build_bundle(fake, tmp_path / "out.task")
+
+
+def test_tampered_graph_is_refused(tmp_path: Path) -> None:
+    fake = tmp_path / "mediapipe-0.10.21-cp311-none-any.whl"
+    with zipfile.ZipFile(fake, "w") as zf:
+        for member in MEMBERS:
+            zf.writestr(member.wheel_path, b"TFL3 tampered")
+    with pytest.raises(BundleBuildError, match="sha256"):
+        build_bundle(fake, tmp_path / "out.task")
+    assert not (tmp_path / "out.task").exists()
