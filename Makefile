@@ -47,9 +47,17 @@ demo: venv model
 bench: venv model
 	$(PY) -m bench.edge_bench
 
-train: venv model
-	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,train]'
-	$(PY) -m formcheck.cli models train
+# Training gets its own venv: when TensorFlow is importable, `import mediapipe`
+# loads it too (+500 MB resident), which an edge node must never pay for.
+TRAIN_VENV ?= .venv-train
+$(STAMPS)/train-venv: pyproject.toml
+	@mkdir -p $(STAMPS)
+	@test -x $(TRAIN_VENV)/bin/python || $(PYTHON) -m venv $(TRAIN_VENV)
+	@$(TRAIN_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev,train]'
+	@touch $@
+
+train: system-deps model $(STAMPS)/train-venv
+	$(TRAIN_VENV)/bin/python -m formcheck.cli models train
 
 clean:
 	rm -rf $(VENV) $(STAMPS) .mypy_cache .ruff_cache .pytest_cache *.egg-info

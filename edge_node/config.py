@@ -108,7 +108,6 @@ class FaultSection(_Section):
         0.8, gt=0, description="knees_in when knee distance / ankle distance drops below this while bending."
     )
     forward_lean_deg: float = Field(55.0, gt=0, description="forward_lean when the trunk tilts more than this.")
-    heels_up_ratio: float = Field(0.25, gt=0, description="heels_up when the heel rises this many foot lengths.")
     bending_knee_deg: float = Field(
         150.0, gt=0, description="Fault rules apply only once the knee is bent below this angle."
     )

@@ -9,7 +9,13 @@ _MOVING: frozenset[Phase] = frozenset({"descending", "bottom", "ascending"})
 
 
 def frame_faults(exercise: Exercise, phase: Phase, angles: dict[str, float], rules: FaultSection) -> list[Fault]:
-    """Faults visible in one frame. Only squat rules exist so far; other exercises report none."""
+    """Faults visible in one frame. Only squat rules exist so far; other exercises report none.
+
+    There is deliberately no per-frame ``heels_up`` rule: world landmarks are
+    camera-aligned, not gravity-aligned, so heel height against the toes
+    changes with camera pitch and flagged every rep of good deep squats.
+    Heel lift needs a per-station standing baseline, which the aggregator has.
+    """
     if exercise != "squat" or phase not in _MOVING or angles.get("knee", 180.0) > rules.bending_knee_deg:
         return []
     faults: list[Fault] = []
@@ -17,6 +23,4 @@ def frame_faults(exercise: Exercise, phase: Phase, angles: dict[str, float], rul
         faults.append("knees_in")
     if angles["trunk_lean"] > rules.forward_lean_deg:
         faults.append("forward_lean")
-    if angles["heel_lift"] > rules.heels_up_ratio:
-        faults.append("heels_up")
     return faults

@@ -7,7 +7,8 @@ pose model invalidates the entry, nothing else does. Feature vectors are not
 cached; they are cheap and must follow the current ``edge_node.features`` code.
 
 Features are produced exactly as the edge node produces them: one
-``FeatureWindow`` per clip, reset on every frame without a person.
+``FeatureWindow`` per clip, reset on every frame the edge node reports as
+``no_person`` (no pose, or lower-body visibility below the configured minimum).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+from edge_node.config import PoseSection
 from edge_node.features import ANGLE_NAMES, NUM_LANDMARKS, FeatureWindow, PoseLandmarks, feature_names, frame_features
 from formcheck.paths import POSE_MODEL, DataMissingError, cache_dir, require_data_dir
 
@@ -34,6 +36,8 @@ FloatArray = npt.NDArray[np.float32]
 BoolArray = npt.NDArray[np.bool_]
 
 GROUND_TRUTH: Final = "ground_truth.csv"
+# The edge node's default no_person gate, so training sees the frames the runtime classifies.
+DEFAULT_MIN_VISIBILITY: Final[float] = PoseSection.model_fields["min_visibility"].default
 
 # Clips the data README says show the same person. Clips not listed are their
 # own group. Held-out evaluation keeps a person's clips together so the model
@@ -85,7 +89,10 @@ class ClipPoses:
 
 @dataclass(frozen=True)
 class ClipFeatures:
-    """Per-frame classifier inputs and body measures (``ANGLE_NAMES``) of one clip; NaN where no person."""
+    """Per-frame classifier inputs and body measures (``ANGLE_NAMES``) of one clip.
+
+    ``present`` is False (and the rows NaN) where the edge node would report ``no_person``.
+    """
 
     vectors: FloatArray
     measures: dict[str, FloatArray]
@@ -196,9 +203,10 @@ def load_poses(video: Path, pose_model: Path = POSE_MODEL) -> ClipPoses:
     return poses
 
 
-def clip_features(poses: ClipPoses) -> ClipFeatures:
+def clip_features(poses: ClipPoses, min_visibility: float = DEFAULT_MIN_VISIBILITY) -> ClipFeatures:
     """Classifier inputs of every frame, computed the way the edge node computes them."""
     n = len(feature_names())
+    present = poses.present.copy()
     vectors = np.full((poses.frames, n), np.nan, dtype=np.float32)
     measures = {name: np.full(poses.frames, np.nan, dtype=np.float32) for name in ANGLE_NAMES}
     window = FeatureWindow()
@@ -207,10 +215,14 @@ def clip_features(poses: ClipPoses) -> ClipFeatures:
             window.reset()
             continue
         features = frame_features(PoseLandmarks(world=poses.world[i], visibility=poses.visibility[i]))
+        if features.lower_body_visibility < min_visibility:
+            present[i] = False
+            window.reset()
+            continue
         vectors[i] = window.push(features)
         for name, values in measures.items():
             values[i] = features.angles[name]
-    return ClipFeatures(vectors=vectors, measures=measures, present=poses.present.copy())
+    return ClipFeatures(vectors=vectors, measures=measures, present=present)
 
 
 @dataclass(frozen=True)

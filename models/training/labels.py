@@ -13,15 +13,17 @@ using only frames with a person.
 
 Rules, in order (``LabelRules`` holds the numbers):
 
-1. Frames without a person are excluded from both losses (label ``IGNORE``);
-   the runtime emits ``no_person`` itself. Every other frame starts as
-   ``standing`` with good form.
+1. Frames without a person (no pose, or too little lower-body visibility:
+   the edge node's ``no_person`` gate) are excluded from both losses (label
+   ``IGNORE``); the runtime emits ``no_person`` itself. Every other frame
+   starts as ``standing`` with good form.
 2. The clip's standing level is the 5th percentile of the smoothed signal.
 3. Each complete rep is anchored at the signal's maximum within
    ``search_radius`` frames of its ground-truth bottom frame (the "extreme").
    Consecutive reps are split at the signal's minimum between their extremes.
    The rep's top level on each side is the lower of the clip's standing level
-   and the lowest signal between the split points and the extreme.
+   and the lowest signal between the split points and the extreme. A rep with
+   no person within ``search_radius`` of its bottom frame is excluded there.
 4. ``bottom`` = the contiguous frames around the extreme whose signal is within
    ``bottom_margin`` × (extreme − top) of the extreme.
 5. ``descending`` = going back from the bottom while the signal stays more than
@@ -128,7 +130,9 @@ def _argext(values: FloatArray, lo: int, hi: int, *, largest: bool) -> int | Non
     return lo + int(np.nanargmax(window) if largest else np.nanargmin(window))
 
 
-def _label_rep(s: FloatArray, peak: int, lo: int, hi: int, top: float, rules: LabelRules) -> RepSpan:
+def _label_rep(
+    s: FloatArray, peak: int, lo: int, hi: int, *, top: float, form: str | None, rules: LabelRules
+) -> RepSpan:
     """Bottom, descending and ascending spans of the rep whose extreme is ``peak``, within ``[lo, hi]``."""
     extreme = float(s[peak])
     top_before = min(top, float(np.nanmin(s[lo:peak + 1])))
@@ -145,7 +149,7 @@ def _label_rep(s: FloatArray, peak: int, lo: int, hi: int, top: float, rules: La
     bottom_end = walk(peak, 1, floor)
     start = walk(bottom_start, -1, top_before + rules.standing_margin * (extreme - top_before))
     end = walk(bottom_end, 1, top_after + rules.standing_margin * (extreme - top_after))
-    return RepSpan(start=start, bottom_start=bottom_start, bottom_end=bottom_end, end=end, form=None)
+    return RepSpan(start=start, bottom_start=bottom_start, bottom_end=bottom_end, end=end, form=form)
 
 
 def _paint(phase: IntArray, rep: RepSpan) -> None:
@@ -219,8 +223,7 @@ def label_clip(
             bad[lo:hi + 1] = IGNORE
             free[lo:hi + 1] = False
             continue
-        span = _label_rep(s, *bounds, top=top, rules=rules)
-        rep = RepSpan(span.start, span.bottom_start, span.bottom_end, span.end, form)
+        rep = _label_rep(s, *bounds, top=top, form=form, rules=rules)
         _paint(phase, rep)
         window = slice(rep.start, rep.end + 1)
         bad[window] = IGNORE if form == UNCLEAR_LABEL else (BAD if form in FAULT_LABELS else GOOD)
@@ -237,7 +240,7 @@ def label_clip(
         if partial_reps <= 0 or peak is None or abs(peak - edge) < rules.edge_guard:
             phase[a:b + 1] = IGNORE
             continue
-        rep = _label_rep(s, peak, a, b, top=top, rules=rules)
+        rep = _label_rep(s, peak, a, b, top=top, form=None, rules=rules)
         _paint(phase, rep)
         free[a:b + 1] = False
         reps.append(rep)

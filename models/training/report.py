@@ -55,6 +55,7 @@ class RunSummary:
     baseline_phase: Scores
     baseline_form: Scores
     groups: tuple[GroupResult, ...]
+    fault_groups: tuple[tuple[str, tuple[str, ...]], ...]
     model_path: str
     export_max_diff: float
     seconds_cv: float
@@ -83,6 +84,13 @@ def _confusion(scores: Scores) -> list[str]:
 def _headline(name: str, scores: Scores, baseline: Scores) -> tuple[object, ...]:
     return (name, scores.frames, f"{scores.accuracy:.3f}", f"{scores.macro_f1:.3f}",
             f"{baseline.accuracy:.3f}", f"{baseline.macro_f1:.3f}")
+
+
+def _fault_note(run: RunSummary) -> str:
+    listed = "; ".join(f"{group}: {', '.join(faults)}" for group, faults in run.fault_groups) or "none"
+    return (f"Bad-form frames come from {len(run.fault_groups)} of {len(run.groups)} groups ({listed}). "
+            "A fold that holds one of them out learns `bad` only from the other groups' faults, so the form "
+            "numbers measure whether a fault transfers to an unseen person and fault type.")
 
 
 def render_report(run: RunSummary) -> str:
@@ -119,6 +127,8 @@ def render_report(run: RunSummary) -> str:
         *_confusion(run.pooled_phase),
         "",
         "### Form, per class (pooled held-out frames)",
+        "",
+        _fault_note(run),
         "",
         *_per_class(run.pooled_form),
         "",

@@ -16,11 +16,13 @@ Needs the ``[train]`` extra (TensorFlow); TensorFlow is imported lazily so the
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -178,16 +180,18 @@ def fit(train: FrameSet, config: TrainConfig) -> keras.Model:
     mean = train.x.mean(axis=0)
     std = np.maximum(train.x.std(axis=0), _MIN_STD)
     model = build_model(mean.astype(np.float32), std.astype(np.float32), config)
-    model.fit(
-        train.x,
-        {"phase": np.maximum(train.phase, 0), "bad": np.maximum(train.bad, 0).astype(np.float32)},
-        sample_weight={"phase": balanced_weights(train.phase, len(MODEL_PHASES)),
-                       "bad": balanced_weights(train.bad, len(FORM_LABELS))},
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        shuffle=True,
-        verbose=0,
-    )
+    targets = {"phase": np.maximum(train.phase, 0), "bad": np.maximum(train.bad, 0).astype(np.float32)}
+    weights = {"phase": balanced_weights(train.phase, len(MODEL_PHASES)),
+               "bad": balanced_weights(train.bad, len(FORM_LABELS))}
+    # Our own batching instead of fit(): fit() routes numpy through tf.data, whose op-version warnings flood
+    # the terminal, and a seeded permutation keeps the batch order reproducible.
+    rng = np.random.default_rng(config.seed)
+    for _ in range(config.epochs):
+        order = rng.permutation(len(train))
+        for start in range(0, len(order), config.batch_size):
+            batch = order[start:start + config.batch_size]
+            model.train_on_batch(train.x[batch], {k: v[batch] for k, v in targets.items()},
+                                 sample_weight={k: v[batch] for k, v in weights.items()})
     return model
 
 
@@ -233,32 +237,39 @@ def majority_baseline(frames: FrameSet) -> Predictions:
 
 
 def export_tflite(model: keras.Model, path: Path) -> None:
-    """Float32 TFLite with one ``[1, N]`` input, as the edge runtime feeds it."""
+    """Float32 TFLite with one ``[1, N]`` input, as the edge runtime feeds it.
+
+    Goes through a SavedModel because converting a Keras 3 model's concrete
+    function directly leaves its weights as resource variables, which LiteRT
+    then reads as uninitialised (NaN outputs). Only builtin ops are allowed:
+    the edge runtime has no TensorFlow (Flex) delegate.
+    """
+    import keras
     import tensorflow as tf
 
     n = int(model.inputs[0].shape[-1])
-
-    def serve(x: tf.Tensor) -> dict[str, tf.Tensor]:
-        out = model(x, training=False)
-        return {"phase": out["phase"], "bad": out["bad"]}
-
-    signature = [tf.TensorSpec([1, n], tf.float32, name="features")]
-    concrete = tf.function(serve, input_signature=signature).get_concrete_function()
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve", functools.partial(model.__call__, training=False),
+                         input_signature=[tf.TensorSpec([1, n], tf.float32, name="features")])
+    with tempfile.TemporaryDirectory() as saved_model:
+        archive.write_out(saved_model, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        blob = converter.convert()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(converter.convert())
+    path.write_bytes(blob)
 
 
 def verify_export(model: keras.Model, path: Path, vectors: FloatArray) -> float:
-    """Largest difference between Keras and the exported model run through the edge runtime."""
+    """Largest difference between Keras and the exported model run through the edge runtime (inf if not finite)."""
     classifier = PhaseFormClassifier(path)
     expected = predict(model, vectors)
-    worst = 0.0
-    for i, vector in enumerate(vectors):
-        got = classifier.classify(vector)
-        phase_diff = np.abs(np.array([got.phase_p[p] for p in MODEL_PHASES]) - expected.phase_p[i]).max()
-        worst = max(worst, float(phase_diff), abs(got.bad_p - float(expected.bad_p[i])))
-    return worst
+    got = [classifier.classify(vector) for vector in vectors]
+    got_phase = np.array([[g.phase_p[p] for p in MODEL_PHASES] for g in got])
+    got_bad = np.array([g.bad_p for g in got])
+    diffs = np.concatenate([np.abs(got_phase - expected.phase_p).ravel(), np.abs(got_bad - expected.bad_p)])
+    return float(diffs.max()) if np.isfinite(diffs).all() else float("inf")
 
 
 def _sha256(path: Path) -> str:
@@ -291,6 +302,16 @@ def _evaluation_method(clips: Sequence[Clip]) -> str:
             "predicts the held-out one; all held-out predictions are pooled and scored once.")
 
 
+def _fault_groups(clips: Sequence[Clip]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Groups whose clips contain fault reps, with the fault labels seen in each."""
+    faults: dict[str, set[str]] = {}
+    for clip in clips:
+        seen = set(clip.truth.form) & labelling.FAULT_LABELS
+        if seen:
+            faults.setdefault(clip.group, set()).update(seen)
+    return tuple((group, tuple(sorted(labels))) for group, labels in sorted(faults.items()))
+
+
 def _held_out(phase: Scores, form: Scores, frames: int, method: str) -> HeldOutMetrics:
     return HeldOutMetrics(
         phase_accuracy=round(phase.accuracy, 4), phase_macro_f1=round(phase.macro_f1, 4),
@@ -312,8 +333,8 @@ def _print_summary(run: RunSummary, model_path: Path, report_path: Path) -> None
 
 def run_training(exercise: str, out_dir: Path | None, config: TrainConfig, rules: LabelRules) -> RunSummary:
     """Label, cross-validate, train the final model, export, verify and write the report."""
-    _deterministic_tf()
     data_dir = require_data_dir()
+    _deterministic_tf()
     clips = load_clips(exercise, data_dir)
     groups = [c.group for c in clips]
     if len(set(groups)) < 2:
@@ -350,8 +371,10 @@ def run_training(exercise: str, out_dir: Path | None, config: TrainConfig, rules
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     })
     model_path.with_suffix(".json").write_text(json.dumps(manifest.model_dump(mode="json"), indent=2) + "\n")
+    # Frames spread over a whole clip with reps, so every phase is exercised, not only the opening stance.
     sample = next(c for c in clips if c.truth.complete_reps > 0).features
-    vectors = sample.vectors[sample.present][:_VERIFY_FRAMES]
+    present = sample.vectors[sample.present]
+    vectors = present[np.linspace(0, len(present) - 1, min(_VERIFY_FRAMES, len(present))).astype(int)]
     max_diff = verify_export(model, model_path, vectors)
     if max_diff > EXPORT_TOLERANCE:
         raise RuntimeError(f"exported model differs from Keras by {max_diff:.2e} (> {EXPORT_TOLERANCE})")
@@ -376,6 +399,7 @@ def run_training(exercise: str, out_dir: Path | None, config: TrainConfig, rules
         baseline_phase=baseline_phase,
         baseline_form=baseline_form,
         groups=tuple(group_results),
+        fault_groups=_fault_groups(clips),
         model_path=str(model_path.relative_to(MODELS_DIR.parent) if model_path.is_relative_to(MODELS_DIR.parent)
                        else model_path),
         export_max_diff=max_diff,
@@ -407,6 +431,3 @@ def train_main(exercise: str = "squat", out_dir: Path | None = None) -> int:
     _print_summary(run, model_path_for(exercise, out_dir), report_path)
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(train_main(sys.argv[1] if len(sys.argv) > 1 else "squat"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import cv2
 import pytest
 
 from formcheck.local_services import Mosquitto, free_port
+from formcheck.paths import classifier_model
 from tests.integration.mqtt_helpers import Recorder, states
 
 SHORT_CLIP = "videos/squat/squat_side_bodyweight_b.mp4"
@@ -124,11 +126,20 @@ def test_broker_down_at_start_is_not_fatal(data_dir: Path, pose_model: Path) -> 
         (["--source", "/nonexistent/clip.mp4"], "video file not found"),
         (["--source", "0", "--node", "bad/id"], "node.id"),
         (["--config", "/nonexistent.yaml"], "cannot read config file"),
-        (["--source", "README.md"], "cannot open video source"),
-        (["--model", "/nonexistent/model.tflite", "--source", "README.md"], ""),
+        (["--source", "pyproject.toml"], "cannot open video source"),
+        (["--source", "{clip}", "--model", "/nonexistent/model.tflite"], "classifier model not found"),
+        (["--source", "{clip}", "--model", "{stale_model}"], "trained on feature spec"),
+        (["--source", "{clip}", "--exercise", "lunge"], "classifier model not found"),
     ],
 )
-def test_user_mistakes_give_one_line_and_status_2(args: list[str], message: str) -> None:
+def test_user_mistakes_give_one_line_and_status_2(
+    args: list[str], message: str, data_dir: Path, tmp_path: Path
+) -> None:
+    stale = tmp_path / "stale.tflite"
+    stale.write_bytes(classifier_model("squat").read_bytes())
+    manifest = json.loads(classifier_model("squat").with_suffix(".json").read_text())
+    stale.with_suffix(".json").write_text(json.dumps({**manifest, "feature_spec_hash": "0000000000000000"}))
+    args = [a.format(clip=data_dir / SHORT_CLIP, stale_model=stale) for a in args]
     result = subprocess.run([sys.executable, "-m", "formcheck.cli", "edge", *args],
                             capture_output=True, text=True, check=False, timeout=60, env=run_env(),
                             cwd=Path(__file__).resolve().parents[2])
