@@ -413,14 +413,15 @@ def train_main(exercise: str = "squat", out_dir: Path | None = None) -> int:
 
     ``out_dir`` receives the model, manifest and report instead of ``models/artifacts`` and ``models/``.
     """
-    if importlib.util.find_spec("tensorflow") is None:
-        print("training needs TensorFlow: install the 'train' extra (pip install 'formcheck[train]')",
-              file=sys.stderr)
-        return 2
+    # Cheap checks first, so a wrong name or a missing data set is reported even without TensorFlow.
     if exercise not in EXERCISES:
         print(f"unknown exercise {exercise!r}: choose one of {', '.join(EXERCISES)}", file=sys.stderr)
         return 2
     try:
+        require_data_dir()
+        if importlib.util.find_spec("tensorflow") is None:
+            print("training needs TensorFlow: run 'make train' (own venv with the 'train' extra)", file=sys.stderr)
+            return 2
         run = run_training(exercise, out_dir, TrainConfig(), LabelRules())
     except DataMissingError as exc:
         print(str(exc), file=sys.stderr)
