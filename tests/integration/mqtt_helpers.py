@@ -33,20 +33,26 @@ class Recorder:
     host: str
     port: int
     topic_filter: str
+    session_expiry_s: int = 0  # > 0: a persistent session the broker keeps (and queues for) across restarts
     messages: list[Received] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _client: mqtt.Client | None = None
 
     def start(self) -> Recorder:
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        client_id = f"recorder-{id(self):x}"
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
         subscribed = threading.Event()
         client.on_message = self._on_message
         client.on_subscribe = lambda *a: subscribed.set()
+        # Subscribe on every (re)connect, as a real consumer must.
+        client.on_connect = lambda c, *a: c.subscribe(self.topic_filter, qos=1)
+        client.reconnect_delay_set(1, 2)
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         # Without Receive Maximum a paho MQTT 5 subscriber at QoS 1 is throttled (see DESIGN.md).
         props.ReceiveMaximum = 1000
-        client.connect(self.host, self.port, keepalive=10, properties=props)
-        client.subscribe(self.topic_filter, qos=1)
+        if self.session_expiry_s:
+            props.SessionExpiryInterval = self.session_expiry_s
+        client.connect(self.host, self.port, keepalive=10, clean_start=not self.session_expiry_s, properties=props)
         client.loop_start()
         if not subscribed.wait(5):
             raise TimeoutError("subscription not acknowledged")
