@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 from edge_node.capture import CapturedFrame
-from edge_node.classifier import PhaseFormClassifier
+from edge_node.classifier import ModelLoadError, PhaseFormClassifier
 from edge_node.config import EdgeConfig
 from edge_node.faults import frame_faults
 from edge_node.features import FeatureWindow, frame_features
@@ -68,6 +68,11 @@ class FrameProcessor:
             classifier = PhaseFormClassifier(
                 config.classifier.model_for(exercise), num_threads=config.classifier.num_threads
             )
+            if classifier.manifest.exercise != exercise:
+                raise ModelLoadError(
+                    f"model {classifier.version} classifies {classifier.manifest.exercise}, "
+                    f"but the node is set to {exercise}"
+                )
         except Exception:
             pose.close()
             raise
@@ -85,7 +90,10 @@ class FrameProcessor:
             path = self.config.classifier.model_for(exercise)
             if not path.is_file():
                 return False
-            self.classifiers[exercise] = PhaseFormClassifier(path, num_threads=self.config.classifier.num_threads)
+            classifier = PhaseFormClassifier(path, num_threads=self.config.classifier.num_threads)
+            if classifier.manifest.exercise != exercise:
+                return False
+            self.classifiers[exercise] = classifier
         self.exercise = exercise
         self._window.reset()
         return True

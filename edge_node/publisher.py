@@ -141,6 +141,12 @@ class EdgePublisher:
             log.warning("outgoing queue full (%d): %d frame messages dropped so far (%s)",
                         self.queue.maxsize, self.queue.dropped, self._cfg.drop_policy)
 
+    def update_status(self, **fields: Any) -> None:
+        """Change fields of the retained ``online`` status (e.g. after an exercise switch) and republish it."""
+        self._status_fields.update(fields)
+        if self.connected.is_set():
+            self._client.publish(self._status_topic, self._status("online"), qos=1, retain=True)
+
     def publish_stats(self, stats: NodeStats) -> None:
         if self.connected.is_set():
             self._client.publish(self._stats_topic, stats.to_json(), qos=REGISTRY["stats"].qos)

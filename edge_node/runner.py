@@ -86,7 +86,8 @@ def run_edge(config: EdgeConfig, stop: threading.Event | None = None) -> int:
             except QueueClosed:
                 break
             if frame is not None:
-                _apply_session(processor, sessions)
+                if _apply_session(processor, sessions):
+                    publisher.update_status(exercise=processor.exercise, model=processor.classifier.version)
                 publisher.enqueue(processor.process(frame))
             if time.monotonic() >= next_stats:
                 next_stats += config.stats.interval_s
@@ -106,23 +107,25 @@ def run_edge(config: EdgeConfig, stop: threading.Event | None = None) -> int:
     return 0
 
 
-def _apply_session(processor: FrameProcessor, sessions: _SessionBox) -> None:
+def _apply_session(processor: FrameProcessor, sessions: _SessionBox) -> bool:
+    """Follow a new check-in's exercise when a model exists for it; True when the exercise changed."""
     pending = sessions.take()
     if pending is None or pending[0] is None:
-        return
+        return False
     wanted: Exercise = pending[0].exercise
     if wanted == processor.exercise:
-        return
+        return False
     try:
         switched = processor.switch_exercise(wanted)
     except ModelLoadError as exc:
         log.error("session asks for %s but its model cannot be used: %s", wanted, exc)
-        return
+        return False
     if switched:
         log.info("session: now classifying %s", wanted)
     else:
         log.warning("session asks for %s but no model exists for it; still classifying %s",
                     wanted, processor.exercise)
+    return switched
 
 
 def _install_signal_handlers(stop: threading.Event) -> None:

@@ -148,3 +148,23 @@ def test_user_mistakes_give_one_line_and_status_2(
     assert len(errors) == 1, result.stderr
     assert message in errors[0]
     assert "Traceback" not in result.stderr
+
+
+def test_session_for_an_exercise_without_model_keeps_the_current_one(
+    mosquitto: Mosquitto, data_dir: Path, pose_model: Path
+) -> None:
+    import paho.mqtt.publish as publish
+
+    session = json.dumps({"member": "m-17", "exercise": "lunge"})
+    publish.single("gym/main/nodes/edge-s/session", session, qos=1, retain=True,
+                   hostname=mosquitto.host, port=mosquitto.port)
+    rec = Recorder(mosquitto.host, mosquitto.port, "gym/main/nodes/edge-s/frames").start()
+    try:
+        result = subprocess.run(edge_cmd(data_dir / SHORT_CLIP, mosquitto.port, "edge-s", "--realtime", "off"),
+                                capture_output=True, text=True, check=False, timeout=120, env=run_env())
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert rec.wait_for(lambda m: len(m) >= decoded_frames(data_dir / SHORT_CLIP), 10)
+    finally:
+        rec.stop()
+    assert "asks for lunge but no model exists" in result.stderr
+    assert {m.json()["exercise"] for m in rec.of_kind("frames")} == {"squat"}
