@@ -153,7 +153,7 @@ def test_user_mistakes_give_one_line_and_status_2(
 def test_session_for_an_exercise_without_model_keeps_the_current_one(
     mosquitto: Mosquitto, data_dir: Path, pose_model: Path
 ) -> None:
-    import paho.mqtt.publish as publish
+    from paho.mqtt import publish
 
     session = json.dumps({"member": "m-17", "exercise": "lunge"})
     publish.single("gym/main/nodes/edge-s/session", session, qos=1, retain=True,
