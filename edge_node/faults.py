@@ -19,7 +19,8 @@ def frame_faults(exercise: Exercise, phase: Phase, angles: dict[str, float], rul
     if exercise != "squat" or phase not in _MOVING or angles.get("knee", 180.0) > rules.bending_knee_deg:
         return []
     faults: list[Fault] = []
-    if angles["knee_width"] < rules.knees_in_width_ratio:
+    # Knee width is only measurable when the camera sees the hips side by side.
+    if angles["knee_width"] < rules.knees_in_width_ratio and angles.get("view_yaw", 90.0) <= rules.frontal_view_max_deg:
         faults.append("knees_in")
     if angles["trunk_lean"] > rules.forward_lean_deg:
         faults.append("forward_lean")

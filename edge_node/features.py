@@ -64,6 +64,11 @@ ANGLE_NAMES: Final[tuple[str, ...]] = (
     "body_line",     # shoulder-hip-ankle angle, 180 = straight plank
 )
 
+# Published with each frame but not classifier inputs (adding them would change the feature spec).
+CONTEXT_MEASURES: Final[tuple[str, ...]] = (
+    "view_yaw",      # hip line against the camera's x axis: 0 = facing or back to the camera, 90 = side-on
+)
+
 # Motion features: difference between the current frame and a past one, at
 # these lags (frames). Phase depends on direction of motion, which a single
 # frame cannot show.
@@ -154,6 +159,7 @@ def body_measures(pose: PoseLandmarks) -> dict[str, float]:
     ankle_dist = float(np.hypot(*(w[L_ANKLE] - w[R_ANKLE])[[0, 2]]))
     foot_len = (float(np.linalg.norm(w[L_HEEL] - w[L_FOOT])) + float(np.linalg.norm(w[R_HEEL] - w[R_FOOT]))) / 2
     heel_lift = ((w[L_FOOT][1] - w[L_HEEL][1]) + (w[R_FOOT][1] - w[R_HEEL][1])) / 2
+    hip_line = w[L_HIP] - w[R_HIP]
     body_line = (_angle(w[L_SHOULDER], w[L_HIP], w[L_ANKLE]) + _angle(w[R_SHOULDER], w[R_HIP], w[R_ANKLE])) / 2
     return {
         "knee": (knee_l + knee_r) / 2, "knee_l": knee_l, "knee_r": knee_r,
@@ -171,6 +177,7 @@ def body_measures(pose: PoseLandmarks) -> dict[str, float]:
         "shin_lean": _tilt_from_vertical(knees - ankles),
         "heel_lift": float(heel_lift) / (foot_len + _EPS),
         "body_line": body_line,
+        "view_yaw": float(np.degrees(np.arctan2(abs(hip_line[2]), abs(hip_line[0]) + _EPS))),
     }
 
 

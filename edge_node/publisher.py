@@ -11,21 +11,19 @@ from __future__ import annotations
 
 import json
 import logging
-import ssl
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
 
 from edge_node.config import MqttSection
 from edge_node.queues import DropQueue, QueueClosed
+from formcheck.broker import connect_properties, make_client
 from protocol.messages import FrameMessage, NodeState, NodeStats, NodeStatus, SessionMessage
 from protocol.topics import REGISTRY, Topics
 
@@ -69,24 +67,12 @@ class EdgePublisher:
         self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
 
     def _make_client(self) -> mqtt.Client:
-        client_id = self._cfg.client_id or f"formcheck-edge-{self._node}"
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-        if self._cfg.username:
-            client.username_pw_set(self._cfg.username, self._cfg.resolved_password())
-        tls = self._cfg.tls
-        if tls.ca_file is not None:
-            client.tls_set(
-                ca_certs=str(tls.ca_file),
-                certfile=str(tls.cert_file) if tls.cert_file else None,
-                keyfile=str(tls.key_file) if tls.key_file else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
+        client = make_client(self._cfg, f"formcheck-edge-{self._node}")
         offline = NodeStatus(state="offline", node=self._node, boot=self._boot)
         client.will_set(self._status_topic, offline.to_json(), qos=REGISTRY["status"].qos, retain=True)
         client.max_inflight_messages_set(self._cfg.max_inflight)
         # paho's own queue stays small; the bounded DropQueue in front of it holds the backlog.
         client.max_queued_messages_set(self._cfg.max_inflight * 2)
-        client.reconnect_delay_set(int(max(1, self._cfg.reconnect_min_s)), int(max(1, self._cfg.reconnect_max_s)))
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -100,10 +86,9 @@ class EdgePublisher:
         An unreachable broker is not fatal: the node keeps classifying, frames
         wait in the bounded queue, and paho keeps retrying with backoff.
         """
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = 0
         self._client.connect_async(
-            self._cfg.host, self._cfg.port, keepalive=self._cfg.keepalive_s, clean_start=True, properties=props
+            self._cfg.host, self._cfg.port, keepalive=self._cfg.keepalive_s, clean_start=True,
+            properties=connect_properties(),
         )
         self._client.loop_start()
         self._sender.start()

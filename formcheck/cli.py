@@ -115,6 +115,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from exc
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from aggregator.analyze import run_analyze
+    from edge_node.capture import SourceError
+    from edge_node.classifier import ModelLoadError
+    from edge_node.pose import PoseModelError
+
+    try:
+        return run_analyze(args.video, args.exercise, args.json)
+    except (FileNotFoundError, SourceError, ModelLoadError, PoseModelError) as exc:
+        raise CliError(str(exc)) from exc
+
+
 def cmd_topics(args: argparse.Namespace) -> int:
     from protocol.topics import registry_markdown
 
@@ -155,6 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--every", type=int, default=10, help="show every Nth frame (and every phase change)")
     demo.add_argument("--realtime", type=_on_off, default=True, help="play at the clip's frame rate (default on)")
     demo.set_defaults(func=cmd_demo)
+
+    analyze = sub.add_parser("analyze", help="grade the reps in a video without broker or database")
+    analyze.add_argument("video", type=Path)
+    analyze.add_argument("--exercise", default="squat", choices=["squat", "pushup", "curl", "lunge"])
+    analyze.add_argument("--json", action="store_true", help="print a list of sets, each with its reps")
+    analyze.set_defaults(func=cmd_analyze)
 
     topics = sub.add_parser("topics", help="print the MQTT topic registry as markdown")
     topics.add_argument("--prefix", default="gym")

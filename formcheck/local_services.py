@@ -1,4 +1,4 @@
-"""Start real Mosquitto (and later InfluxDB) processes on free loopback ports.
+"""Start real Mosquitto and InfluxDB (influxd 1.x) processes on free loopback ports.
 
 Used by the tests, ``formcheck demo`` and the benchmarks: each service runs
 in its own temporary directory, and we check that the process we started is
@@ -8,14 +8,21 @@ the one listening on the port before anyone talks to it.
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -141,3 +148,204 @@ def running_mosquitto(extra_config: str = "") -> Iterator[Mosquitto]:
             yield broker
         finally:
             broker.stop()
+
+
+# --- InfluxDB -----------------------------------------------------------------------------------------------------
+
+# influxd reads INFLUXDB_* variables as config overrides (e.g. INFLUXDB_HTTP_BIND_ADDRESS); a developer's shell
+# must not be able to move our test server onto another port or data directory.
+_INFLUXD_ENV_PREFIX = "INFLUXDB_"
+
+
+@dataclass
+class Influxd:
+    """A running ``influxd`` (1.x) owned by us; its data survives a restart on the same ``workdir``."""
+
+    port: int
+    rpc_port: int
+    workdir: Path
+    proc: subprocess.Popen[bytes]
+    config: Path
+    log: Path
+    version: str
+
+    @property
+    def host(self) -> str:
+        return "127.0.0.1"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM (influxd closes its shards and WAL cleanly), SIGKILL if it does not exit in time."""
+        if self.proc.poll() is not None:
+            return
+        # A SIGSTOPped process keeps SIGTERM pending until continued.
+        self.resume()
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL: a crash; what was acknowledged is in the WAL and must survive a restart."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def pause(self) -> None:
+        """SIGSTOP: the port still accepts connections (kernel backlog) but nothing answers."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+
+    def query(self, q: str, db: str | None = None, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Run InfluxQL; return the first series' rows as ``{column: value}`` (time in unix ms), or ``[]``.
+
+        Raises ``ServiceError`` when InfluxDB reports an error for the statement.
+        """
+        return influx_query(self.url, q, db=db, timeout=timeout)
+
+
+def influx_query(url: str, q: str, db: str | None = None, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """InfluxQL over the v1 HTTP API (POST, so write statements work too); first series' rows as dicts."""
+    params = {"q": q, "epoch": "ms"}
+    if db:
+        params["db"] = db
+    request = urllib.request.Request(
+        f"{url.rstrip('/')}/query",
+        data=urllib.parse.urlencode(params).encode(),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            body = json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        raise ServiceError(f"InfluxQL {q!r} failed: HTTP {exc.code} {exc.read()[:300]!r}") from exc
+    if "error" in body:
+        raise ServiceError(f"InfluxQL {q!r} failed: {body['error']}")
+    results = body.get("results") or [{}]
+    first = results[0]
+    if "error" in first:
+        raise ServiceError(f"InfluxQL {q!r} failed: {first['error']}")
+    series = first.get("series") or []
+    if not series:
+        return []
+    columns: list[str] = series[0]["columns"]
+    return [dict(zip(columns, row, strict=True)) for row in series[0].get("values") or []]
+
+
+def influxd_config(port: int, rpc_port: int, workdir: Path, auth_enabled: bool = False) -> str:
+    """A loopback-only influxd with everything in ``workdir``: no UDP/Graphite/collectd/OpenTSDB, no _internal db.
+
+    With ``auth_enabled`` the first ``CREATE USER ... WITH ALL PRIVILEGES`` may be run without credentials.
+    """
+    return "\n".join([
+        "reporting-disabled = true",
+        f'bind-address = "127.0.0.1:{rpc_port}"',
+        "",
+        "[meta]",
+        f'  dir = "{workdir}/meta"',
+        "",
+        "[data]",
+        f'  dir = "{workdir}/data"',
+        f'  wal-dir = "{workdir}/wal"',
+        "  query-log-enabled = false",
+        "",
+        "[monitor]",
+        "  store-enabled = false",
+        "",
+        "[http]",
+        "  enabled = true",
+        f'  bind-address = "127.0.0.1:{port}"',
+        f"  auth-enabled = {'true' if auth_enabled else 'false'}",
+        "  log-enabled = true",
+        # Every write would be one access-log line; queries and errors are what helps when a test fails.
+        "  suppress-write-log = true",
+        "  pprof-enabled = false",
+        "",
+        "[logging]",
+        '  format = "logfmt"',
+        '  level = "info"',
+        "  suppress-logo = true",
+        "",
+        "[[graphite]]",
+        "  enabled = false",
+        "[[collectd]]",
+        "  enabled = false",
+        "[[opentsdb]]",
+        "  enabled = false",
+        "[[udp]]",
+        "  enabled = false",
+        "",
+    ])
+
+
+def _ping(url: str, timeout: float) -> str | None:
+    """The ``X-Influxdb-Version`` of a server answering ``GET /ping`` with 204, else None."""
+    try:
+        with urllib.request.urlopen(f"{url}/ping", timeout=timeout) as response:
+            if response.status == 204:
+                version: str | None = response.headers.get("X-Influxdb-Version")
+                return version or "unknown"
+    except (OSError, urllib.error.URLError):
+        return None
+    return None
+
+
+def start_influxd(
+    workdir: Path | None = None, port: int | None = None, timeout: float = 30.0, auth_enabled: bool = False
+) -> Influxd:
+    """Start influxd on a free loopback port; ready when our PID listens there and ``/ping`` answers 204.
+
+    Starting again with the same ``workdir`` (and ``port``) reopens the same data.
+    """
+    binary = find_binary("influxd")
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="formcheck-influxd-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    rpc_port = free_port()
+    config = workdir / "influxd.conf"
+    config.write_text(influxd_config(port, rpc_port, workdir, auth_enabled))
+    log = workdir / "influxd.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_INFLUXD_ENV_PREFIX)}
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [binary, "-config", str(config)], stdout=out, stderr=subprocess.STDOUT, cwd=workdir, env=env
+        )
+    started = time.monotonic()
+    _wait_listening(proc, port, "influxd", log, timeout)
+    url = f"http://127.0.0.1:{port}"
+    deadline = started + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServiceError(f"influxd exited with status {proc.returncode}; see {log}")
+        version = _ping(url, timeout=1.0)
+        if version is not None:
+            return Influxd(port=port, rpc_port=rpc_port, workdir=workdir, proc=proc, config=config, log=log,
+                           version=version)
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait(timeout=10)
+    raise ServiceError(f"influxd on {url} did not answer /ping within {timeout:.0f} s; see {log}")
+
+
+@contextlib.contextmanager
+def running_influxd(auth_enabled: bool = False) -> Iterator[Influxd]:
+    """Context manager: a fresh influxd in a temporary directory, stopped and removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="formcheck-influxd-") as tmp:
+        server = start_influxd(Path(tmp), auth_enabled=auth_enabled)
+        try:
+            yield server
+        finally:
+            server.stop()

@@ -118,3 +118,57 @@ class SessionMessage(_Message):
     member: Identifier = Field(description="Member id (no personal data: an opaque id).")
     exercise: Exercise = Field("squat", description="Exercise the member is doing.")
     ts: int | None = Field(None, description="Check-in time, unix milliseconds.")
+
+
+Grade = Literal["A", "B", "C", "D", "F"]
+Verdict = Literal["perfect", "good", "bad"]
+
+
+class RepMessage(_Message):
+    """One graded repetition (``reps`` topic); also the row of the ``rep`` measurement."""
+
+    v: Literal[1] = PROTOCOL_VERSION
+    node: Identifier = Field(description="Station the rep was done at.")
+    member: Identifier = Field(description="Member checked in at the station, or 'guest'.")
+    exercise: Exercise
+    set_id: str = Field(description="Deterministic id of the set: '<node>-<boot>-<first frame seq>'.")
+    rep_index: int = Field(ge=1, description="1-based position in the set.")
+    start_ts: int = Field(description="Capture time of the rep's first frame, unix ms (the point's timestamp).")
+    bottom_ts: int = Field(description="Capture time of the deepest frame.")
+    end_ts: int = Field(description="Capture time of the rep's last frame.")
+    descent_s: Finite = Field(description="Seconds from start to the deepest frame.")
+    ascent_s: Finite = Field(description="Seconds from the deepest frame to the end.")
+    depth: Finite = Field(description="Deepest value of the exercise's depth signal (squat: hip_depth).")
+    min_knee: Finite | None = Field(None, description="Smallest knee angle in the rep, degrees.")
+    min_elbow: Finite | None = Field(None, description="Smallest elbow angle in the rep, degrees.")
+    hip_below_knee: bool | None = Field(None, description="Squat: the hips went below the knees.")
+    bad_ratio: Probability = Field(description="Share of the rep's frames the form model judged bad.")
+    faults: dict[Fault, list[int]] = Field(
+        default_factory=dict, description="Each fault seen often enough to count, with the seq of its frames."
+    )
+    checks: dict[str, bool] = Field(default_factory=dict, description="Posture checks and whether each passed.")
+    score: Annotated[float, Field(ge=0, le=100)] = Field(description="0-100 (see README, Grading).")
+    grade: Grade
+    verdict: Verdict = Field(description="perfect: all checks passed; good: one failed; bad: more, or poor form.")
+
+
+class SetMessage(_Message):
+    """One graded set (``sets`` topic and the member's notification)."""
+
+    v: Literal[1] = PROTOCOL_VERSION
+    node: Identifier
+    member: Identifier
+    exercise: Exercise
+    set_id: str
+    start_ts: int = Field(description="Start of the first rep, unix ms (the point's timestamp).")
+    end_ts: int = Field(description="End of the last rep, unix ms.")
+    reps: int = Field(ge=0, description="Complete repetitions.")
+    partial_reps: int = Field(ge=0, description="Movements that did not count as reps.")
+    score_mean: Finite
+    score_min: Finite
+    grade: Grade = Field(description="Worse of the mean-score grade and the bad-frame-share grade.")
+    bad_ratio: Probability = Field(description="Share of bad-form frames over all reps.")
+    main_fault: str = Field(description="The main fault in plain words, or '' when there is none.")
+    complete: bool = Field(description="False when the set was aborted (station went offline).")
+    ended_by: str = Field(description="rest, checkout, exercise_change, member_change, offline, end_of_stream.")
+    rep_scores: list[Finite] = Field(default_factory=list, description="Score of each rep, in order.")

@@ -30,3 +30,13 @@ def pose_model() -> Path:
 def mosquitto() -> Iterator[Mosquitto]:
     with running_mosquitto() as broker:
         yield broker
+
+
+from formcheck.local_services import Influxd, running_influxd  # noqa: E402  (appended: fixtures below are InfluxDB's)
+
+
+@pytest.fixture
+def influxd() -> Iterator[Influxd]:
+    """A fresh influxd 1.x on a free loopback port in its own temporary directory."""
+    with running_influxd() as server:
+        yield server

@@ -4,7 +4,7 @@ from edge_node.config import FaultSection
 from edge_node.faults import frame_faults
 
 RULES = FaultSection()
-NEUTRAL = {"knee": 100.0, "knee_width": 1.1, "trunk_lean": 30.0, "heel_lift": 0.0}
+NEUTRAL = {"knee": 100.0, "knee_width": 1.1, "trunk_lean": 30.0, "heel_lift": 0.0, "view_yaw": 5.0}
 
 
 def test_no_faults_for_clean_frame_or_standing() -> None:
@@ -23,3 +23,8 @@ def test_each_rule_fires_on_its_own() -> None:
 
 def test_other_exercises_have_no_squat_rules() -> None:
     assert frame_faults("pushup", "bottom", {**NEUTRAL, "knee_width": 0.5}, RULES) == []
+
+
+def test_knees_in_needs_a_frontal_view() -> None:
+    side_on = {**NEUTRAL, "knee_width": 0.5, "view_yaw": 80.0}
+    assert frame_faults("squat", "bottom", side_on, RULES) == []

@@ -1,0 +1,210 @@
+"""Grading of repetitions and sets. Every threshold is in :class:`GradingConfig`.
+
+Two ideas from the projects formcheck grew out of, kept and made explicit:
+
+* a **verdict** by posture checks passed (perfect / good / bad), and
+* a **letter grade** A–F, which for a set is also capped by the share of
+  frames with bad form ("wrong posture" frames).
+
+Per rep the score is 100 points: depth 30, form 30 (share of frames the
+form model judged good), fault rules 20 (each counted fault costs
+``fault_penalty``), tempo 10 (controlled descent), stability 10 (how much the
+depth signal wobbles against the direction of the movement).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from aggregator.reps import DEPTH_SIGNAL, RepFrames, by_exercise
+from protocol.messages import Exercise, Fault, Grade, RepMessage, Verdict
+
+FAULT_WORDS: dict[str, str] = {
+    "knees_in": "knees caved in",
+    "forward_lean": "chest dropped forward",
+    "shallow": "not deep enough",
+    "heels_up": "heels came up",
+    "knee_over_toes": "knees pushed far over the toes",
+    "hips_sag": "hips sagged",
+    "hips_pike": "hips piked up",
+    "swinging": "body swung",
+    "partial_range": "partial range of motion",
+    "poor_form": "form judged poor",
+    "fast_descent": "dropped too fast",
+}
+
+
+def _by_grade(a: float, b: float, c: float, d: float, f: float) -> Callable[[], dict[Grade, float]]:
+    return lambda: {"A": a, "B": b, "C": c, "D": d, "F": f}
+
+
+class GradingConfig(BaseModel):
+    """Thresholds and weights of rep and set grading (defaults from common coaching cues)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    depth_full: dict[Exercise, float] = Field(
+        default_factory=by_exercise(squat=-0.1, lunge=-0.1, pushup=-90.0, curl=-50.0),
+        description="Depth signal for full depth points (squat: hip_depth, 0 = hips level with knees; "
+        "pushup/curl: minus the elbow angle).",
+    )
+    depth_zero: dict[Exercise, float] = Field(
+        default_factory=by_exercise(squat=-0.6, lunge=-0.6, pushup=-140.0, curl=-100.0),
+        description="Depth signal at or above which a rep earns no depth points.",
+    )
+    shallow: dict[Exercise, float] = Field(
+        default_factory=by_exercise(squat=-0.3, lunge=-0.3, pushup=-110.0, curl=-70.0),
+        description="A rep whose deepest point stays above this is flagged 'shallow' (fails the depth check).",
+    )
+    max_bad_ratio: float = Field(
+        0.25, ge=0, le=1, description="Form check fails when more of the rep's frames than this are judged bad."
+    )
+    poor_form_ratio: float = Field(
+        0.5, ge=0, le=1, description="A rep judged bad for at least this share of frames is 'bad' whatever else."
+    )
+    min_fault_frames: int = Field(3, ge=1, description="Frames a fault rule must flag to count for the rep.")
+    fault_penalty: float = Field(10.0, ge=0, description="Points lost per counted fault (of 20).")
+    min_descent_s: float = Field(0.6, ge=0, description="Descents at least this long earn all tempo points.")
+    fast_descent_s: float = Field(0.25, ge=0, description="Descents this fast or faster earn none (and fail).")
+    wobble_tolerance: float = Field(
+        0.02, ge=0, description="Moves of the depth signal against the movement smaller than this are noise."
+    )
+    grade_min_score: dict[Grade, float] = Field(
+        default_factory=_by_grade(a=90.0, b=80.0, c=70.0, d=60.0, f=0.0),
+        description="Lowest score for each letter.",
+    )
+    grade_max_bad_ratio: dict[Grade, float] = Field(
+        default_factory=_by_grade(a=0.10, b=0.20, c=0.30, d=0.40, f=1.0),
+        description="Set grade cap: most bad-form frames (share over all reps) each letter allows.",
+    )
+
+
+def _lerp_points(value: float, zero: float, full: float, points: float) -> float:
+    if full == zero:
+        return points
+    return points * min(1.0, max(0.0, (value - zero) / (full - zero)))
+
+
+def letter(score: float, config: GradingConfig) -> Grade:
+    for grade in ("A", "B", "C", "D"):
+        if score >= config.grade_min_score[grade]:
+            return grade
+    return "F"
+
+
+def _wobble(depth: Sequence[float], bottom: int, tolerance: float) -> float:
+    """Share of steps that move against the movement (up while descending, down while ascending)."""
+    if len(depth) < 3:
+        return 0.0
+    against = 0
+    for i in range(1, len(depth)):
+        step = depth[i] - depth[i - 1]
+        going_down = i <= bottom
+        if (going_down and step < -tolerance) or (not going_down and step > tolerance):
+            against += 1
+    return against / (len(depth) - 1)
+
+
+def grade_rep(
+    rep: RepFrames, *, node: str, member: str, set_id: str, rep_index: int, config: GradingConfig
+) -> RepMessage:
+    """Measure and grade one complete repetition."""
+    frames = rep.frames
+    exercise = rep.exercise
+    signal = DEPTH_SIGNAL[exercise]
+    with_depth = [(f, d) for f in frames if (d := signal.of(f)) is not None]
+    bottom_frame, deepest = max(with_depth, key=lambda fd: fd[1])
+    bottom_index = [f for f, _ in with_depth].index(bottom_frame)
+    depth_series = [d for _, d in with_depth]
+    start, end = frames[0], frames[-1]
+    descent_s = (bottom_frame.ts - start.ts) / 1000
+    ascent_s = (end.ts - bottom_frame.ts) / 1000
+    bad_ratio = sum(f.form == "bad" for f in frames) / len(frames)
+
+    fault_frames: dict[Fault, list[int]] = {}
+    for f in frames:
+        for fault in f.faults:
+            fault_frames.setdefault(fault, []).append(f.seq)
+    faults = {k: v for k, v in fault_frames.items() if len(v) >= config.min_fault_frames}
+    shallow = deepest < config.shallow[exercise]
+    if shallow:
+        faults["shallow"] = [bottom_frame.seq]
+
+    checks = {
+        "depth": not shallow,
+        "form": bad_ratio <= config.max_bad_ratio,
+        "knees": "knees_in" not in faults,
+        "torso": "forward_lean" not in faults,
+        "tempo": descent_s > config.fast_descent_s,
+    }
+    score = (
+        _lerp_points(deepest, config.depth_zero[exercise], config.depth_full[exercise], 30.0)
+        + 30.0 * (1.0 - bad_ratio)
+        + max(0.0, 20.0 - config.fault_penalty * sum(1 for k in faults if k != "shallow"))
+        + _lerp_points(descent_s, config.fast_descent_s, config.min_descent_s, 10.0)
+        + 10.0 * (1.0 - min(1.0, 2 * _wobble(depth_series, bottom_index, config.wobble_tolerance)))
+    )
+    failed = sum(not ok for ok in checks.values())
+    verdict: Verdict = "perfect" if failed == 0 else "good" if failed == 1 else "bad"
+    if bad_ratio >= config.poor_form_ratio:
+        verdict = "bad"
+    angles = [f.angles for f in frames]
+    knees = [a["knee"] for a in angles if "knee" in a]
+    elbows = [a["elbow"] for a in angles if "elbow" in a]
+    hip_depths = [a["hip_depth"] for a in angles if "hip_depth" in a]
+    return RepMessage(
+        node=node, member=member, exercise=exercise, set_id=set_id, rep_index=rep_index,
+        start_ts=start.ts, bottom_ts=bottom_frame.ts, end_ts=end.ts,
+        descent_s=round(descent_s, 3), ascent_s=round(ascent_s, 3), depth=round(deepest, 3),
+        min_knee=round(min(knees), 1) if knees else None,
+        min_elbow=round(min(elbows), 1) if elbows else None,
+        hip_below_knee=(max(hip_depths) > 0) if exercise in ("squat", "lunge") and hip_depths else None,
+        bad_ratio=round(bad_ratio, 4), faults=faults, checks=checks,
+        score=round(score, 1), grade=letter(score, config), verdict=verdict,
+    )
+
+
+def _rep_ranges(indices: Sequence[int]) -> str:
+    """[1, 2, 3, 5] -> 'reps 1–3 and 5'."""
+    runs: list[tuple[int, int]] = []
+    for i in sorted(indices):
+        if runs and i == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], i)
+        else:
+            runs.append((i, i))
+    parts = [f"{a}–{b}" if b > a else str(a) for a, b in runs]
+    text = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    return ("rep " if len(indices) == 1 else "reps ") + text
+
+
+def main_fault(reps: Sequence[RepMessage]) -> str:
+    """The fault seen on most reps, in plain words: 'knees caved in on reps 7–10'."""
+    seen: dict[str, list[int]] = {}
+    for rep in reps:
+        # The form model says *that* form was poor, not how; name it first so rule
+        # faults only lead when the model had nothing to say.
+        names = (["poor_form"] if rep.checks.get("form") is False else []) + list(rep.faults)
+        if not rep.checks.get("tempo", True):
+            names.append("fast_descent")
+        for name in names:
+            seen.setdefault(name, []).append(rep.rep_index)
+    if not seen:
+        return ""
+    counts = Counter({k: len(v) for k, v in seen.items()})
+    name, _ = counts.most_common(1)[0]
+    return f"{FAULT_WORDS.get(name, name.replace('_', ' '))} on {_rep_ranges(seen[name])}"
+
+
+def set_grade(score_mean: float, bad_ratio: float, config: GradingConfig) -> Grade:
+    """Worse of the mean-score letter and the bad-frame-share letter."""
+    by_score = letter(score_mean, config)
+    by_frames: Grade = "F"
+    for grade in ("A", "B", "C", "D"):
+        if bad_ratio <= config.grade_max_bad_ratio[grade]:
+            by_frames = grade
+            break
+    order = "ABCDF"
+    return by_score if order.index(by_score) >= order.index(by_frames) else by_frames

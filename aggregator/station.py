@@ -1,0 +1,234 @@
+"""One station's stream: frames, sessions and availability in; graded reps and sets out.
+
+Pure logic with no I/O, driven only by message content (capture times), so
+the live aggregator, ``formcheck analyze`` and the tests run the same code.
+
+A set ends after ``rest_timeout_s`` without a rep, on check-out or a new
+member, on an exercise change, at the end of a stream, or (aborted, not
+complete) when the node goes offline or restarts with a new boot id.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from aggregator.grading import GradingConfig, grade_rep, main_fault, set_grade
+from aggregator.reps import RepConfig, RepDetector, RepEvent
+from protocol.messages import Exercise, FrameMessage, RepMessage, SessionMessage, SetMessage
+
+GUEST = "guest"
+SetEnd = Literal["rest", "checkout", "exercise_change", "member_change", "offline", "restart", "end_of_stream"]
+
+
+class SetConfig(BaseModel):
+    """When a set ends."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rest_timeout_s: float = Field(
+        45.0, gt=0, description="A set ends when this long passes after its last rep without a new one."
+    )
+    seen_window: int = Field(
+        4096, ge=16, description="Recent seq numbers remembered per node to recognise duplicates."
+    )
+
+
+@dataclass
+class StationOutput:
+    reps: list[RepMessage] = field(default_factory=list)
+    sets: list[SetMessage] = field(default_factory=list)
+
+    def extend(self, other: StationOutput) -> None:
+        self.reps.extend(other.reps)
+        self.sets.extend(other.sets)
+
+
+@dataclass
+class StreamCounters:
+    """Per-station stream health, summed into ``aggregator_stats``."""
+
+    frames: int = 0
+    duplicates: int = 0
+    gaps: int = 0          # frames missing between two received seq numbers
+    late: int = 0          # older than the newest seq, never seen: out of order, dropped
+    clock_backwards: int = 0
+
+
+@dataclass
+class _OpenSet:
+    set_id: str
+    member: str
+    exercise: Exercise
+    reps: list[RepMessage] = field(default_factory=list)
+    rep_frames: int = 0
+    bad_frames: int = 0
+    partial_reps: int = 0
+    last_rep_end_ts: int = 0
+
+
+class SeqTracker:
+    """Duplicate and gap detection on ``(boot, seq)`` for one node."""
+
+    def __init__(self, window: int) -> None:
+        self.boot: str | None = None
+        self.last_seq = -1
+        self._seen: deque[int] = deque(maxlen=window)
+        self._seen_set: set[int] = set()
+
+    def accept(self, boot: str, seq: int, counters: StreamCounters) -> bool:
+        """True for a frame to process; counts duplicates, gaps and late frames."""
+        if boot != self.boot:
+            self.boot, self.last_seq = boot, -1
+            self._seen.clear()
+            self._seen_set.clear()
+        if seq in self._seen_set:
+            counters.duplicates += 1
+            return False
+        if seq <= self.last_seq:
+            counters.late += 1
+            return False
+        if self.last_seq >= 0 and seq > self.last_seq + 1:
+            counters.gaps += seq - self.last_seq - 1
+        if len(self._seen) == self._seen.maxlen:
+            self._seen_set.discard(self._seen[0])
+        self._seen.append(seq)
+        self._seen_set.add(seq)
+        self.last_seq = seq
+        return True
+
+
+class Station:
+    """State of one node/station."""
+
+    def __init__(
+        self,
+        node: str,
+        exercise: Exercise = "squat",
+        rep_config: RepConfig | None = None,
+        set_config: SetConfig | None = None,
+        grading: GradingConfig | None = None,
+    ) -> None:
+        self.node = node
+        self.rep_config = rep_config or RepConfig()
+        self.set_config = set_config or SetConfig()
+        self.grading = grading or GradingConfig()
+        self.counters = StreamCounters()
+        self.member = GUEST
+        self.session_exercise: Exercise | None = None
+        self._seq = SeqTracker(self.set_config.seen_window)
+        self._detector = RepDetector(exercise, self.rep_config)
+        self._set: _OpenSet | None = None
+        self._pending_partials = 0
+        self._last_ts = 0
+        self.partials_outside_sets = 0
+
+    @property
+    def exercise(self) -> Exercise:
+        return self._detector.exercise
+
+    # -- inputs ------------------------------------------------------------
+
+    def on_frame(self, frame: FrameMessage) -> StationOutput:
+        out = StationOutput()
+        if frame.boot != self._seq.boot and self._seq.boot is not None:
+            # The edge process restarted: whatever was open cannot be finished.
+            out.extend(self._end_set("restart", complete=False))
+            self._detector = RepDetector(self._detector.exercise, self.rep_config)
+        if not self._seq.accept(frame.boot, frame.seq, self.counters):
+            return out
+        self.counters.frames += 1
+        if frame.ts < self._last_ts:
+            # Edge clock stepped back (NTP): keep time monotonic within the stream.
+            self.counters.clock_backwards += 1
+            frame = frame.model_copy(update={"ts": self._last_ts})
+        self._last_ts = frame.ts
+        if frame.exercise != self._detector.exercise:
+            out.extend(self._end_set("exercise_change", complete=True))
+            self._detector = RepDetector(frame.exercise, self.rep_config)
+        for event in self._detector.push(frame):
+            out.extend(self._on_rep_event(event))
+        if (self._set is not None and not self._detector.in_rep
+                and frame.ts - self._set.last_rep_end_ts > self.set_config.rest_timeout_s * 1000):
+            out.extend(self._end_set("rest", complete=True))
+        return out
+
+    def on_session(self, session: SessionMessage | None) -> StationOutput:
+        """A check-in (or, with ``None``, a check-out) at this station."""
+        out = StationOutput()
+        member = session.member if session else GUEST
+        if session is None:
+            out.extend(self._end_set("checkout", complete=True))
+        elif member != self.member:
+            out.extend(self._end_set("member_change", complete=True))
+        elif session.exercise != self.session_exercise and self._set is not None:
+            out.extend(self._end_set("exercise_change", complete=True))
+        self.member = member
+        self.session_exercise = session.exercise if session else None
+        return out
+
+    def on_offline(self) -> StationOutput:
+        """The node went offline (Last Will) or stopped: an open set is aborted, an open rep dropped."""
+        out = self._end_set("offline", complete=False)
+        self._detector = RepDetector(self._detector.exercise, self.rep_config)
+        return out
+
+    def flush(self) -> StationOutput:
+        """End of a recorded stream: finish the open rep and set."""
+        out = StationOutput()
+        for event in self._detector.flush():
+            out.extend(self._on_rep_event(event))
+        out.extend(self._end_set("end_of_stream", complete=True))
+        return out
+
+    # -- sets --------------------------------------------------------------
+
+    def _on_rep_event(self, event: RepEvent) -> StationOutput:
+        out = StationOutput()
+        if event.kind == "partial":
+            if self._set is not None:
+                self._set.partial_reps += 1
+            else:
+                self._pending_partials += 1
+            return out
+        frames = event.rep.frames
+        if self._set is None:
+            first = frames[0]
+            self._set = _OpenSet(
+                set_id=f"{self.node}-{first.boot}-{first.seq}", member=self.member, exercise=event.rep.exercise,
+                partial_reps=self._pending_partials,
+            )
+            self._pending_partials = 0
+        current = self._set
+        rep = grade_rep(event.rep, node=self.node, member=current.member, set_id=current.set_id,
+                        rep_index=len(current.reps) + 1, config=self.grading)
+        current.reps.append(rep)
+        current.rep_frames += len(frames)
+        current.bad_frames += sum(f.form == "bad" for f in frames)
+        current.last_rep_end_ts = rep.end_ts
+        out.reps.append(rep)
+        return out
+
+    def _end_set(self, reason: SetEnd, complete: bool) -> StationOutput:
+        out = StationOutput()
+        current, self._set = self._set, None
+        if current is None or not current.reps:
+            self.partials_outside_sets += self._pending_partials
+            self._pending_partials = 0
+            return out
+        scores = [r.score for r in current.reps]
+        bad_ratio = current.bad_frames / current.rep_frames if current.rep_frames else 0.0
+        mean = sum(scores) / len(scores)
+        out.sets.append(SetMessage(
+            node=self.node, member=current.member, exercise=current.exercise, set_id=current.set_id,
+            start_ts=current.reps[0].start_ts, end_ts=current.reps[-1].end_ts,
+            reps=len(current.reps), partial_reps=current.partial_reps,
+            score_mean=round(mean, 1), score_min=round(min(scores), 1),
+            grade=set_grade(mean, bad_ratio, self.grading), bad_ratio=round(bad_ratio, 4),
+            main_fault=main_fault(current.reps), complete=complete, ended_by=reason,
+            rep_scores=scores,
+        ))
+        return out

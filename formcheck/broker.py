@@ -1,0 +1,87 @@
+"""Broker connection settings and paho client construction, shared by every formcheck MQTT client."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from pydantic import Field, SecretStr, field_validator
+
+from formcheck.settings import ConfigError, Section, validated_id
+from protocol.topics import DEFAULT_PREFIX
+
+
+class TlsSection(Section):
+    ca_file: Path | None = Field(None, description="CA certificate to verify the broker; enables TLS.")
+    cert_file: Path | None = Field(None, description="Client certificate, when the broker requires one.")
+    key_file: Path | None = Field(None, description="Client private key.")
+
+
+class BrokerSection(Section):
+    """Where the broker is and how to log in."""
+
+    host: str = Field("localhost", description="Broker host name or address.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 for TLS).")
+    prefix: str = Field(DEFAULT_PREFIX, description="Topic prefix, first topic level(s).")
+    client_id: str | None = Field(None, description="MQTT client id; default derived from the service and its id.")
+    username: str | None = Field(None, description="Broker user name.")
+    password: SecretStr | None = Field(None, description="Broker password (prefer password_file or the env var).")
+    password_file: Path | None = Field(None, description="File whose first line is the broker password.")
+    keepalive_s: int = Field(
+        15, ge=2, le=3600, description="MQTT keep-alive; the broker declares a silent client gone after 1.5x this."
+    )
+    tls: TlsSection = Field(default_factory=TlsSection, description="TLS settings; off unless ca_file is set.")
+    reconnect_min_s: float = Field(1.0, gt=0, description="First reconnect delay.")
+    reconnect_max_s: float = Field(30.0, gt=0, description="Reconnect delay cap (exponential backoff).")
+    connect_timeout_s: float = Field(
+        10.0, gt=0, description="How long to wait for the first connection before running on and retrying."
+    )
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        for part in value.split("/"):
+            validated_id(part, "topic prefix level")
+        return value
+
+    def resolved_password(self) -> str | None:
+        if self.password is not None:
+            return self.password.get_secret_value()
+        if self.password_file is not None:
+            try:
+                return self.password_file.read_text().splitlines()[0].strip()
+            except (OSError, IndexError) as exc:
+                raise ConfigError(f"mqtt.password_file: cannot read a password from {self.password_file}") from exc
+        return None
+
+
+def make_client(cfg: BrokerSection, client_id: str, *, manual_ack: bool = False) -> mqtt.Client:
+    """An MQTT 5 paho client with credentials, TLS and reconnect backoff from ``cfg``."""
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=cfg.client_id or client_id, protocol=mqtt.MQTTv5,
+        manual_ack=manual_ack,
+    )
+    if cfg.username:
+        client.username_pw_set(cfg.username, cfg.resolved_password())
+    if cfg.tls.ca_file is not None:
+        client.tls_set(
+            ca_certs=str(cfg.tls.ca_file),
+            certfile=str(cfg.tls.cert_file) if cfg.tls.cert_file else None,
+            keyfile=str(cfg.tls.key_file) if cfg.tls.key_file else None,
+            cert_reqs=ssl.CERT_REQUIRED,
+        )
+    client.reconnect_delay_set(int(max(1, cfg.reconnect_min_s)), int(max(1, cfg.reconnect_max_s)))
+    return client
+
+
+def connect_properties(session_expiry_s: int = 0, receive_maximum: int | None = None) -> Properties:
+    """CONNECT properties. Set Receive Maximum on subscribers: paho's MQTT 5 default throttles QoS 1 delivery."""
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = session_expiry_s
+    if receive_maximum is not None:
+        props.ReceiveMaximum = receive_maximum
+    return props
