@@ -5,7 +5,8 @@ the live aggregator, ``formcheck analyze`` and the tests run the same code.
 
 A set ends after ``rest_timeout_s`` without a rep, on check-out or a new
 member, on an exercise change, at the end of a stream, or (aborted, not
-complete) when the node goes offline or restarts with a new boot id.
+complete) when the node goes offline (its Last Will) or restarts with a new boot id.
+A node that stops cleanly (``stopped``) ends its set as complete.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from aggregator.reps import RepConfig, RepDetector, RepEvent
 from protocol.messages import Exercise, FrameMessage, RepMessage, SessionMessage, SetMessage
 
 GUEST = "guest"
-SetEnd = Literal["rest", "checkout", "exercise_change", "member_change", "offline", "restart", "end_of_stream"]
+SetEnd = Literal[
+    "rest", "checkout", "exercise_change", "member_change", "offline", "restart", "node_stopped", "end_of_stream"
+]
 
 
 class SetConfig(BaseModel):
@@ -176,12 +179,13 @@ class Station:
         self._detector = RepDetector(self._detector.exercise, self.rep_config)
         return out
 
-    def flush(self) -> StationOutput:
-        """End of a recorded stream: finish the open rep and set."""
+    def flush(self, reason: SetEnd = "end_of_stream") -> StationOutput:
+        """End of a stream (a recording, or a node that stopped cleanly): finish the open rep and set."""
         out = StationOutput()
         for event in self._detector.flush():
             out.extend(self._on_rep_event(event))
-        out.extend(self._end_set("end_of_stream", complete=True))
+        out.extend(self._end_set(reason, complete=True))
+        self._detector = RepDetector(self._detector.exercise, self.rep_config)
         return out
 
     # -- sets --------------------------------------------------------------

@@ -127,6 +127,81 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from exc
 
 
+def cmd_aggregator(args: argparse.Namespace) -> int:
+    from aggregator.config import ConfigError, example_yaml, load_config
+    from aggregator.service import run_aggregator
+
+    if args.print_config:
+        sys.stdout.write(example_yaml())
+        return 0
+    overrides: dict[str, Any] = {}
+    if args.site:
+        overrides["site"] = args.site
+    if args.broker:
+        host, port = args.broker
+        overrides["mqtt"] = {"host": host, **({"port": port} if port else {})}
+    if args.influx:
+        overrides["influx"] = {"url": args.influx}
+    try:
+        config = load_config(args.config, overrides)
+    except ConfigError as exc:
+        raise CliError(f"config: {exc}") from exc
+    logging.getLogger().setLevel(config.log_level)
+    return run_aggregator(config)
+
+
+def _publish_session(args: argparse.Namespace, payload: bytes) -> int:
+    import paho.mqtt.client as mqtt
+
+    from formcheck.broker import BrokerSection, connect_properties, make_client
+    from formcheck.settings import ConfigError, load_settings
+    from protocol.topics import TopicError, Topics
+
+    host, port = args.broker or ("localhost", None)
+    try:
+        cfg = load_settings(BrokerSection, None, {"host": host, **({"port": port} if port else {})}, None,
+                            "FORMCHECK_MQTT__")
+        topic = Topics(site=args.site).node(args.node, "session")
+    except (ConfigError, TopicError) as exc:
+        raise CliError(str(exc)) from exc
+    client = make_client(cfg, f"formcheck-session-{args.node}")
+    try:
+        client.connect(cfg.host, cfg.port, keepalive=10, properties=connect_properties())
+    except OSError as exc:
+        raise CliError(f"cannot reach broker {cfg.host}:{cfg.port}: {exc.strerror or exc}") from exc
+    client.loop_start()
+    info = client.publish(topic, payload, qos=1, retain=True)
+    try:
+        info.wait_for_publish(timeout=5.0)
+    except (RuntimeError, ValueError) as exc:
+        raise CliError(f"broker did not accept the session message: {exc}") from exc
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    if info.rc != mqtt.MQTT_ERR_SUCCESS:
+        raise CliError(f"broker did not accept the session message: {mqtt.error_string(info.rc)}")
+    print(f"{topic}: {payload.decode() or '(checked out)'}")
+    return 0
+
+
+def cmd_checkin(args: argparse.Namespace) -> int:
+    import time
+
+    from pydantic import ValidationError
+
+    from protocol.messages import SessionMessage
+
+    try:
+        session = SessionMessage(member=args.member, exercise=args.exercise, ts=int(time.time() * 1000))
+    except ValidationError as exc:
+        raise CliError(f"invalid member id {args.member!r}: use letters, digits, '_', '.', '-'") from exc
+    return _publish_session(args, session.to_json())
+
+
+def cmd_checkout(args: argparse.Namespace) -> int:
+    return _publish_session(args, b"")
+
+
 def cmd_topics(args: argparse.Namespace) -> int:
     from protocol.topics import registry_markdown
 
@@ -173,6 +248,26 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--exercise", default="squat", choices=["squat", "pushup", "curl", "lunge"])
     analyze.add_argument("--json", action="store_true", help="print a list of sets, each with its reps")
     analyze.set_defaults(func=cmd_analyze)
+
+    agg = sub.add_parser("aggregator", help="run the aggregator: frames → reps, sets, InfluxDB, notifications")
+    agg.add_argument("--config", type=Path, help="YAML config file (see --print-config)")
+    agg.add_argument("--site", help="site id")
+    agg.add_argument("--broker", type=_broker, help="HOST[:PORT] of the MQTT broker")
+    agg.add_argument("--influx", help="InfluxDB URL, e.g. http://localhost:8086")
+    agg.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    agg.add_argument("--print-config", action="store_true", help="print every option with its default and exit")
+    agg.set_defaults(func=cmd_aggregator)
+
+    for name, func, text in (("checkin", cmd_checkin, "check a member in at a station"),
+                             ("checkout", cmd_checkout, "check the member out of a station")):
+        session = sub.add_parser(name, help=text)
+        session.add_argument("--node", required=True, help="station id")
+        session.add_argument("--site", default="main", help="site id")
+        session.add_argument("--broker", type=_broker, help="HOST[:PORT] of the MQTT broker (default localhost)")
+        if name == "checkin":
+            session.add_argument("--member", required=True, help="member id")
+            session.add_argument("--exercise", default="squat", choices=["squat", "pushup", "curl", "lunge"])
+        session.set_defaults(func=func)
 
     topics = sub.add_parser("topics", help="print the MQTT topic registry as markdown")
     topics.add_argument("--prefix", default="gym")

@@ -7,6 +7,7 @@ the one listening on the port before anyone talks to it.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -208,24 +209,29 @@ class Influxd:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGCONT)
 
-    def query(self, q: str, db: str | None = None, timeout: float = 10.0) -> list[dict[str, Any]]:
+    def query(
+        self, q: str, db: str | None = None, timeout: float = 10.0, auth: tuple[str, str] | None = None
+    ) -> list[dict[str, Any]]:
         """Run InfluxQL; return the first series' rows as ``{column: value}`` (time in unix ms), or ``[]``.
 
         Raises ``ServiceError`` when InfluxDB reports an error for the statement.
         """
-        return influx_query(self.url, q, db=db, timeout=timeout)
+        return influx_query(self.url, q, db=db, timeout=timeout, auth=auth)
 
 
-def influx_query(url: str, q: str, db: str | None = None, timeout: float = 10.0) -> list[dict[str, Any]]:
+def influx_query(
+    url: str, q: str, db: str | None = None, timeout: float = 10.0, auth: tuple[str, str] | None = None
+) -> list[dict[str, Any]]:
     """InfluxQL over the v1 HTTP API (POST, so write statements work too); first series' rows as dicts."""
     params = {"q": q, "epoch": "ms"}
     if db:
         params["db"] = db
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    if auth:
+        # influxd reads u/p from the URL only, never from a form body; a header keeps them out of access logs.
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
     request = urllib.request.Request(
-        f"{url.rstrip('/')}/query",
-        data=urllib.parse.urlencode(params).encode(),
-        headers={"Content-Type": "application/x-www-form-urlencoded"},
-        method="POST",
+        f"{url.rstrip('/')}/query", data=urllib.parse.urlencode(params).encode(), headers=headers, method="POST"
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:

@@ -170,5 +170,7 @@ class SetMessage(_Message):
     bad_ratio: Probability = Field(description="Share of bad-form frames over all reps.")
     main_fault: str = Field(description="The main fault in plain words, or '' when there is none.")
     complete: bool = Field(description="False when the set was aborted (station went offline).")
-    ended_by: str = Field(description="rest, checkout, exercise_change, member_change, offline, end_of_stream.")
+    ended_by: str = Field(
+        description="rest, checkout, exercise_change, member_change, offline, restart, node_stopped, end_of_stream."
+    )
     rep_scores: list[Finite] = Field(default_factory=list, description="Score of each rep, in order.")

@@ -1,0 +1,60 @@
+"""Messages → InfluxDB points. A point's identity (measurement, tags, time) comes only from frame data."""
+
+from __future__ import annotations
+
+from aggregator.influx import Point
+from protocol.messages import FrameMessage, NodeStats, RepMessage, SetMessage
+
+# Frame telemetry is best effort (short retention, droppable under overload); the rest is durable.
+
+
+def frame_point(site: str, frame: FrameMessage) -> Point:
+    fields: dict[str, float | int | bool | str] = {
+        "phase": frame.phase, "form": frame.form, "bad_p": frame.bad_p, "vis": frame.vis, "seq": frame.seq,
+    }
+    fields.update({k: float(v) for k, v in frame.angles.items()})
+    if frame.faults:
+        fields["faults"] = ",".join(frame.faults)
+    return Point("frame", {"site": site, "node": frame.node, "exercise": frame.exercise}, fields, frame.ts,
+                 durable=False, retention="frames")
+
+
+def rep_point(site: str, rep: RepMessage) -> Point:
+    fields: dict[str, float | int | bool | str] = {
+        "score": rep.score, "depth": rep.depth, "duration": round((rep.end_ts - rep.start_ts) / 1000, 3),
+        "descent_s": rep.descent_s, "ascent_s": rep.ascent_s, "bad_ratio": rep.bad_ratio,
+        "faults": ",".join(rep.faults), "set_id": rep.set_id, "rep_index": rep.rep_index,
+        "checks_passed": sum(rep.checks.values()), "checks": len(rep.checks),
+    }
+    if rep.min_knee is not None:
+        fields["min_knee"] = rep.min_knee
+    if rep.min_elbow is not None:
+        fields["min_elbow"] = rep.min_elbow
+    if rep.hip_below_knee is not None:
+        fields["hip_below_knee"] = rep.hip_below_knee
+    tags = {"site": site, "node": rep.node, "member": rep.member, "exercise": rep.exercise,
+            "grade": rep.grade, "verdict": rep.verdict}
+    return Point("rep", tags, fields, rep.start_ts)
+
+
+def set_point(site: str, s: SetMessage) -> Point:
+    fields: dict[str, float | int | bool | str] = {
+        "reps": s.reps, "partial_reps": s.partial_reps, "score_mean": s.score_mean, "score_min": s.score_min,
+        "duration": round((s.end_ts - s.start_ts) / 1000, 3), "main_fault": s.main_fault, "set_id": s.set_id,
+        "complete": s.complete, "bad_ratio": s.bad_ratio, "ended_by": s.ended_by,
+    }
+    tags = {"site": site, "node": s.node, "member": s.member, "exercise": s.exercise, "grade": s.grade}
+    return Point("set", tags, fields, s.start_ts)
+
+
+def node_stats_point(site: str, stats: NodeStats) -> Point:
+    fields: dict[str, float | int | bool | str] = {
+        "fps": stats.fps, "infer_ms": stats.infer_ms, "pose_ms": stats.pose_ms, "dropped": stats.dropped,
+        "unpublished": stats.unpublished, "queue": stats.queue, "out_queue": stats.out_queue,
+        "frames": stats.frames, "no_person": stats.no_person,
+    }
+    if stats.cpu_temp is not None:
+        fields["cpu_temp"] = stats.cpu_temp
+    if stats.rss_mb is not None:
+        fields["rss_mb"] = stats.rss_mb
+    return Point("node_stats", {"site": site, "node": stats.node}, fields, stats.ts)

@@ -1,0 +1,265 @@
+"""RepDetector on synthetic squat streams: smoothing, hysteresis, gaps and the range-of-motion rules."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from aggregator.reps import RepConfig, RepDetector, RepEvent
+from protocol.messages import FrameMessage
+from tests.unit.synthetic_frames import Clip, flip, rep_segments, squat_clip
+
+
+def run(frames: Sequence[FrameMessage], config: RepConfig | None = None, *, flush: bool = True) -> list[RepEvent]:
+    detector = RepDetector("squat", config)
+    events = [e for f in frames for e in detector.push(f)]
+    if flush:
+        events += detector.flush()
+    return events
+
+
+def kinds(events: Sequence[RepEvent]) -> list[str]:
+    return [e.kind for e in events]
+
+
+def complete(events: Sequence[RepEvent]) -> list[RepEvent]:
+    return [e for e in events if e.kind == "complete"]
+
+
+def partial(events: Sequence[RepEvent]) -> list[RepEvent]:
+    return [e for e in events if e.kind == "partial"]
+
+
+def one_rep_clip() -> Clip:
+    return squat_clip(rep_segments(1))
+
+
+# -- counting ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [1, 3, 5])
+def test_clean_reps_are_all_complete(n: int) -> None:
+    events = run(squat_clip(rep_segments(n)).frames)
+    assert kinds(events) == ["complete"] * n
+    assert all(e.rep.reached_bottom for e in events)
+
+
+def test_standing_only_and_empty_stream_give_nothing() -> None:
+    assert run(squat_clip([("standing", 3.0)]).frames) == []
+    assert run([]) == []
+
+
+def test_complete_rep_boundaries_and_bottom() -> None:
+    clip = squat_clip(rep_segments(2))
+    events = run(clip.frames)
+    assert kinds(events) == ["complete", "complete"]
+    for k, event in enumerate(events):
+        frames = event.rep.frames
+        first, last = clip.index_of_seq(frames[0].seq), clip.index_of_seq(frames[-1].seq)
+        assert abs(first - clip.span("descending", k).start) <= 2
+        assert abs(last - clip.span("ascending", k).last) <= 2
+        # contiguous: every frame between first and last, once, in order
+        assert [f.seq for f in frames] == [clip.frames[i].seq for i in range(first, last + 1)]
+        bottom = max(frames, key=lambda f: f.angles["hip_depth"])
+        assert abs(clip.index_of_seq(bottom.seq) - clip.span("bottom", k).start) <= 2
+
+
+# -- smoothing and hysteresis ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("segment", "offset", "wrong"),
+    [
+        ("standing", 10, "descending"),
+        ("standing", 10, "bottom"),
+        ("standing", 10, "ascending"),
+        ("descending", 10, "standing"),
+        ("descending", 10, "ascending"),
+        ("bottom", 4, "standing"),
+        ("bottom", 4, "descending"),
+        ("ascending", 10, "descending"),
+        ("ascending", 10, "standing"),
+        ("ascending", 10, "bottom"),
+    ],
+)
+@pytest.mark.parametrize("count", [1, 2])
+def test_misclassified_frames_do_not_split_or_create_reps(segment: str, offset: int, wrong: str, count: int) -> None:
+    clip = squat_clip(rep_segments(2))
+    # in the first rep (or the standing before it) and in the standing between the reps
+    for occurrence in (0, 1):
+        start = clip.span(segment, occurrence).start + offset  # type: ignore[arg-type]
+        for i in range(start, start + count):
+            flip(clip.frames, i, wrong)  # type: ignore[arg-type]
+    assert kinds(run(clip.frames)) == ["complete", "complete"]
+
+
+def test_misclassified_no_person_frame_inside_a_rep_is_bridged() -> None:
+    clip = one_rep_clip()
+    flip(clip.frames, clip.span("bottom").start + 3, "no_person")
+    flip(clip.frames, clip.span("ascending").start + 5, "no_person")
+    assert kinds(run(clip.frames)) == ["complete"]
+
+
+def test_a_held_wrong_phase_does_change_the_state() -> None:
+    """The control for the test above: hysteresis is not simply ignoring the labels."""
+    clip = squat_clip([("standing", 1.0), ("bottom", 0.5), ("standing", 1.0)], top=-1.0)
+    # body never moves (hip_depth flat at the top) but the classifier says 'bottom' for 0.5 s
+    events = run(clip.frames)
+    assert kinds(events) == ["partial"]
+
+
+# -- gaps ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["descending", "bottom", "ascending"])
+def test_short_no_person_gap_inside_a_rep_is_bridged(where: str) -> None:
+    config = RepConfig()
+    segments = [("standing", 1.0), ("descending", 0.8), ("bottom", 0.3), ("ascending", 0.8), ("standing", 1.0)]
+    i = next(k for k, s in enumerate(segments) if s[0] == where)
+    gap = config.max_gap_s * 0.5
+    segments.insert(i + 1, ("no_person", gap))
+    segments.insert(i + 2, (where, 0.2))
+    events = run(squat_clip(segments).frames, config)  # type: ignore[arg-type]
+    assert kinds(events) == ["complete"]
+
+
+def test_long_no_person_gap_ends_the_rep_as_partial() -> None:
+    config = RepConfig()
+    clip = squat_clip([("standing", 1.0), ("descending", 0.8), ("bottom", 0.3),
+                       ("no_person", config.max_gap_s + 0.5), ("bottom", 0.2), ("ascending", 0.8),
+                       ("standing", 1.0)])
+    events = run(clip.frames, config)
+    assert complete(events) == []
+    assert events[0].kind == "partial"
+    assert events[0].reason == "person left the frame"
+    # the movement closed at the gap: none of its frames are after the gap
+    gap = clip.span("no_person")
+    assert all(clip.index_of_seq(f.seq) < gap.start for f in events[0].rep.frames)
+
+
+def test_long_no_person_gap_in_standing_does_not_lose_the_next_rep() -> None:
+    clip = squat_clip([("standing", 1.0), ("no_person", 3.0), *rep_segments(1)])
+    assert kinds(run(clip.frames)) == ["complete"]
+
+
+# -- partial movements -------------------------------------------------------------
+
+
+def test_clip_starting_at_the_bottom_is_one_partial() -> None:
+    clip = squat_clip([("bottom", 0.3), ("ascending", 0.8), ("standing", 1.0)])
+    events = run(clip.frames)
+    assert len(complete(events)) == 0
+    assert len(partial(events)) == 1
+    assert partial(events)[0].reason == "started below the top third"
+
+
+def test_clip_starting_mid_ascent_is_one_partial() -> None:
+    clip = squat_clip([("ascending", 0.5, {"start": -0.2}), ("standing", 1.0), *rep_segments(1)[1:]])
+    assert kinds(run(clip.frames)) == ["partial", "complete"]
+
+
+def test_descent_that_turns_back_before_the_bottom_is_partial() -> None:
+    clip = squat_clip([("standing", 1.0), ("descending", 0.5, {"to": -0.5}), ("ascending", 0.5),
+                       ("standing", 1.0), *rep_segments(1)[1:]])
+    events = run(clip.frames)
+    assert kinds(events) == ["partial", "complete"]
+    assert events[0].reason == "never reached the bottom"
+    assert events[0].rep.reached_bottom is False
+
+
+def test_rep_shorter_than_min_rep_s_is_partial() -> None:
+    config = RepConfig(min_rep_s=1.2)
+    quick = [("standing", 1.0), ("descending", 0.4), ("bottom", 0.2), ("ascending", 0.4), ("standing", 1.0)]
+    events = run(squat_clip(quick).frames, config)
+    assert kinds(events) == ["partial"]
+    assert events[0].reason == "too short to be a rep"
+    duration_s = (events[0].rep.frames[-1].ts - events[0].rep.frames[0].ts) / 1000
+    assert duration_s < config.min_rep_s
+    # the same movement with a slower descent is long enough
+    slower = [("standing", 1.0), ("descending", 0.8), ("bottom", 0.2), ("ascending", 0.4), ("standing", 1.0)]
+    assert kinds(run(squat_clip(slower).frames, config)) == ["complete"]
+
+
+def test_rep_with_range_below_min_range_is_partial() -> None:
+    config = RepConfig()
+    small = config.min_range["squat"] * 0.6
+    clip = squat_clip(rep_segments(1), bottom=-1.0 + small)
+    events = run(clip.frames, config)
+    assert kinds(events) == ["partial"]
+    assert events[0].reason == "range of motion too small"
+    # just above min_range it counts
+    clip = squat_clip(rep_segments(1), bottom=-1.0 + config.min_range["squat"] * 1.3)
+    assert kinds(run(clip.frames, config)) == ["complete"]
+
+
+def test_rep_ending_below_the_top_third_is_partial() -> None:
+    clip = squat_clip([("standing", 1.0), ("descending", 0.8), ("bottom", 0.3), ("ascending", 0.5, {"to": -0.4}),
+                       ("standing", 1.0)])
+    events = run(clip.frames)
+    assert kinds(events) == ["partial"]
+    assert events[0].reason == "ended below the top third"
+
+
+def test_two_reps_without_standing_but_back_in_the_top_third_are_both_complete() -> None:
+    # up to -0.8 (top third of a -1.0..0.1 range starts at about -0.63), then straight down again
+    clip = squat_clip([("standing", 1.0), ("descending", 0.8), ("bottom", 0.3), ("ascending", 0.7, {"to": -0.8}),
+                       ("descending", 0.7), ("bottom", 0.3), ("ascending", 0.8), ("standing", 1.0)])
+    events = run(clip.frames)
+    assert kinds(events) == ["complete", "complete"]
+    assert events[0].reason == "turned down again"
+    # the second rep begins where the first one ended: no frame in both, none lost
+    end_first = clip.index_of_seq(events[0].rep.frames[-1].seq)
+    start_second = clip.index_of_seq(events[1].rep.frames[0].seq)
+    assert start_second == end_first + 1
+    assert abs(start_second - clip.span("descending", 1).start) <= 2
+
+
+def test_turning_down_again_from_the_middle_gives_a_partial() -> None:
+    clip = squat_clip([("standing", 1.0), ("descending", 0.8), ("bottom", 0.3), ("ascending", 0.5, {"to": -0.3}),
+                       ("descending", 0.5), ("bottom", 0.3), ("ascending", 0.8), ("standing", 1.0)])
+    events = run(clip.frames)
+    assert kinds(events) == ["partial", "partial"]
+
+
+def test_rep_taking_longer_than_max_rep_s_is_partial() -> None:
+    config = RepConfig(max_rep_s=3.0)
+    clip = squat_clip([("standing", 1.0), ("descending", 0.8), ("bottom", 3.0), ("ascending", 0.8),
+                       ("standing", 1.0)])
+    events = run(clip.frames, config)
+    assert complete(events) == []
+    assert events[0].reason == "rep took too long"
+
+
+# -- end of stream -------------------------------------------------------------------
+
+
+def test_flush_near_the_top_completes_the_rep() -> None:
+    clip = squat_clip([("standing", 1.0), ("descending", 0.8), ("bottom", 0.3), ("ascending", 0.8)])
+    detector = RepDetector("squat")
+    assert [e for f in clip.frames for e in detector.push(f)] == []
+    assert detector.in_rep
+    events = detector.flush()
+    assert kinds(events) == ["complete"]
+    assert events[0].reason == "end of stream"
+    assert not detector.in_rep
+    assert detector.flush() == []
+
+
+def test_flush_in_the_middle_gives_a_partial() -> None:
+    clip = squat_clip([("standing", 1.0), ("descending", 0.8), ("bottom", 0.3), ("ascending", 0.4, {"to": -0.4})])
+    events = run(clip.frames)
+    assert kinds(events) == ["partial"]
+
+
+def test_flush_with_no_open_rep_is_empty() -> None:
+    detector = RepDetector("squat")
+    for f in one_rep_clip().frames:
+        detector.push(f)
+    assert detector.flush() == []
+
+
+def test_detection_uses_capture_time_not_frame_count() -> None:
+    """The same movement at 15 fps gives the same verdicts as at 30 fps."""
+    segments = rep_segments(2)
+    assert kinds(run(squat_clip(segments, fps=15).frames)) == ["complete", "complete"]
