@@ -158,6 +158,7 @@ def grade_rep(
     return RepMessage(
         node=node, member=member, exercise=exercise, set_id=set_id, rep_index=rep_index,
         start_ts=start.ts, bottom_ts=bottom_frame.ts, end_ts=end.ts,
+        start_seq=start.seq, bottom_seq=bottom_frame.seq, end_seq=end.seq,
         descent_s=round(descent_s, 3), ascent_s=round(ascent_s, 3), depth=round(deepest, 3),
         min_knee=round(min(knees), 1) if knees else None,
         min_elbow=round(min(elbows), 1) if elbows else None,

@@ -15,12 +15,14 @@ Errors, after Telegraf's policy:
 - 401/403: retried with backoff and logged loudly: credentials are an operator fix, dropping would lose data.
 - 404 (database not found) and 1.x's 500 "retention policy not found": the database and retention policies
   are (re)created, then the batch is retried.
-- any other 4xx: never retried. 1.x answers a batch with some bad lines with 400 ``partial write: ...
-  dropped=N`` and stores the good lines, so N points are counted as rejected; a 4xx without "partial write"
-  rejects the whole batch. 1.x reports only one failure kind per request (a type conflict hides points
-  beyond the retention policy in the same request) and counts unparsable lines as ``dropped=0``; the count
-  adds one per "unable to parse" and is at least 1, so it is exact for one kind of failure and a lower
-  bound for mixed ones.
+- any other 4xx: never retried as such. 1.x answers a batch with some bad lines with 400 ``partial write:
+  ... dropped=N`` and stores the good lines, so N points are counted as rejected. 1.x reports only one
+  failure kind per request (a type conflict hides points beyond the retention policy in the same request)
+  and counts unparsable lines as ``dropped=0``; the count adds one per "unable to parse" and is at least 1,
+  so it is exact for one kind of failure and a lower bound for mixed ones. A 4xx that is not a partial
+  write stored nothing: the batch is split in halves and each half sent once (recursively, stopping as soon
+  as both halves of a split are refused whole), so one bad point cannot take a batch of good ones with it;
+  what is still refused is counted as rejected. See ``InfluxWriter._settle_or_split`` for the 1.6.7 case.
 
 Bounded buffer: at most ``buffer_max_points`` points wait in memory. Beyond that, frame points
 (``durable=False``) are dropped oldest-first and counted as ``points_dropped_overflow`` — frame telemetry
@@ -64,8 +66,11 @@ _MAX_TS_MS = 9_223_372_036_854_775_806 // 1_000_000
 _MIN_TS_MS = -_MAX_TS_MS
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
+# 1.x unescapes different sets per element: a backslash before any other character stays literal, so
+# only these characters get one. Field keys (not tags) also unescape \", hence the extra entry.
 _MEASUREMENT_ESCAPES = str.maketrans({",": "\\,", " ": "\\ "})
-_KEY_ESCAPES = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ "})
+_TAG_ESCAPES = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ "})
+_FIELD_KEY_ESCAPES = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ ", '"': '\\"'})
 _STRING_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"'})
 
 
@@ -93,11 +98,11 @@ def _name(value: str, what: str) -> str:
     return value
 
 
-def _key(value: str, what: str) -> str:
+def _key(value: str, what: str, escapes: dict[int, str]) -> str:
     _name(value, what)
     if value == "time":
         raise ValueError(f"{what} 'time' is reserved by InfluxDB")
-    return value.translate(_KEY_ESCAPES)
+    return value.translate(escapes)
 
 
 def _field_value(key: str, value: object) -> str:
@@ -129,15 +134,21 @@ def encode_line(point: Point) -> str:
     _name(point.measurement, "measurement")
     if point.measurement.startswith("#"):
         raise ValueError(f"measurement {point.measurement!r} starts with '#', which makes the line a comment")
+    # 1.6.7 unescapes measurement names twice in places: one sent escaped as p, backslash, escaped comma, q
+    # is listed as "p,q"-like by SHOW MEASUREMENTS and found by no SELECT. No escaping round-trips it.
+    if "\\" in point.measurement:
+        raise ValueError(f"measurement {point.measurement!r} contains a backslash")
     parts = [point.measurement.translate(_MEASUREMENT_ESCAPES)]
     for key in sorted(point.tags):
         value = point.tags[key]
         if value == "":
             continue
-        parts.append(f",{_key(key, 'tag key')}={_name(value, 'tag value').translate(_KEY_ESCAPES)}")
+        parts.append(f",{_key(key, 'tag key', _TAG_ESCAPES)}={_name(value, 'tag value').translate(_TAG_ESCAPES)}")
     if not point.fields:
         raise ValueError(f"point {point.measurement!r} has no fields")
-    fields = ",".join(f"{_key(k, 'field key')}={_field_value(k, point.fields[k])}" for k in sorted(point.fields))
+    fields = ",".join(
+        f"{_key(k, 'field key', _FIELD_KEY_ESCAPES)}={_field_value(k, point.fields[k])}" for k in sorted(point.fields)
+    )
     if isinstance(point.ts_ms, bool) or not isinstance(point.ts_ms, int):
         raise TypeError(f"ts_ms must be an int, not {type(point.ts_ms).__name__}")
     if not _MIN_TS_MS <= point.ts_ms <= _MAX_TS_MS:
@@ -156,6 +167,8 @@ class WriteOutcome:
     rejected: int = 0
     error_class: ErrorClass | None = None
     message: str = ""
+    # InfluxDB stored none of the request (a 4xx that is not a partial write).
+    whole: bool = False
 
 
 _DROPPED = re.compile(r"dropped=(\d+)")
@@ -197,7 +210,7 @@ def classify_write_response(status: int, body: bytes, points: int) -> WriteOutco
         unparsable = message.count("unable to parse '")
         rejected = min(points, max(1, reported + unparsable))
         return WriteOutcome("done", rejected=rejected, error_class="4xx", message=message)
-    return WriteOutcome("done", rejected=points, error_class="4xx", message=message)
+    return WriteOutcome("done", rejected=points, error_class="4xx", message=message, whole=True)
 
 
 # --- HTTP --------------------------------------------------------------------------------------------------------
@@ -571,7 +584,7 @@ class InfluxWriter:
         self._queued -= len(batch)
         return batch
 
-    def _settle(self, entries: Iterable[_Entry], rejected: int, error: str | None) -> None:
+    def _settle(self, entries: Iterable[_Entry], rejected: int) -> None:
         count = 0
         for entry in entries:
             entry.state = _DONE
@@ -581,8 +594,6 @@ class InfluxWriter:
         self._counters.written += count - rejected
         self._counters.rejected += rejected
         self._counters.batches += 1
-        if error is not None:
-            self._counters.last_error = error
         self._cond.notify_all()
 
     # -- writer thread ------------------------------------------------------------------------------------------
@@ -622,12 +633,41 @@ class InfluxWriter:
     def _deliver(self, batch: list[_Entry]) -> None:
         for rp in RETENTION_POLICIES:
             group = [e for e in batch if e.rp == rp]
-            if group and not self._send(rp, group):
+            if not group:
+                continue
+            outcome = self._attempt(rp, group)
+            if outcome is None or not self._settle_or_split(rp, group, outcome):
                 return
 
-    def _send(self, rp: Retention, group: list[_Entry]) -> bool:
-        """Write one retention policy's share of a batch until it is settled; False when aborted."""
-        body = ("\n".join(e.line for e in group) + "\n").encode()
+    def _settle_or_split(self, rp: Retention, part: list[_Entry], outcome: WriteOutcome) -> bool:
+        """Settle ``part``; when InfluxDB refused all of it, send each half again. False when aborted.
+
+        1.6.7 refuses a whole request (400 "field type conflict", nothing stored) when two of its points
+        disagree about a field's type and the request creates the shard; the halves are then answered with
+        a partial write that keeps the good points. When both halves are refused entirely, the request
+        itself is unacceptable rather than one point, so splitting stops: at most two requests per level,
+        and no retry loop.
+        """
+        if not outcome.whole or len(part) < 2:
+            self._done(rp, part, outcome)
+            return True
+        self._count_error(outcome)
+        halves = (part[: len(part) // 2], part[len(part) // 2 :])
+        outcomes: list[WriteOutcome] = []
+        for half in halves:
+            answer = self._attempt(rp, half)
+            if answer is None:
+                return False
+            outcomes.append(answer)
+        if all(o.whole for o in outcomes):
+            for half, answer in zip(halves, outcomes, strict=True):
+                self._done(rp, half, answer)
+            return True
+        return all(self._settle_or_split(rp, half, answer) for half, answer in zip(halves, outcomes, strict=True))
+
+    def _attempt(self, rp: Retention, part: list[_Entry]) -> WriteOutcome | None:
+        """Write ``part`` until InfluxDB gives a definitive answer; None when the writer is aborted meanwhile."""
+        body = ("\n".join(e.line for e in part) + "\n").encode()
         headers = {"Content-Type": "text/plain; charset=utf-8"}
         if self.config.gzip:
             body = gzip.compress(body, compresslevel=5)
@@ -640,49 +680,48 @@ class InfluxWriter:
                     self._ensure(self._http)
                     self._needs_ensure = False
                 status, answer = self._http.post("/write", params, body, headers)
-                outcome = classify_write_response(status, answer, len(group))
+                outcome = classify_write_response(status, answer, len(part))
             except InfluxError as exc:
                 outcome = WriteOutcome("retry", error_class=exc.error_class, message=exc.message)
             if outcome.action == "done":
-                self._done(rp, group, outcome)
-                return True
+                return outcome
             if outcome.action == "ensure" and self.config.create_database:
                 self._needs_ensure = True
             failures += 1
             delay = min(self.config.retry_max_s, self.config.retry_min_s * 2 ** min(failures - 1, 30))
-            self._record_error(outcome, rp, len(group), delay)
+            self._record_retry(outcome, rp, len(part), delay)
             with self._cond:
                 if self._cond.wait_for(lambda: self._abort, timeout=delay):
-                    return False
+                    return None
 
-    def _done(self, rp: Retention, group: list[_Entry], outcome: WriteOutcome) -> None:
-        error = None
+    def _done(self, rp: Retention, part: list[_Entry], outcome: WriteOutcome) -> None:
         if outcome.error_class is not None:
-            error = f"{outcome.error_class}: {outcome.message[:300]}"
             self._ratelog(
                 logging.WARNING,
                 f"rejected-{rp}",
-                f"InfluxDB rejected {outcome.rejected} of {len(group)} points (rp {rp}), not retried: "
+                f"InfluxDB rejected {outcome.rejected} of {len(part)} points (rp {rp}), not retried: "
                 f"{outcome.message[:300]}",
             )
+            self._count_error(outcome)
         with self._cond:
-            if outcome.error_class is not None:
-                self._counters.errors[outcome.error_class] += 1
-            self._settle(group, outcome.rejected, error)
+            self._settle(part, outcome.rejected)
 
-    def _record_error(self, outcome: WriteOutcome, rp: Retention, points: int, delay: float) -> None:
+    def _count_error(self, outcome: WriteOutcome) -> None:
         error_class: ErrorClass = outcome.error_class or "connection"
-        message = f"{error_class}: {outcome.message[:300]}"
         with self._cond:
             self._counters.errors[error_class] += 1
-            self._counters.last_error = message
-        if error_class == "auth":
+            self._counters.last_error = f"{error_class}: {outcome.message[:300]}"
+
+    def _record_retry(self, outcome: WriteOutcome, rp: Retention, points: int, delay: float) -> None:
+        self._count_error(outcome)
+        if outcome.error_class == "auth":
             text = (f"InfluxDB refused our credentials ({outcome.message[:200]}); fix influx.username/password. "
                     f"Holding {points} points (rp {rp}), retrying in {delay:.1f} s")
             self._ratelog(logging.ERROR, "auth", text)
         else:
-            self._ratelog(logging.WARNING, f"retry-{error_class}",
-                          f"InfluxDB write failed ({message}); retrying {points} points (rp {rp}) in {delay:.1f} s")
+            self._ratelog(logging.WARNING, f"retry-{outcome.error_class}",
+                          f"InfluxDB write failed ({outcome.error_class}: {outcome.message[:300]}); "
+                          f"retrying {points} points (rp {rp}) in {delay:.1f} s")
 
     def _ensure(self, conn: _Http) -> None:
         cfg = self.config
