@@ -66,8 +66,7 @@ _MAX_TS_MS = 9_223_372_036_854_775_806 // 1_000_000
 _MIN_TS_MS = -_MAX_TS_MS
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
-# 1.x unescapes different sets per element: a backslash before any other character stays literal, so
-# only these characters get one. Field keys (not tags) also unescape \", hence the extra entry.
+# Field keys (not tags) are unescaped for \" as well, hence the extra entry.
 _MEASUREMENT_ESCAPES = str.maketrans({",": "\\,", " ": "\\ "})
 _TAG_ESCAPES = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ "})
 _FIELD_KEY_ESCAPES = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ ", '"': '\\"'})
@@ -92,9 +91,11 @@ def _name(value: str, what: str) -> str:
         raise ValueError(f"empty {what}")
     if "\n" in value or "\r" in value:
         raise ValueError(f"{what} {value!r} contains a line break, which line protocol cannot carry")
-    # A trailing backslash would escape the separator after it; InfluxDB refuses such lines.
-    if value.endswith("\\"):
-        raise ValueError(f"{what} {value!r} ends with a backslash, which line protocol cannot carry")
+    # InfluxDB 1.x's line splitter takes any backslash as escaping the next byte, its key parser only
+    # before , = space (and " in field keys): for 'a\\,b' they disagree, which can join a line holding a
+    # multi-line string with the next one. A trailing backslash is refused outright. Names here are ids.
+    if "\\" in value:
+        raise ValueError(f"{what} {value!r} contains a backslash, which line protocol cannot carry reliably")
     return value
 
 
@@ -134,10 +135,6 @@ def encode_line(point: Point) -> str:
     _name(point.measurement, "measurement")
     if point.measurement.startswith("#"):
         raise ValueError(f"measurement {point.measurement!r} starts with '#', which makes the line a comment")
-    # 1.6.7 unescapes measurement names twice in places: one sent escaped as p, backslash, escaped comma, q
-    # is listed as "p,q"-like by SHOW MEASUREMENTS and found by no SELECT. No escaping round-trips it.
-    if "\\" in point.measurement:
-        raise ValueError(f"measurement {point.measurement!r} contains a backslash")
     parts = [point.measurement.translate(_MEASUREMENT_ESCAPES)]
     for key in sorted(point.tags):
         value = point.tags[key]

@@ -149,6 +149,7 @@ class Aggregator:
             info = self._client.publish(self.topics.aggregator_status(), self._status("stopped"), qos=1, retain=True)
             with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(timeout=2.0)
+            self.connected.clear()  # a disconnect we asked for is not worth a warning
             self._client.disconnect()
         self._client.loop_stop()
 

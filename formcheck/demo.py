@@ -1,102 +1,163 @@
-"""``formcheck demo``: a real clip through an edge node and a real local broker, shown as it is published.
+"""``formcheck demo`` (what ``make demo`` runs): the whole loop on one machine.
 
-Starts Mosquitto on a free loopback port (unless ``--broker`` names one),
-subscribes to everything the node publishes, and plays a clip from the data
-set in real time through the same code as ``formcheck edge``.
+A local Mosquitto and InfluxDB (temporary, stopped afterwards), the
+aggregator, two members checked in at two stations, and two edge nodes
+playing real clips from the data set in real time as separate processes,
+like two Raspberry Pis. The terminal shows each station going online, every
+graded rep and set as it happens, then what was stored in InfluxDB and the
+notification each member received.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import subprocess
 import sys
 import threading
 import time
-from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_node.config import load_config
-from edge_node.runner import run_edge
-from formcheck.local_services import running_mosquitto
+from aggregator.config import load_config as load_aggregator_config
+from aggregator.service import Aggregator
+from formcheck.local_services import Influxd, Mosquitto, influx_query, running_influxd, running_mosquitto
 from formcheck.paths import require_data_dir
 
-DEFAULT_CLIP = "videos/squat/squat_side_bodyweight_a.mp4"
 log = logging.getLogger(__name__)
 
 
-class _Printer:
-    """Prints what arrives on the node's topics: every status and stats message, frames sampled."""
+@dataclass(frozen=True)
+class DemoStation:
+    node: str
+    member: str
+    clip: str
 
-    def __init__(self, every: int) -> None:
-        self.every = every
-        self.frames = 0
-        self.phases: Counter[str] = Counter()
-        self.states: list[str] = []
-        self._last_phase: str | None = None
+
+STATIONS = (
+    DemoStation("rack-1", "alice", "videos/squat/squat_side_bodyweight_a.mp4"),
+    DemoStation("rack-2", "bob", "videos/squat/squat_front_bodyweight_a.mp4"),
+)
+
+
+class _LiveView:
+    """Prints station availability, reps, sets and notifications as they arrive."""
+
+    def __init__(self) -> None:
         self.lock = threading.Lock()
+        self.notifications: dict[str, dict[str, Any]] = {}
+        self.stopped: set[str] = set()
 
     def on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        kind = msg.topic.rsplit("/", 1)[-1]
+        parts = msg.topic.split("/")
         data = json.loads(msg.payload) if msg.payload else {}
         with self.lock:
-            if kind == "frames":
-                self.frames += 1
-                self.phases[data["phase"]] += 1
-                changed = data["phase"] != self._last_phase
-                self._last_phase = data["phase"]
-                if changed or data["seq"] % self.every == 0:
-                    angles = data.get("angles", {})
-                    knee = f"{angles['knee']:6.1f}" if "knee" in angles else "     -"
-                    faults = ",".join(data.get("faults", [])) or "-"
-                    p = data.get("phase_p", {}).get(data["phase"], 1.0)
-                    print(f"{msg.topic}  seq={data['seq']:4d}  phase={data['phase']:<10} p={p:4.2f}  "
-                          f"form={data['form']:<4} bad_p={data['bad_p']:4.2f}  knee={knee}  faults={faults}")
-            elif kind == "status":
-                self.states.append(data.get("state", "?"))
-                print(f"{msg.topic}  {json.dumps(data)}")
-            elif kind == "stats":
-                print(f"{msg.topic}  fps={data['fps']} infer_ms={data['infer_ms']} dropped={data['dropped']} "
-                      f"queue={data['queue']} rss_mb={data.get('rss_mb')}")
+            if parts[2] == "members":
+                self.notifications[parts[3]] = data
+                print(f"  📱 {parts[3]} notified: {data['reps']} reps, grade {data['grade']}"
+                      f"{' — ' + data['main_fault'] if data['main_fault'] else ''}")
+            elif parts[-1] == "status":
+                print(f"  ● {parts[3]} is {data.get('state')}")
+                if data.get("state") == "stopped":
+                    self.stopped.add(parts[3])
+            elif parts[-1] == "reps":
+                faults = ", ".join(data["faults"]) or "no faults"
+                print(f"  {data['node']:7} {data['member']:6} rep {data['rep_index']:2d}: score {data['score']:5.1f} "
+                      f"grade {data['grade']}  {data['verdict']:<7}  depth {data['depth']:+.2f}  "
+                      f"down {data['descent_s']:.1f}s up {data['ascent_s']:.1f}s  {faults}")
+            elif parts[-1] == "sets":
+                print(f"  {data['node']:7} {data['member']:6} SET: {data['reps']} reps, mean {data['score_mean']:.1f}, "
+                      f"worst {data['score_min']:.1f}, grade {data['grade']}"
+                      f"{' — ' + data['main_fault'] if data['main_fault'] else ''}")
             sys.stdout.flush()
 
 
 def run_demo(clip: Path | None, broker: tuple[str, int | None] | None, every: int, realtime: bool) -> int:
-    clip = clip or require_data_dir() / DEFAULT_CLIP
-    if not clip.is_file():
-        raise FileNotFoundError(f"clip not found: {clip}")
+    del every  # kept for the CLI's compatibility; the live view shows reps and sets
+    data = require_data_dir()
+    stations = STATIONS if clip is None else (DemoStation("rack-1", "alice", str(clip)),)
+    for station in stations:
+        if not (data / station.clip).is_file():
+            raise FileNotFoundError(f"clip not found: {data / station.clip}")
     if broker is not None:
-        return _run(clip, broker[0], broker[1] or 1883, every, realtime)
-    with running_mosquitto() as mosq:
-        print(f"started mosquitto pid {mosq.pid} on {mosq.host}:{mosq.port} (temporary, stopped afterwards)")
-        return _run(clip, mosq.host, mosq.port, every, realtime)
+        raise FileNotFoundError("the demo starts its own broker and database; run without --broker")
+    with running_mosquitto() as mosq, running_influxd() as influx:
+        print(f"mosquitto pid {mosq.pid} on {mosq.host}:{mosq.port}, influxd {influx.version} pid {influx.pid} "
+              f"on {influx.url} (temporary)")
+        return _run(data, stations, mosq, influx, realtime)
 
 
-def _run(clip: Path, host: str, port: int, every: int, realtime: bool) -> int:
-    printer = _Printer(every)
-    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="formcheck-demo-viewer", protocol=mqtt.MQTTv5)
-    sub.on_message = printer.on_message
-    sub.connect(host, port, keepalive=10)
-    sub.subscribe("gym/+/nodes/+/#", qos=1)
-    sub.loop_start()
-    config = load_config(None, {
-        "node": {"id": "demo-1", "site": "main", "exercise": "squat"},
-        "source": {"uri": str(clip), "realtime": realtime},
-        "mqtt": {"host": host, "port": port, "keepalive_s": 5},
-        "stats": {"interval_s": 2.0},
-    })
-    print(f"edge node demo-1 playing {clip.name} ({'real time' if realtime else 'as fast as possible'}); "
-          f"every phase change and every {every}th frame shown")
-    started = time.monotonic()
-    status = run_edge(config)
-    time.sleep(0.5)
-    sub.loop_stop()
-    sub.disconnect()
-    with printer.lock:
-        phases = ", ".join(f"{k} {v}" for k, v in printer.phases.most_common())
-        print(f"\n{printer.frames} frame messages received in {time.monotonic() - started:.1f} s ({phases}); "
-              f"status sequence: {' → '.join(printer.states)}")
+def _run(data: Path, stations: tuple[DemoStation, ...], mosq: Mosquitto, influx: Influxd, realtime: bool) -> int:
+    broker = f"{mosq.host}:{mosq.port}"
+    cli = [sys.executable, "-m", "formcheck.cli"]
+    for s in stations:
+        subprocess.run([*cli, "checkin", "--node", s.node, "--member", s.member, "--broker", broker],
+                       check=True, capture_output=True, timeout=30)
+        print(f"checked in {s.member} at {s.node}")
+    view = _LiveView()
+    viewer = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="formcheck-demo-view", protocol=mqtt.MQTTv5)
+    viewer.on_message = view.on_message
+    viewer.connect(mosq.host, mosq.port, keepalive=10)
+    viewer.subscribe([("gym/main/nodes/+/reps", 1), ("gym/main/nodes/+/sets", 1), ("gym/main/nodes/+/status", 1),
+                      ("gym/main/members/+/notifications", 1)])
+    viewer.loop_start()
+    config = load_aggregator_config(None, {
+        "mqtt": {"host": mosq.host, "port": mosq.port, "keepalive_s": 5},
+        "influx": {"url": influx.url, "flush_interval_s": 0.2},
+        "stats_interval_s": 2.0,
+    }, environ={})
+    aggregator = Aggregator(config)
+    stop = threading.Event()
+    worker = threading.Thread(target=aggregator.run, args=(stop,), name="aggregator")
+    worker.start()
+    print(f"aggregator running; {len(stations)} edge node(s) playing clips "
+          f"{'in real time' if realtime else 'as fast as possible'}:\n")
+    edges = [
+        subprocess.Popen([*cli, "edge", "--source", str(data / s.clip), "--node", s.node, "--broker", broker,
+                          "--realtime", "on" if realtime else "off", "--log-level", "WARNING"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for s in stations
+    ]
+    status = 0
+    try:
+        for edge in edges:
+            _, err = edge.communicate(timeout=600)
+            if edge.returncode != 0:
+                print(f"edge node failed: {err.strip().splitlines()[-1] if err.strip() else edge.returncode}")
+                status = 1
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(view.notifications) < len(stations):
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        worker.join(timeout=30)
+        viewer.loop_stop()
+        viewer.disconnect()
+    _print_summary(influx, view, stations)
     return status
+
+
+def _print_summary(influx: Influxd, view: _LiveView, stations: tuple[DemoStation, ...]) -> None:
+    print("\nstored in InfluxDB (database 'formcheck'):")
+    for s in stations:
+        sets = influx_query(influx.url, f"SELECT * FROM \"set\" WHERE node = '{s.node}'", db="formcheck")
+        reps = influx_query(influx.url, f"SELECT score, grade, verdict FROM rep WHERE node = '{s.node}'",
+                            db="formcheck")
+        for row in sets:
+            print(f"  set  {s.node} {row['member']:6} {row['exercise']}: {row['reps']} reps, grade {row['grade']}, "
+                  f"mean {row['score_mean']}, {'complete' if row['complete'] else 'aborted'}"
+                  f"{', ' + row['main_fault'] if row['main_fault'] else ''}")
+        print(f"  reps {s.node}: " + " ".join(f"{r['grade']}({r['score']:.0f})" for r in reps))
+    stats = influx_query(influx.url, "SELECT last(messages) AS messages, last(invalid) AS invalid, "
+                         "last(points_written) AS points FROM aggregator_stats", db="formcheck")
+    if stats:
+        print(f"  aggregator: {stats[0]['messages']} messages, {stats[0]['invalid']} invalid, "
+              f"{stats[0]['points']} points written")
+    print("\nnotifications (retained on gym/main/members/<member>/notifications):")
+    for s in stations:
+        note = view.notifications.get(s.member)
+        print(f"  {s.member}: {json.dumps(note) if note else 'none received'}")

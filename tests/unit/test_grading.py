@@ -49,6 +49,9 @@ def test_perfect_clean_rep_from_the_detector() -> None:
     assert msg.depth == pytest.approx(0.1, abs=1e-3)
     assert msg.min_knee == pytest.approx(70.0, abs=0.5)
     assert msg.start_ts < msg.bottom_ts < msg.end_ts
+    rep_seqs = [f.seq for f in events[0].rep.frames]
+    assert (msg.start_seq, msg.end_seq) == (rep_seqs[0], rep_seqs[-1])
+    assert msg.bottom_ts == clip.frames[clip.index_of_seq(msg.bottom_seq)].ts
     assert msg.descent_s == pytest.approx((msg.bottom_ts - msg.start_ts) / 1000)
     assert msg.ascent_s == pytest.approx((msg.end_ts - msg.bottom_ts) / 1000)
     assert 0.6 < msg.descent_s < 0.9
@@ -92,7 +95,7 @@ def test_poor_form_ratio_makes_the_verdict_bad_whatever_else(max_bad_ratio: floa
     msg = grade(rep_frames(clip), config)
     assert msg.bad_ratio == pytest.approx(config.poor_form_ratio)
     assert msg.checks["depth"] and msg.checks["knees"] and msg.checks["torso"] and msg.checks["tempo"]
-    assert msg.checks["form"] is (0.5 <= max_bad_ratio)
+    assert msg.checks["form"] is (max_bad_ratio >= 0.5)
     assert msg.verdict == "bad"
     # one frame fewer is not 'poor form' any more
     clip = rep_clip(down=0.8, hold=0.4, up=0.8)

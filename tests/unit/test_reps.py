@@ -168,6 +168,13 @@ def test_descent_that_turns_back_before_the_bottom_is_partial() -> None:
     assert events[0].rep.reached_bottom is False
 
 
+def test_bounce_squat_with_a_brief_bottom_is_complete() -> None:
+    """A bottom held for fewer frames than the hysteresis needs still counts (the turn is the bottom)."""
+    clip = squat_clip([("standing", 1.0), ("descending", 0.8), ("bottom", 0.1), ("ascending", 0.8),
+                       ("standing", 1.0)])
+    assert kinds(run(clip.frames)) == ["complete"]
+
+
 def test_rep_shorter_than_min_rep_s_is_partial() -> None:
     config = RepConfig(min_rep_s=1.2)
     quick = [("standing", 1.0), ("descending", 0.4), ("bottom", 0.2), ("ascending", 0.4), ("standing", 1.0)]
