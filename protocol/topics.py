@@ -13,7 +13,7 @@ from typing import Final
 
 from pydantic import BaseModel
 
-from protocol.messages import FrameMessage, NodeStats, NodeStatus, SessionMessage
+from protocol.messages import FrameMessage, NodeStats, NodeStatus, RepMessage, SessionMessage, SetMessage
 
 DEFAULT_PREFIX: Final = "gym"
 _LEVEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -60,8 +60,6 @@ class TopicSpec:
         return f"aggregator/{self.kind}"
 
 
-# Payload types of the aggregator's topics are added with the aggregator; until
-# then those rows carry ``None`` and are documented by description only.
 REGISTRY: Final[dict[str, TopicSpec]] = {
     spec.kind if spec.scope is Scope.NODE else f"{spec.scope.name.lower()}:{spec.kind}": spec
     for spec in (
@@ -72,11 +70,12 @@ REGISTRY: Final[dict[str, TopicSpec]] = {
                   "fps, inference time, dropped frames, queue depths, CPU temperature."),
         TopicSpec("session", Scope.NODE, 1, True, "kiosk / staff / CLI", SessionMessage,
                   "Member checked in at the station; empty payload = checked out."),
-        TopicSpec("reps", Scope.NODE, 1, False, "aggregator", None, "One graded repetition."),
-        TopicSpec("sets", Scope.NODE, 1, False, "aggregator", None, "One graded set."),
-        TopicSpec("notifications", Scope.MEMBER, 1, True, "aggregator", None,
+        TopicSpec("reps", Scope.NODE, 1, False, "aggregator", RepMessage, "One graded repetition."),
+        TopicSpec("sets", Scope.NODE, 1, False, "aggregator", SetMessage, "One graded set."),
+        TopicSpec("notifications", Scope.MEMBER, 1, True, "aggregator", SetMessage,
                   "Set summary for the member's phone (last one retained)."),
-        TopicSpec("status", Scope.SITE, 1, True, "aggregator (+ Last Will)", None, "Aggregator availability."),
+        TopicSpec("status", Scope.SITE, 1, True, "aggregator (+ Last Will)", NodeStatus,
+                  "Aggregator availability (node = the aggregator's id)."),
     )
 }
 
@@ -133,7 +132,7 @@ def registry_markdown(prefix: str = DEFAULT_PREFIX) -> str:
     rows = ["| topic | publisher | QoS | retained | payload | what |", "|---|---|---|---|---|---|"]
     for spec in REGISTRY.values():
         topic = f"{prefix}/{{site}}/{spec.pattern}"
-        payload = f"`{spec.payload.__name__}`" if spec.payload else "(aggregator, see DESIGN.md)"
+        payload = f"`{spec.payload.__name__}`" if spec.payload else "empty"
         rows.append(
             f"| `{topic}` | {spec.publisher} | {spec.qos} | {'yes' if spec.retain else 'no'} | {payload} "
             f"| {spec.description} |"

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
 from collections.abc import Sequence
 
 import pytest
 
 from aggregator.reps import RepConfig, RepDetector, RepEvent
 from protocol.messages import FrameMessage
-from tests.unit.synthetic_frames import Clip, flip, rep_segments, squat_clip
+from tests.unit.synthetic_frames import BOOT, NODE, TS0, Clip, flip, make_frame, rep_segments, squat_clip
 
 
 def run(frames: Sequence[FrameMessage], config: RepConfig | None = None, *, flush: bool = True) -> list[RepEvent]:
@@ -270,3 +272,25 @@ def test_detection_uses_capture_time_not_frame_count() -> None:
     """The same movement at 15 fps gives the same verdicts as at 30 fps."""
     segments = rep_segments(2)
     assert kinds(run(squat_clip(segments, fps=15).frames)) == ["complete", "complete"]
+
+
+def test_memory_stays_bounded_while_a_phase_holds() -> None:
+    """A live station can see someone stand (or sit on the bench in view) for hours: no per-frame growth."""
+    detector = RepDetector("squat")
+
+    def push_standing(start: int, count: int) -> None:
+        for i in range(start, start + count):
+            detector.push(make_frame(node=NODE, boot=BOOT, seq=i, ts=TS0 + round(i * 1000 / 30), exercise="squat",
+                                     phase="standing", depth=-1.0))
+
+    push_standing(0, 300)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        push_standing(300, 3000)  # 100 s more of standing
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 200_000, f"detector kept {grown} bytes over 3000 standing frames"
