@@ -147,6 +147,7 @@ def grade_rep(
         + _lerp_points(descent_s, config.fast_descent_s, config.min_descent_s, 10.0)
         + 10.0 * (1.0 - min(1.0, 2 * _wobble(depth_series, bottom_index, config.wobble_tolerance)))
     )
+    score = round(score, 1)  # the letter must match the score people see
     failed = sum(not ok for ok in checks.values())
     verdict: Verdict = "perfect" if failed == 0 else "good" if failed == 1 else "bad"
     if bad_ratio >= config.poor_form_ratio:
@@ -164,7 +165,7 @@ def grade_rep(
         min_elbow=round(min(elbows), 1) if elbows else None,
         hip_below_knee=(max(hip_depths) > 0) if exercise in ("squat", "lunge") and hip_depths else None,
         bad_ratio=round(bad_ratio, 4), faults=faults, checks=checks,
-        score=round(score, 1), grade=letter(score, config), verdict=verdict,
+        score=score, grade=letter(score, config), verdict=verdict,
     )
 
 

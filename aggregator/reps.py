@@ -87,7 +87,11 @@ class RepFrames:
 
     exercise: Exercise
     frames: list[FrameMessage] = field(default_factory=list)
-    reached_bottom: bool = False
+
+    @property
+    def reached_bottom(self) -> bool:
+        """At least one frame was classified ``bottom``: a bounce counts, a half squat that turns early does not."""
+        return any(f.phase == "bottom" for f in self.frames)
 
     def depth_series(self) -> list[float]:
         """Depth signal of each frame that has it (larger = deeper)."""
@@ -171,9 +175,11 @@ class RepDetector:
         if smoothed != st.candidate:
             st.candidate, st.candidate_ts = smoothed, frame.ts
             self._recent = []
-        self._recent.append(frame)
         if st.candidate == st.phase:
+            # No change pending: the run's frames are not needed (keeps memory flat while a phase holds).
+            self._recent.clear()
             return None
+        self._recent.append(frame)
         if st.phase is not None and frame.ts - st.candidate_ts < self.config.min_phase_s * 1000:
             return None
         old, st.phase = st.phase, st.candidate
@@ -188,12 +194,9 @@ class RepDetector:
                 # Going down again without reaching the top: close the previous movement here.
                 events.append(self._close_at_turn(run))
             self._start(run)
-        elif new in ("bottom", "ascending"):
-            if self._rep is None:
-                # Joined mid-movement (clip or camera started low): the range check makes it a partial.
-                self._start(run)
-            assert self._rep is not None
-            self._rep.reached_bottom = True
+        elif new in ("bottom", "ascending") and self._rep is None:
+            # Joined mid-movement (clip or camera started low): the range check makes it a partial.
+            self._start(run)
         elif new == "standing" and self._rep is not None:
             # The rep ended where the standing run began; those frames belong to the next state.
             rep = self._rep

@@ -73,35 +73,67 @@ class _OpenSet:
     last_rep_end_ts: int = 0
 
 
-class SeqTracker:
-    """Duplicate and gap detection on ``(boot, seq)`` for one node."""
+class _BootSeqs:
+    """Recently seen seq numbers of one boot."""
 
     def __init__(self, window: int) -> None:
-        self.boot: str | None = None
         self.last_seq = -1
-        self._seen: deque[int] = deque(maxlen=window)
-        self._seen_set: set[int] = set()
+        self.seen: deque[int] = deque(maxlen=window)
+        self.seen_set: set[int] = set()
 
-    def accept(self, boot: str, seq: int, counters: StreamCounters) -> bool:
-        """True for a frame to process; counts duplicates, gaps and late frames."""
-        if boot != self.boot:
-            self.boot, self.last_seq = boot, -1
-            self._seen.clear()
-            self._seen_set.clear()
-        if seq in self._seen_set:
-            counters.duplicates += 1
-            return False
-        if seq <= self.last_seq:
-            counters.late += 1
-            return False
-        if self.last_seq >= 0 and seq > self.last_seq + 1:
-            counters.gaps += seq - self.last_seq - 1
-        if len(self._seen) == self._seen.maxlen:
-            self._seen_set.discard(self._seen[0])
-        self._seen.append(seq)
-        self._seen_set.add(seq)
+    def remember(self, seq: int) -> None:
+        if len(self.seen) == self.seen.maxlen:
+            self.seen_set.discard(self.seen[0])
+        self.seen.append(seq)
+        self.seen_set.add(seq)
         self.last_seq = seq
-        return True
+
+
+SeqVerdict = Literal["accept", "new_boot", "duplicate", "late"]
+
+
+class SeqTracker:
+    """Duplicate and gap detection on ``(boot, seq)`` for one node.
+
+    A few previous boots are remembered: after a reconnect the broker may
+    redeliver unacknowledged frames of the previous process too, and one such
+    stale frame must not look like yet another restart.
+    """
+
+    KEEP_BOOTS = 4
+
+    def __init__(self, window: int) -> None:
+        self._window = window
+        self._boots: dict[str, _BootSeqs] = {}  # insertion order = order first seen; last = current
+        self.boot: str | None = None
+
+    def accept(self, boot: str, seq: int, counters: StreamCounters) -> SeqVerdict:
+        """Classify a frame, counting duplicates, gaps and late frames."""
+        verdict: SeqVerdict = "accept"
+        state = self._boots.get(boot)
+        if state is None:
+            state = self._boots[boot] = _BootSeqs(self._window)
+            if len(self._boots) > self.KEEP_BOOTS:
+                del self._boots[next(iter(self._boots))]
+            verdict = "new_boot" if self.boot is not None else "accept"
+            self.boot = boot
+        elif boot != self.boot:
+            # A frame of an earlier process: already processed, or too late to matter.
+            if seq in state.seen_set:
+                counters.duplicates += 1
+                return "duplicate"
+            counters.late += 1
+            return "late"
+        if seq in state.seen_set:
+            counters.duplicates += 1
+            return "duplicate"
+        if seq <= state.last_seq:
+            counters.late += 1
+            return "late"
+        if state.last_seq >= 0 and seq > state.last_seq + 1:
+            counters.gaps += seq - state.last_seq - 1
+        state.remember(seq)
+        return verdict
 
 
 class Station:
@@ -137,12 +169,14 @@ class Station:
 
     def on_frame(self, frame: FrameMessage) -> StationOutput:
         out = StationOutput()
-        if frame.boot != self._seq.boot and self._seq.boot is not None:
+        verdict = self._seq.accept(frame.boot, frame.seq, self.counters)
+        if verdict in ("duplicate", "late"):
+            return out
+        if verdict == "new_boot":
             # The edge process restarted: whatever was open cannot be finished.
             out.extend(self._end_set("restart", complete=False))
             self._detector = RepDetector(self._detector.exercise, self.rep_config)
-        if not self._seq.accept(frame.boot, frame.seq, self.counters):
-            return out
+            self._last_ts = 0
         self.counters.frames += 1
         if frame.ts < self._last_ts:
             # Edge clock stepped back (NTP): keep time monotonic within the stream.
@@ -225,12 +259,12 @@ class Station:
             return out
         scores = [r.score for r in current.reps]
         bad_ratio = current.bad_frames / current.rep_frames if current.rep_frames else 0.0
-        mean = sum(scores) / len(scores)
+        mean = round(sum(scores) / len(scores), 1)
         out.sets.append(SetMessage(
             node=self.node, member=current.member, exercise=current.exercise, set_id=current.set_id,
             start_ts=current.reps[0].start_ts, end_ts=current.reps[-1].end_ts,
             reps=len(current.reps), partial_reps=current.partial_reps,
-            score_mean=round(mean, 1), score_min=round(min(scores), 1),
+            score_mean=mean, score_min=round(min(scores), 1),
             grade=set_grade(mean, bad_ratio, self.grading), bad_ratio=round(bad_ratio, 4),
             main_fault=main_fault(current.reps), complete=complete, ended_by=reason,
             rep_scores=scores,

@@ -174,8 +174,9 @@ class RunningAggregator:
         def target() -> None:
             try:
                 self.outcome.append(self.agg.run(self.stop_event))
-            except BaseException as exc:  # recorded for the test's assertion
-                self.outcome.append(exc)
+            except BaseException as exc:
+                self.outcome.append(exc)  # for the test's assertion; pytest also reports the thread's exception
+                raise
 
         self.thread = threading.Thread(target=target, name=f"aggregator-{self.id}", daemon=True)
         self.thread.start()

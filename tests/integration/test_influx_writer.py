@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable
@@ -233,7 +234,7 @@ def test_sigstop_attempts_time_out_and_writer_stays_responsive(influxd: Influxd)
             influxd.resume()
         assert slowest_stats < 0.05
         # the first attempt starts at submit + flush_interval; then one attempt per timeout_s + backoff
-        gaps = [b - a for a, b in zip(timeout_at, timeout_at[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(timeout_at)]
         assert len(gaps) >= 3, gaps
         assert all(timeout_s - 0.05 <= g <= timeout_s + backoff_s + 0.2 for g in gaps[1:]), gaps
         assert gaps[0] <= timeout_s + 0.05 + 0.2, gaps

@@ -21,8 +21,7 @@ def rep_clip(*, down: float = 0.8, hold: float = 0.4, up: float = 0.8, **clip_kw
 
 def rep_frames(clip: Clip) -> RepFrames:
     """The movement exactly: first descending frame to last ascending frame."""
-    return RepFrames("squat", clip.frames[clip.span("descending").start:clip.span("ascending").end],
-                     reached_bottom=True)
+    return RepFrames("squat", clip.frames[clip.span("descending").start:clip.span("ascending").end])
 
 
 def grade(rep: RepFrames, config: GradingConfig = CFG) -> RepMessage:
