@@ -20,7 +20,8 @@ DROP_REASONS: tuple[DropReason, ...] = (
     "ts_future", "ts_past",
 )
 Payload = FrameMessage | NodeStatus | NodeStats | SessionMessage | None
-_TYPES: dict[str, type[FrameMessage | NodeStatus | NodeStats | SessionMessage]] = {"frames": FrameMessage, "status": NodeStatus, "stats": NodeStats, "session": SessionMessage}
+_TYPES: dict[str, type[FrameMessage | NodeStatus | NodeStats | SessionMessage]] = {
+    "frames": FrameMessage, "status": NodeStatus, "stats": NodeStats, "session": SessionMessage}
 
 
 @dataclass(frozen=True)

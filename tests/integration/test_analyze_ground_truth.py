@@ -55,4 +55,4 @@ def test_analyze_counts_complete_reps_exactly(row: dict[str, str] | str, record_
     # file read as fast as possible drops nothing); ±10 frames is the README's tolerance for paused reps and
     # moving cameras.
     for rep, bottom in zip(result.reps, bottoms, strict=True):
-        assert abs(rep.bottom_seq - bottom) <= 10, f"rep {rep.rep_index}: deepest frame {rep.bottom_seq}, label {bottom}"
+        assert abs(rep.bottom_seq - bottom) <= 10, f"rep {rep.rep_index}: deepest {rep.bottom_seq}, label {bottom}"

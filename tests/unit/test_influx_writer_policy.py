@@ -138,6 +138,8 @@ def test_5xx_retries_the_same_body_and_later_batches_wait(fake_factory: Callable
         stats = writer.stats()
     bodies = [r.body for r in fake.requests]
     assert bodies[:4] == [bodies[0]] * 4  # 3 failures + the success, same bytes
+    # nothing of a later batch went out before the failing one succeeded
+    assert [line for r in fake.requests[3:] for line in r.lines] == [f"rep,node=ok i={k}i {1000 + k}" for k in range(4)]
     assert done == [0, 1, 2, 3]
     assert stats.write_errors["5xx"] == 3 and stats.points_written == 4
 
