@@ -103,6 +103,9 @@ class AggregatorConfig(Section):
         default_factory=NotificationSection, description="Optional delivery to members' phones or mail."
     )
     stats_interval_s: float = Field(10.0, gt=0, description="Seconds between aggregator_stats points.")
+    heartbeat_file: Path | None = Field(
+        None, description="Touched every stats interval while the worker loop runs (container health checks)."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log verbosity.")
 
     @field_validator("site", "id")

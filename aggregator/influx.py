@@ -91,9 +91,10 @@ def _name(value: str, what: str) -> str:
         raise ValueError(f"empty {what}")
     if "\n" in value or "\r" in value:
         raise ValueError(f"{what} {value!r} contains a line break, which line protocol cannot carry")
-    # InfluxDB 1.x's line splitter takes any backslash as escaping the next byte, its key parser only
-    # before , = space (and " in field keys): for 'a\\,b' they disagree, which can join a line holding a
-    # multi-line string with the next one. A trailing backslash is refused outright. Names here are ids.
+    # InfluxDB 1.x's line splitter takes any backslash as escaping the next byte, its key parser only one
+    # before , = space (and " in field keys). For a backslash followed by an escaped comma they disagree,
+    # and a later string field holding a newline then splits the line in two (seen on 1.6.7). Names
+    # here are ids and enum values, so refusing backslashes costs nothing.
     if "\\" in value:
         raise ValueError(f"{what} {value!r} contains a backslash, which line protocol cannot carry reliably")
     return value
@@ -405,6 +406,7 @@ class InfluxWriter:
         self._subs: deque[_Submission] = deque()
         self._queued = 0
         self._buffered = 0
+        self._stale = 0
         self._seq_submitted = 0
         self._seq_completed = 0
         self._flush_target = 0
@@ -540,12 +542,19 @@ class InfluxWriter:
             entry.sub.remaining -= 1
             self._queued -= 1
             self._buffered -= 1
+            self._stale += 1
             self._counters.overflow += 1
             count -= 1
+        # Dropped entries sit behind a stuck head for the whole outage; without compaction the bounded
+        # buffer would still grow by one object per dropped point.
+        if self._stale > max(1024, self._queued):
+            self._queue = deque(e for e in self._queue if e.state == _QUEUED)
+            self._stale = 0
 
     def _head(self) -> _Entry | None:
         while self._queue and self._queue[0].state != _QUEUED:
             self._queue.popleft()
+            self._stale -= 1
         return self._queue[0] if self._queue else None
 
     def _next_batch(self) -> list[_Entry] | None:
@@ -578,7 +587,12 @@ class InfluxWriter:
             if entry.state == _QUEUED:
                 entry.state = _IN_FLIGHT
                 batch.append(entry)
+            else:
+                self._stale -= 1
         self._queued -= len(batch)
+        # Both queues are in submission order, so the frames just taken are at the front of _frames.
+        while self._frames and self._frames[0].state != _QUEUED:
+            self._frames.popleft()
         return batch
 
     def _settle(self, entries: Iterable[_Entry], rejected: int) -> None:
@@ -606,9 +620,15 @@ class InfluxWriter:
                 if batch:
                     self._deliver(batch)
             self._fire_callbacks()
+        except Exception:
+            log.exception("InfluxDB writer thread failed; no more points will be written")
+            with self._cond:
+                self._counters.last_error = "writer thread failed (see log)"
         finally:
             self._http.close()
             with self._cond:
+                # A blocked or later submit must not wait for a thread that is gone.
+                self._closing = True
                 self._cond.notify_all()
 
     def _fire_callbacks(self) -> None:
@@ -680,6 +700,9 @@ class InfluxWriter:
                 outcome = classify_write_response(status, answer, len(part))
             except InfluxError as exc:
                 outcome = WriteOutcome("retry", error_class=exc.error_class, message=exc.message)
+            except (ValueError, KeyError, TypeError, IndexError) as exc:
+                # /query answered something that is not InfluxDB's JSON (a proxy page, another server)
+                outcome = WriteOutcome("retry", error_class="5xx", message=f"unexpected answer: {exc!r}")
             if outcome.action == "done":
                 return outcome
             if outcome.action == "ensure" and self.config.create_database:

@@ -129,9 +129,18 @@ class Aggregator:
                 if time.monotonic() >= next_stats:
                     next_stats += self.config.stats_interval_s
                     self.writer.submit([self.stats_point()])
+                    self._heartbeat()
         finally:
             self.stop()
         return 0
+
+    def _heartbeat(self) -> None:
+        path = self.config.heartbeat_file
+        if path is not None:
+            try:
+                path.touch()
+            except OSError as exc:
+                self._ratelog("heartbeat", f"cannot touch heartbeat file {path}: {exc.strerror}")
 
     def step(self, timeout: float) -> bool:
         """Handle one inbound message if one arrives within ``timeout``."""
@@ -222,7 +231,7 @@ class Aggregator:
 
     def stats_point(self) -> Point:
         writer = self.writer.stats()
-        totals = {k: 0 for k in ("frames", "duplicates", "gaps", "late", "clock_backwards")}
+        totals = {k: 0 for k in ("frames", "duplicates", "gaps", "late", "seq_outliers", "resyncs", "clock_backwards")}
         for station in self.stations.values():
             for key in totals:
                 totals[key] += getattr(station.counters, key)

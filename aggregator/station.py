@@ -22,6 +22,7 @@ from aggregator.reps import RepConfig, RepDetector, RepEvent
 from protocol.messages import Exercise, FrameMessage, RepMessage, SessionMessage, SetMessage
 
 GUEST = "guest"
+_CLOCK_JITTER_MS = 1000
 SetEnd = Literal[
     "rest", "checkout", "exercise_change", "member_change", "offline", "restart", "node_stopped", "end_of_stream"
 ]
@@ -58,6 +59,8 @@ class StreamCounters:
     duplicates: int = 0
     gaps: int = 0          # frames missing between two received seq numbers
     late: int = 0          # older than the newest seq, never seen: out of order, dropped
+    seq_outliers: int = 0  # seq jumps that elapsed capture time cannot explain: dropped
+    resyncs: int = 0       # times the tracker re-anchored on a stream that kept arriving "late"
     clock_backwards: int = 0
 
 
@@ -78,18 +81,28 @@ class _BootSeqs:
 
     def __init__(self, window: int) -> None:
         self.last_seq = -1
+        self.last_ts = 0
+        self.suspicious = 0  # consecutive frames judged outlier or late
         self.seen: deque[int] = deque(maxlen=window)
         self.seen_set: set[int] = set()
 
-    def remember(self, seq: int) -> None:
+    def remember(self, seq: int, ts: int) -> None:
         if len(self.seen) == self.seen.maxlen:
             self.seen_set.discard(self.seen[0])
         self.seen.append(seq)
         self.seen_set.add(seq)
-        self.last_seq = seq
+        self.last_seq, self.last_ts, self.suspicious = seq, ts, 0
 
 
-SeqVerdict = Literal["accept", "new_boot", "duplicate", "late"]
+SeqVerdict = Literal["accept", "new_boot", "duplicate", "late", "outlier"]
+
+# No camera delivers more than this; a seq jump faster than that over the
+# elapsed capture time is a corrupt frame, not lost frames.
+_MAX_FPS = 120.0
+_JUMP_SLACK = 64
+# After this many consecutive rejected frames the stream itself must have
+# moved on (e.g. the outlier was the frame we anchored on): re-anchor.
+_RESYNC_AFTER = 30
 
 
 class SeqTracker:
@@ -107,8 +120,8 @@ class SeqTracker:
         self._boots: dict[str, _BootSeqs] = {}  # insertion order = order first seen; last = current
         self.boot: str | None = None
 
-    def accept(self, boot: str, seq: int, counters: StreamCounters) -> SeqVerdict:
-        """Classify a frame, counting duplicates, gaps and late frames."""
+    def accept(self, boot: str, seq: int, ts: int, counters: StreamCounters) -> SeqVerdict:
+        """Classify a frame, counting duplicates, gaps, late frames and implausible jumps."""
         verdict: SeqVerdict = "accept"
         state = self._boots.get(boot)
         if state is None:
@@ -127,12 +140,23 @@ class SeqTracker:
         if seq in state.seen_set:
             counters.duplicates += 1
             return "duplicate"
-        if seq <= state.last_seq:
+        resync = state.suspicious >= _RESYNC_AFTER
+        if seq <= state.last_seq and not resync:
             counters.late += 1
+            state.suspicious += 1
             return "late"
-        if state.last_seq >= 0 and seq > state.last_seq + 1:
-            counters.gaps += seq - state.last_seq - 1
-        state.remember(seq)
+        jump = seq - state.last_seq - 1
+        if state.last_seq >= 0 and jump > 0 and not resync:
+            plausible = max(0.0, (ts - state.last_ts) / 1000.0) * _MAX_FPS + _JUMP_SLACK
+            if jump > plausible:
+                counters.seq_outliers += 1
+                state.suspicious += 1
+                return "outlier"
+        if resync:
+            counters.resyncs += 1
+        elif state.last_seq >= 0 and jump > 0:
+            counters.gaps += jump
+        state.remember(seq, ts)
         return verdict
 
 
@@ -169,8 +193,8 @@ class Station:
 
     def on_frame(self, frame: FrameMessage) -> StationOutput:
         out = StationOutput()
-        verdict = self._seq.accept(frame.boot, frame.seq, self.counters)
-        if verdict in ("duplicate", "late"):
+        verdict = self._seq.accept(frame.boot, frame.seq, frame.ts, self.counters)
+        if verdict in ("duplicate", "late", "outlier"):
             return out
         if verdict == "new_boot":
             # The edge process restarted: whatever was open cannot be finished.
@@ -179,9 +203,16 @@ class Station:
             self._last_ts = 0
         self.counters.frames += 1
         if frame.ts < self._last_ts:
-            # Edge clock stepped back (NTP): keep time monotonic within the stream.
             self.counters.clock_backwards += 1
-            frame = frame.model_copy(update={"ts": self._last_ts})
+            if self._last_ts - frame.ts <= _CLOCK_JITTER_MS:
+                # Jitter: keep time monotonic within the stream.
+                frame = frame.model_copy(update={"ts": self._last_ts})
+            else:
+                # A step (NTP, or the previous frame's time was wrong): start a new time segment.
+                # Motion across the step is not motion, so an open rep is dropped; the set stays open.
+                self._detector = RepDetector(self._detector.exercise, self.rep_config)
+                if self._set is not None:
+                    self._set.last_rep_end_ts = min(self._set.last_rep_end_ts, frame.ts)
         self._last_ts = frame.ts
         if frame.exercise != self._detector.exercise:
             out.extend(self._end_set("exercise_change", complete=True))

@@ -21,7 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from aggregator.config import AggregatorConfig, load_config
 from aggregator.service import Aggregator
-from formcheck.local_services import Influxd, Mosquitto
+from formcheck.local_services import Influxd, Mosquitto, ServiceError
 from protocol.messages import PHASES, FrameMessage, NodeStatus, Phase
 from protocol.topics import Topics
 
@@ -132,6 +132,16 @@ def wait_until(predicate: object, timeout: float, interval: float = 0.1) -> bool
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval)
+
+
+def influx_rows(influxd: Influxd, q: str, db: str) -> list[dict[str, Any]]:
+    """Rows of an InfluxQL query; ``[]`` while the aggregator has not created the database yet."""
+    try:
+        return influxd.query(q, db=db)
+    except ServiceError as exc:
+        if "database not found" in str(exc):
+            return []
+        raise
 
 
 # --- aggregators in this process ------------------------------------------------------------------------------------

@@ -161,3 +161,34 @@ def test_basic_auth_gzip_and_query_parameters(fake_factory: Callable[[Responder]
     assert request.lines == ["rep,node=ok i=0i 1000", "rep,node=ok i=1i 1001", "rep,node=ok i=2i 1002"]
     assert by_rp["frames"].lines == ["frame,node=n seq=1i 5"]
     assert "s3cret" not in str(request.params)
+
+
+def frames(n: int, start: int = 0) -> list[Point]:
+    return [Point("frame", {"node": "n"}, {"seq": i}, i, durable=False, retention="frames")
+            for i in range(start, start + n)]
+
+
+def test_memory_stays_bounded_while_frames_are_dropped(fake_factory: Callable[[Responder], FakeInflux]) -> None:
+    fake = fake_factory(lambda lines: (503, b'{"error":"down"}'))
+    cfg = config(fake.url, buffer_max_points=100, batch_size=10, retry_min_s=0.5, retry_max_s=0.5)
+    writer = InfluxWriter(cfg).start()
+    try:
+        for k in range(2000):
+            writer.submit(frames(10, k * 10))
+        stats = writer.stats()
+        assert stats.buffer == 100 and stats.points_dropped_overflow == 20_000 - 100
+        # white-box: the queues hold what is buffered, not everything ever dropped
+        assert len(writer._queue) <= 100 + 1024 + 10
+        assert len(writer._frames) <= 100 + 10
+    finally:
+        writer.close(0.1)
+
+
+def test_frame_bookkeeping_is_released_after_writing(fake_factory: Callable[[Responder], FakeInflux]) -> None:
+    fake = fake_factory(lambda lines: (204, b""))
+    with InfluxWriter(config(fake.url, batch_size=100)) as writer:
+        for k in range(50):
+            writer.submit(frames(20, k * 20))
+        assert writer.flush(5)
+        assert writer.stats().points_written == 1000
+        assert len(writer._queue) == len(writer._frames) == len(writer._subs) == 0

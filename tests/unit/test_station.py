@@ -374,3 +374,47 @@ def test_partials_without_any_rep_make_no_set() -> None:
     out.extend(station.flush())
     assert out.reps == [] and out.sets == []
     assert station.partials_outside_sets == 1
+
+
+def test_one_frame_with_an_absurd_seq_jump_is_an_outlier() -> None:
+    clip = squat_clip(rep_segments(3))
+    frames = list(clip.frames)
+    frames.insert(20, restamp([frames[20]], seq=2**53 - 1)[0])
+    station = Station(NODE)
+    out = feed(station, frames)
+    out.extend(station.flush())
+    assert len(out.reps) == 3
+    assert station.counters.seq_outliers == 1
+    assert station.counters.gaps == 0 and station.counters.late == 0
+
+
+def test_a_real_gap_with_matching_time_is_a_gap_not_an_outlier() -> None:
+    clip = squat_clip(rep_segments(2))
+    frames = clip.frames[:40] + clip.frames[140:]  # 100 frames lost in transit, time moved on with them
+    station = Station(NODE)
+    feed(station, frames)
+    assert station.counters.gaps == 100
+    assert station.counters.seq_outliers == 0
+
+
+def test_stream_that_only_looks_late_is_resynchronised() -> None:
+    # The first frame seen carries a corrupt, huge seq: without a resync every later frame would be "late".
+    clip = squat_clip(rep_segments(3))
+    frames = [restamp([clip.frames[0]], seq=10**12)[0], *clip.frames[1:]]
+    station = Station(NODE)
+    out = feed(station, frames)
+    out.extend(station.flush())
+    assert station.counters.resyncs == 1
+    assert len(out.reps) >= 2, "at most the rep around the resync may be lost"
+
+
+def test_one_frame_stamped_far_ahead_does_not_freeze_the_stream() -> None:
+    clip = squat_clip(rep_segments(3))
+    frames = list(clip.frames)
+    shift_ts(frames, 20, 200_000)
+    shift_ts(frames, 21, -200_000)  # only frame 20 is 200 s ahead
+    station = Station(NODE)
+    out = feed(station, frames)
+    out.extend(station.flush())
+    assert len(out.reps) == 3
+    assert station.counters.clock_backwards == 1

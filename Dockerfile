@@ -1,0 +1,33 @@
+# formcheck image: the aggregator (default) and, under the compose `demo`
+# profile, an edge node replaying a clip. Raspberry Pi nodes normally run the
+# edge natively (docs/edge-node.md); this image builds for arm64 as well.
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    FORMCHECK_CACHE=/var/cache/formcheck
+
+# OpenCV (pulled in by mediapipe) needs libGL and GLib even headless.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 \
+    && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /opt/formcheck
+COPY pyproject.toml README.md ./
+COPY formcheck ./formcheck
+COPY protocol ./protocol
+COPY edge_node ./edge_node
+COPY aggregator ./aggregator
+COPY models ./models
+RUN pip install ".[notify]" \
+    # The pose model is built from the mediapipe 0.10.21 wheel on PyPI at image build time.
+    && formcheck models build --out /opt/formcheck/models/pose_landmarker_full.task \
+    && useradd --system --uid 10001 --home /opt/formcheck formcheck \
+    && mkdir -p /var/cache/formcheck /run/formcheck \
+    && chown formcheck /var/cache/formcheck /run/formcheck
+
+USER formcheck
+ENTRYPOINT ["formcheck"]
+CMD ["aggregator"]
