@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from formcheck.local_services import Mosquitto, running_mosquitto
+from formcheck.local_services import Influxd, Mosquitto, running_influxd, running_mosquitto
 from formcheck.paths import POSE_MODEL, DataMissingError, require_data_dir
 
 
@@ -32,7 +32,6 @@ def mosquitto() -> Iterator[Mosquitto]:
         yield broker
 
 
-from formcheck.local_services import Influxd, running_influxd  # noqa: E402  (appended: fixtures below are InfluxDB's)
 
 
 @pytest.fixture
