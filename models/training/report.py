@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from models.training.metrics import Scores
+from models.training.rep_eval import BOTTOM_TOLERANCE, ClipRepCount, RepCountTotals
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,8 @@ class RunSummary:
     export_max_diff: float
     seconds_cv: float
     seconds_final: float
+    rep_counts: tuple[ClipRepCount, ...] = ()
+    seconds_reps: float = 0.0
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
@@ -93,6 +96,66 @@ def _fault_note(run: RunSummary) -> str:
             "numbers measure whether a fault transfers to an unseen person and fault type.")
 
 
+def _signed(values: Sequence[int]) -> str:
+    return " ".join(f"{v:+d}" for v in values) or "-"
+
+
+def _bottoms(r: ClipRepCount) -> str:
+    """Labelled bottom frames, each with the counted rep's bottom or ``missed``."""
+    parts = [f"{b}→{r.counted_bottoms[m]}" if m is not None else f"{b}→missed"
+             for b, m in zip(r.labelled_bottoms, r.matched, strict=True)]
+    extra = [str(b) for i, b in enumerate(r.counted_bottoms) if i not in r.matched]
+    return ", ".join(parts + [f"extra {b}" for b in extra]) or "-"
+
+
+def _rep_counting(run: RunSummary) -> list[str]:
+    if not run.rep_counts:
+        return []
+    t = RepCountTotals.of(run.rep_counts)
+    bottom = (f"mean {t.bottom_mean_abs:.1f}, median {t.bottom_median_abs:.1f}, max {t.bottom_max_abs} frames; "
+              f"{t.bottom_within_tolerance} of {t.matched} within ±{BOTTOM_TOLERANCE}"
+              if t.bottom_mean_abs is not None else "no counted rep matched a labelled one")
+    rows = [
+        (r.clip, r.group, r.view, r.expected, f"**{r.counted}**" if r.count_error else r.counted,
+         r.partial_expected, r.partial_counted, _bottoms(r), _signed(r.bottom_errors),
+         " ".join(r.forms) or "-", " ".join(r.verdicts) or "-",
+         ("yes" if r.labelled_fault else "no") + " / " + ("yes" if r.flagged_bad else "no"))
+        for r in run.rep_counts
+    ]
+    return [
+        "## Rep counting on held-out predictions",
+        "",
+        "Each clip's frames are classified by the cross-validation fold model that did not train on its group "
+        "(the models scored above), for every frame of the clip in order, including frames excluded from the "
+        "losses. The outputs become frame messages exactly as `edge_node/processor.py` builds them (`no_person` "
+        "below the default lower-body visibility, argmax phase, rounded probabilities, form from the "
+        f"threshold {run.bad_threshold}, default fault rules, published angles; seq = frame index, capture time "
+        "at the clip's fps) and go through `aggregator.station.Station` (every frame, then flush), as in "
+        "`formcheck analyze`. Poses come from the training pose cache. Unlike `formcheck analyze` with the "
+        "shipped model, the classifier never saw these people, so these counts measure the rep counter on new "
+        "people. A labelled rep is matched to the counted rep whose frames contain its bottom frame; bottom "
+        "error = counted rep's deepest frame (`bottom_seq`) − labelled bottom frame (labels are ±5 frames, ±10 "
+        "for paused reps and moving cameras).",
+        "",
+        *_table(("measure", "value"), [
+            ("clips counted exactly", f"{t.exact} / {t.clips}"),
+            ("mean absolute count error (reps per clip)", f"{t.mean_abs_count_error:.2f}"),
+            ("complete reps counted / expected", f"{t.counted} / {t.expected} ({t.matched} matched to a labelled rep)"),
+            ("partial reps counted / expected", f"{t.partial_counted} / {t.partial_expected}"),
+            ("bottom frame error, matched reps (absolute)", bottom),
+            ("clips labelled with a fault with a `bad` rep", f"{t.fault_clips_flagged} / {t.fault_clips}"),
+            ("other clips with a `bad` rep (false alarms)", f"{t.other_clips_flagged} / {t.other_clips}"),
+            ("matched fault reps judged `bad`", f"{t.fault_reps_bad} / {t.fault_reps}"),
+            ("matched good reps judged `bad`", f"{t.good_reps_bad} / {t.good_reps}"),
+        ]),
+        "",
+        *_table(("clip", "group", "view", "reps expected", "counted", "partial expected", "partial counted",
+                 "bottom: labelled→counted", "bottom error", "form labels", "verdicts",
+                 "fault labelled / flagged bad"), rows),
+        "",
+    ]
+
+
 def render_report(run: RunSummary) -> str:
     """The report as markdown."""
     phase_totals = [sum(c.phase_counts[k] for c in run.clips) for k in range(len(run.phase_labels))]
@@ -107,7 +170,8 @@ def render_report(run: RunSummary) -> str:
         f"- feature spec: {run.feature_spec}",
         f"- model: `{run.model_path}` (TFLite export matches Keras within {run.export_max_diff:.2e} "
         "through `PhaseFormClassifier`)",
-        f"- training time: cross-validation {run.seconds_cv:.0f} s, final model {run.seconds_final:.0f} s",
+        f"- training time: cross-validation {run.seconds_cv:.0f} s, held-out rep counting {run.seconds_reps:.1f} s, "
+        f"final model {run.seconds_final:.0f} s",
         "",
         "## Held-out quality",
         "",
@@ -142,6 +206,7 @@ def render_report(run: RunSummary) -> str:
               f"{g.form.accuracy:.3f}", int(g.form.confusion[1].sum())) for g in run.groups],
         ),
         "",
+        *_rep_counting(run),
         "## Data and labels",
         "",
         "Frame counts per class (frames used for training; frames without a person and excluded frames are not "

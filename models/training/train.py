@@ -8,7 +8,11 @@ noise on the standardised features is the only augmentation (training only).
 Evaluation is leave-one-group-out: a group is a clip, or all clips of one
 person where the data README says so. Every frame's held-out prediction comes
 from a model that never saw that person; predictions are pooled over all folds
-and scored once. The shipped model is then trained on all clips.
+and scored once. The same fold models also predict every frame of their
+held-out clips in order, and those outputs go through the edge node's message
+building and the aggregator's rep counter (:mod:`models.training.rep_eval`):
+held-out rep counts against the ground truth. The shipped model is then
+trained on all clips.
 
 Needs the ``[train]`` extra (TensorFlow); TensorFlow is imported lazily so the
 ``formcheck`` command can report its absence in one line.
@@ -40,8 +44,9 @@ from models.training import labels as labelling
 from models.training.dataset import Clip, data_files, load_clips
 from models.training.labels import IGNORE, FrameLabels, LabelRules, depth_signal, label_clip
 from models.training.metrics import Scores, score
+from models.training.rep_eval import ClipRepCount, RepCountTotals, evaluate_clip, frame_messages, run_station
 from models.training.report import ClipSummary, GroupResult, RunSummary, render_report
-from protocol.messages import EXERCISES
+from protocol.messages import EXERCISES, Exercise
 
 if TYPE_CHECKING:
     import keras
@@ -110,11 +115,17 @@ def clip_labels(clip: Clip, rules: LabelRules) -> FrameLabels:
     return label_clip(depth_signal(t.exercise, clip.features.measures), t.bottom_frames, t.form, t.partial_reps, rules)
 
 
+def _kept_frames(clip: Clip, lab: FrameLabels) -> npt.NDArray[np.bool_]:
+    """Frames of a clip that go into the ``FrameSet``: a person and at least one label."""
+    keep: npt.NDArray[np.bool_] = clip.features.present & ((lab.phase != IGNORE) | (lab.bad != IGNORE))
+    return keep
+
+
 def build_frame_set(clips: Sequence[Clip], frame_labels: Sequence[FrameLabels]) -> FrameSet:
     """Frames that carry at least one label, with their feature vectors."""
     parts: list[FrameSet] = []
     for i, (clip, lab) in enumerate(zip(clips, frame_labels, strict=True)):
-        keep = clip.features.present & ((lab.phase != IGNORE) | (lab.bad != IGNORE))
+        keep = _kept_frames(clip, lab)
         x = clip.features.vectors[keep]
         if not np.isfinite(x).all():
             raise ValueError(f"non-finite features in {clip.truth.name}")
@@ -201,19 +212,88 @@ def predict(model: keras.Model, x: FloatArray) -> Predictions:
                        bad_p=np.asarray(out["bad"], dtype=np.float32).reshape(-1))
 
 
-def cross_validate(frames: FrameSet, groups: Sequence[str], config: TrainConfig) -> Predictions:
-    """Leave-one-group-out predictions for every frame (``groups[clip]`` names a clip's group)."""
+def _model_runs(vectors: FloatArray) -> npt.NDArray[np.bool_]:
+    """Frames of a clip the edge node would classify (the others are NaN rows: ``no_person``)."""
+    runs: npt.NDArray[np.bool_] = np.asarray(np.isfinite(vectors).all(axis=1), dtype=bool)
+    return runs
+
+
+def _no_outputs(frames: int) -> Predictions:
+    return Predictions(phase_p=np.full((frames, len(MODEL_PHASES)), np.nan, dtype=np.float32),
+                       bad_p=np.full(frames, np.nan, dtype=np.float32))
+
+
+def predict_clip(model: keras.Model, vectors: FloatArray) -> Predictions:
+    """Outputs for every frame of a clip in order; NaN rows where the edge node would not run the model."""
+    runs = _model_runs(vectors)
+    out = _no_outputs(vectors.shape[0])
+    if runs.any():
+        preds = predict(model, vectors[runs])
+        out.phase_p[runs] = preds.phase_p
+        out.bad_p[runs] = preds.bad_p
+    return out
+
+
+@dataclass(frozen=True)
+class CrossValidation:
+    """Held-out outputs: per labelled frame of the ``FrameSet``, and per frame of each whole clip."""
+
+    frames: Predictions
+    clips: tuple[Predictions, ...]
+    """``clips[c]``: every frame of clip ``c`` (``predict_clip``) from its group's fold model."""
+
+
+def cross_validate(
+    frames: FrameSet, groups: Sequence[str], config: TrainConfig, clip_vectors: Sequence[FloatArray] = ()
+) -> CrossValidation:
+    """Leave-one-group-out predictions for every frame (``groups[clip]`` names a clip's group).
+
+    ``clip_vectors[c]`` (all frames of clip ``c``, NaN rows where there is no person) are predicted by the
+    same fold model that predicts the clip's labelled frames, for the held-out rep counting.
+    """
     phase_p = np.zeros((len(frames), len(MODEL_PHASES)), dtype=np.float32)
     bad_p = np.zeros(len(frames), dtype=np.float32)
+    # A clip without a single frame with a person needs no model: all its frames are no_person.
+    clips = [_no_outputs(vectors.shape[0]) for vectors in clip_vectors]
     frame_group = np.array([groups[c] for c in frames.clip])
     for group in sorted(set(groups)):
         held_out = frame_group == group
-        if not held_out.any():
+        members = [c for c, vectors in enumerate(clip_vectors) if groups[c] == group and _model_runs(vectors).any()]
+        if not held_out.any() and not members:
             continue
-        preds = predict(fit(frames.subset(~held_out), config), frames.x[held_out])
-        phase_p[held_out] = preds.phase_p
-        bad_p[held_out] = preds.bad_p
-    return Predictions(phase_p=phase_p, bad_p=bad_p)
+        model = fit(frames.subset(~held_out), config)
+        if held_out.any():
+            preds = predict(model, frames.x[held_out])
+            phase_p[held_out] = preds.phase_p
+            bad_p[held_out] = preds.bad_p
+        for c in members:
+            clips[c] = predict_clip(model, clip_vectors[c])
+    return CrossValidation(frames=Predictions(phase_p=phase_p, bad_p=bad_p), clips=tuple(clips))
+
+
+def held_out_rep_counts(
+    exercise: Exercise, clips: Sequence[Clip], frame_labels: Sequence[FrameLabels], frames: FrameSet,
+    cv: CrossValidation,
+) -> tuple[ClipRepCount, ...]:
+    """Each clip's frames, with its fold model's outputs, through the station logic; compared to the truth.
+
+    First checks that the whole-clip outputs equal the pooled CV outputs on the clip's labelled frames,
+    i.e. that both come from the same fold model.
+    """
+    results: list[ClipRepCount] = []
+    for c, (clip, lab, preds) in enumerate(zip(clips, frame_labels, cv.clips, strict=True)):
+        rows = frames.clip == c
+        keep = _kept_frames(clip, lab)
+        if rows.any():
+            diff = float(np.abs(np.concatenate([
+                (preds.phase_p[keep] - cv.frames.phase_p[rows]).ravel(), preds.bad_p[keep] - cv.frames.bad_p[rows],
+            ])).max())
+            if not diff <= EXPORT_TOLERANCE:
+                raise RuntimeError(f"{clip.truth.name}: whole-clip outputs differ from the CV outputs by {diff:.2e}")
+        messages = frame_messages(clip.poses, preds.phase_p, preds.bad_p, exercise=exercise,
+                                  bad_threshold=BAD_THRESHOLD)
+        results.append(evaluate_clip(clip.truth, clip.group, run_station(messages, exercise)))
+    return tuple(results)
 
 
 def head_scores(
@@ -326,9 +406,17 @@ def _print_summary(run: RunSummary, model_path: Path, report_path: Path) -> None
     print(f"{'head':<6} {'frames':>7} {'accuracy':>9} {'macro-F1':>9} {'baseline acc':>13} {'baseline F1':>12}")
     for name, s, b in rows:
         print(f"{name:<6} {s.frames:>7} {s.accuracy:>9.3f} {s.macro_f1:>9.3f} {b.accuracy:>13.3f} {b.macro_f1:>12.3f}")
-    print(f"training: cross-validation {run.seconds_cv:.0f} s, final {run.seconds_final:.0f} s; "
-          f"export check max diff {run.export_max_diff:.1e}")
+    print(RepCountTotals.of(run.rep_counts).one_line())
+    print(f"training: cross-validation {run.seconds_cv:.0f} s, held-out rep counting {run.seconds_reps:.1f} s, "
+          f"final {run.seconds_final:.0f} s; export check max diff {run.export_max_diff:.1e}")
     print(f"model:  {model_path}\nreport: {report_path}")
+
+
+def _exercise(name: str) -> Exercise:
+    for exercise in EXERCISES:
+        if exercise == name:
+            return exercise
+    raise ValueError(f"unknown exercise {name!r}")
 
 
 def run_training(exercise: str, out_dir: Path | None, config: TrainConfig, rules: LabelRules) -> RunSummary:
@@ -344,8 +432,12 @@ def run_training(exercise: str, out_dir: Path | None, config: TrainConfig, rules
     frames = build_frame_set(clips, frame_labels)
 
     started = time.monotonic()
-    held_out = cross_validate(frames, groups, config)
+    cv = cross_validate(frames, groups, config, [c.features.vectors for c in clips])
+    held_out = cv.frames
     seconds_cv = time.monotonic() - started
+    started = time.monotonic()
+    rep_counts = held_out_rep_counts(_exercise(exercise), clips, frame_labels, frames, cv)
+    seconds_reps = time.monotonic() - started
     pooled_phase, pooled_form = head_scores(frames, held_out)
     baseline_phase, baseline_form = head_scores(frames, majority_baseline(frames))
     frame_group = np.array([groups[c] for c in frames.clip])
@@ -405,6 +497,8 @@ def run_training(exercise: str, out_dir: Path | None, config: TrainConfig, rules
         export_max_diff=max_diff,
         seconds_cv=seconds_cv,
         seconds_final=seconds_final,
+        rep_counts=rep_counts,
+        seconds_reps=seconds_reps,
     )
 
 
