@@ -1,0 +1,131 @@
+"""docker-compose.yml, Dockerfile and .env.example agree with the repository and the app's config."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from aggregator.config import load_config as load_aggregator_config
+from edge_node.config import load_config as load_edge_config
+from formcheck.paths import REPO_ROOT
+
+COMPOSE = REPO_ROOT / "docker-compose.yml"
+VAR = re.compile(r"\$\{([A-Z0-9_]+)(?::?-[^}]*)?\}")
+
+
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return data
+
+
+def env_example() -> dict[str, str]:
+    values = {}
+    for line in (REPO_ROOT / ".env.example").read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            values[key.strip()] = value.strip()
+    return values
+
+
+def substitute(text: str, env: dict[str, str]) -> str:
+    return VAR.sub(lambda m: env[m.group(1)], text)
+
+
+def test_services_and_profiles() -> None:
+    services = compose()["services"]
+    assert set(services) == {"mosquitto", "influxdb", "grafana", "aggregator", "edge-demo"}
+    assert services["edge-demo"]["profiles"] == ["demo"]
+    for name, service in services.items():
+        assert "restart" in service, f"{name} has no restart policy"
+        if name != "edge-demo":
+            assert "healthcheck" in service, f"{name} has no health check"
+
+
+def test_every_variable_is_in_the_env_example() -> None:
+    used = set(VAR.findall(COMPOSE.read_text()))
+    missing = used - set(env_example())
+    assert not missing, f".env.example lacks {sorted(missing)}"
+
+
+def test_bind_mounts_and_build_context_exist() -> None:
+    env = env_example()
+    for name, service in compose()["services"].items():
+        for volume in service.get("volumes", []):
+            host = substitute(volume.split(":")[0], env)
+            if host.startswith((".", "/")) and "FORMCHECK_DATA" not in volume:
+                assert (REPO_ROOT / host).exists(), f"{name}: {host} does not exist"
+        if "build" in service:
+            assert (REPO_ROOT / service["build"] / "Dockerfile").is_file()
+
+
+def test_dockerfile_copies_existing_paths() -> None:
+    for line in (REPO_ROOT / "Dockerfile").read_text().splitlines():
+        if line.startswith("COPY "):
+            for source in line.split()[1:-1]:
+                assert (REPO_ROOT / source).exists(), f"Dockerfile copies missing {source}"
+
+
+def _service_env(service: str, prefix: str) -> dict[str, str]:
+    env = env_example()
+    raw = compose()["services"][service]["environment"]
+    return {k: substitute(str(v), env) for k, v in raw.items() if k.startswith(prefix)}
+
+
+def test_aggregator_environment_is_valid_config() -> None:
+    environ = _service_env("aggregator", "FORMCHECK_AGG__")
+    assert environ, "the aggregator is configured through FORMCHECK_AGG__ variables"
+    config = load_aggregator_config(None, environ=environ)
+    assert config.mqtt.host == "mosquitto"
+    assert config.influx.url == "http://influxdb:8086"
+    assert config.heartbeat_file is not None
+
+
+def test_demo_edge_environment_is_valid_config() -> None:
+    environ = _service_env("edge-demo", "FORMCHECK_EDGE__")
+    config = load_edge_config(None, environ=environ)
+    assert config.mqtt.host == "mosquitto"
+
+
+@pytest.mark.parametrize("service", ["aggregator", "edge-demo"])
+def test_unknown_config_variables_would_be_caught(service: str) -> None:
+    # Guard the guard: a misspelt variable must fail loading, so the tests above mean something.
+    loader = load_aggregator_config if service == "aggregator" else load_edge_config
+    prefix = "FORMCHECK_AGG__" if service == "aggregator" else "FORMCHECK_EDGE__"
+    with pytest.raises(ValueError):
+        loader(None, environ={f"{prefix}MQTT__HOTS": "x"})
+
+
+def test_grafana_home_dashboard_is_provisioned() -> None:
+    grafana = compose()["services"]["grafana"]
+    home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in grafana["volumes"] if v.startswith("./")}
+    for container_dir, host_dir in mounts.items():
+        if home.startswith(container_dir + "/"):
+            assert (REPO_ROOT / host_dir / home[len(container_dir) + 1:]).is_file()
+            break
+    else:
+        pytest.fail(f"{home} is not inside a mounted directory")
+
+
+def test_mosquitto_config_is_the_shipped_one() -> None:
+    mosquitto = compose()["services"]["mosquitto"]
+    mounts = {v.split(":")[1]: Path(v.split(":")[0]) for v in mosquitto["volumes"] if v.startswith("./")}
+    conf = REPO_ROOT / mounts["/mosquitto/config/mosquitto.conf"]
+    text = conf.read_text()
+    assert "allow_anonymous false" in text
+
+
+def test_mosquitto_files_the_config_names_are_mounted() -> None:
+    mosquitto = compose()["services"]["mosquitto"]
+    targets = [v.split(":")[1] for v in mosquitto["volumes"]]
+    conf = (REPO_ROOT / "mosquitto" / "mosquitto.conf").read_text()
+    for line in conf.splitlines():
+        key, _, value = line.strip().partition(" ")
+        if key in {"password_file", "acl_file", "certfile", "keyfile", "cafile", "persistence_location"}:
+            assert any(value.strip().startswith(t.rstrip("/") + "/") for t in targets), (
+                f"{key} {value} is not inside a volume of the mosquitto service"
+            )
