@@ -4,7 +4,7 @@
 # and otherwise says exactly what to install.
 set -euo pipefail
 
-packages=(mosquitto mosquitto-clients influxdb python3-venv python3-dev libgl1 libglib2.0-0)
+packages=(mosquitto mosquitto-clients influxdb openssl python3-venv python3-dev libgl1 libglib2.0-0)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

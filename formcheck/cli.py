@@ -209,6 +209,53 @@ def cmd_topics(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_broker_users(args: argparse.Namespace) -> int:
+    from formcheck.broker_admin import (
+        BrokerAdminError,
+        add_user,
+        check_new_account,
+        generate_password,
+        list_users,
+        prompt_password,
+        read_password_file,
+        remove_user,
+        write_new_secret,
+    )
+
+    reload_hint = "reload the broker to apply: systemctl reload mosquitto (or kill -HUP its pid)"
+    try:
+        if args.users_command == "list":
+            for account in list_users(args.dir):
+                print(f"{account.name}\t{account.role}" + ("" if account.has_password else "\t(no password)"))
+            return 0
+        if args.users_command == "remove":
+            role = remove_user(args.dir, args.name, owner=args.owner)
+            print(f"removed {role} account {args.name!r}; {reload_hint}")
+            return 0
+        check_new_account(args.dir, args.name, args.role)
+        generated: Path | None = args.generate_password_to
+        if generated is not None:
+            password = generate_password()
+            write_new_secret(generated, password)
+            source = f"generated, written to {generated} (mode 0600)"
+        elif args.password_file is not None:
+            password = read_password_file(args.password_file)
+            source = f"from {args.password_file}"
+        else:
+            password = prompt_password()
+            source = "from standard input"
+        try:
+            add_user(args.dir, args.name, args.role, password, owner=args.owner)
+        except BrokerAdminError:
+            if generated is not None:
+                generated.unlink(missing_ok=True)
+            raise
+    except BrokerAdminError as exc:
+        raise CliError(str(exc)) from exc
+    print(f"added {args.role} account {args.name!r} (password {source}); {reload_hint}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="formcheck", description="Camera-based exercise form grading.")
     parser.add_argument("--version", action="version", version=f"formcheck {__version__}")
@@ -268,6 +315,31 @@ def build_parser() -> argparse.ArgumentParser:
             session.add_argument("--member", required=True, help="member id")
             session.add_argument("--exercise", default="squat", choices=["squat", "pushup", "curl", "lunge"])
         session.set_defaults(func=func)
+
+    broker = sub.add_parser("broker", help="production broker administration")
+    broker_sub = broker.add_subparsers(dest="broker_command", required=True, metavar="ACTION")
+    users = broker_sub.add_parser("users", help="broker accounts: password file, role registry, generated ACL")
+    users_sub = users.add_subparsers(dest="users_command", required=True, metavar="ACTION")
+    owner_help = ("owner of the written files, a user or UID[:GID] (default: 'mosquitto' when run as root, "
+                  "else unchanged)")
+    users_add = users_sub.add_parser("add", help="create an account (names are unique across roles)")
+    users_add.add_argument("name", help="account name; a node's or member's name is its id in topics")
+    users_add.add_argument("--role", required=True, choices=["node", "aggregator", "staff", "member"])
+    users_add.add_argument("--dir", required=True, type=Path, help="directory of users.yaml, passwd and acl")
+    password = users_add.add_mutually_exclusive_group()
+    password.add_argument("--password-file", type=Path, help="read the password from this file's first line")
+    password.add_argument("--generate-password-to", type=Path, metavar="FILE",
+                          help="generate a strong password and write it to this new file (mode 0600)")
+    users_add.add_argument("--owner", help=owner_help)
+    users_add.set_defaults(func=cmd_broker_users)
+    users_remove = users_sub.add_parser("remove", help="delete an account")
+    users_remove.add_argument("name")
+    users_remove.add_argument("--dir", required=True, type=Path, help="directory of users.yaml, passwd and acl")
+    users_remove.add_argument("--owner", help=owner_help)
+    users_remove.set_defaults(func=cmd_broker_users)
+    users_list = users_sub.add_parser("list", help="print every account's name and role (never passwords)")
+    users_list.add_argument("--dir", required=True, type=Path, help="directory of users.yaml, passwd and acl")
+    users_list.set_defaults(func=cmd_broker_users)
 
     topics = sub.add_parser("topics", help="print the MQTT topic registry as markdown")
     topics.add_argument("--prefix", default="gym")

@@ -140,6 +140,37 @@ def start_mosquitto(
     return Mosquitto(port=port, workdir=workdir, proc=proc, config=config, log=log)
 
 
+def start_mosquitto_with_config(
+    config_text: str, workdir: Path, ports: dict[str, int], timeout: float = 10.0
+) -> Mosquitto:
+    """Start Mosquitto on a complete configuration (e.g. the production file rendered with test ports).
+
+    ``ports`` names every port the configuration listens on (the first one is ``Mosquitto.port``); the broker
+    is ready when our process itself listens on all of them.
+    """
+    if not ports:
+        raise ServiceError("start_mosquitto_with_config needs at least one port to wait for")
+    binary = find_binary("mosquitto")
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "mosquitto.conf"
+    config.write_text(config_text)
+    log = workdir / "stdout.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen([binary, "-c", str(config)], stdout=out, stderr=subprocess.STDOUT, cwd=workdir)
+    deadline = time.monotonic() + timeout
+    try:
+        for port in ports.values():
+            _wait_listening(proc, port, "mosquitto", log, max(0.1, deadline - time.monotonic()))
+    except ServiceError:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=5)
+        raise
+    names = list(ports)
+    return Mosquitto(port=ports[names[0]], workdir=workdir, proc=proc, config=config, log=log,
+                     extra_ports={name: ports[name] for name in names[1:]})
+
+
 @contextlib.contextmanager
 def running_mosquitto(extra_config: str = "") -> Iterator[Mosquitto]:
     """Context manager: a fresh broker in a temporary directory, removed afterwards."""

@@ -1,0 +1,500 @@
+"""The shipped ``mosquitto/mosquitto.conf`` run by the real Mosquitto: authentication, ACL, TLS, websockets.
+
+The production file is rendered with free loopback ports and temporary paths (``render_config`` changes
+listener, path and ``user`` lines only and refuses to leave a production port or path in place), the
+accounts are made with ``formcheck broker users add`` itself, and a test CA and server certificate (SAN
+IP:127.0.0.1) are made with ``openssl``. ACL checks assert on delivery, with a barrier message published
+after the denied one, never on the acknowledgement alone.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import signal
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import psutil
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from formcheck.broker_admin import render_config
+from formcheck.cli import main as cli_main
+from formcheck.local_services import Mosquitto, free_port, start_mosquitto_with_config
+from formcheck.paths import REPO_ROOT
+from protocol.topics import Topics
+
+pytestmark = pytest.mark.broker
+
+CONF = REPO_ROOT / "mosquitto" / "mosquitto.conf"
+T = Topics(site="main")
+WAIT = 5.0  # every wait below is bounded by this
+ACCOUNTS = {"st-a": "node", "st-b": "node", "agg": "aggregator", "desk": "staff", "alice": "member", "bob": "member"}
+
+
+# --- certificates ------------------------------------------------------------------------------------------------
+
+
+def _openssl(cwd: Path, *args: str) -> None:
+    result = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 0, f"openssl {args[0]} failed: {result.stderr.strip()}"
+
+
+def make_ca(directory: Path, name: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    _openssl(directory, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", f"{name}.key", "-out", f"{name}.crt", "-days", "2", "-subj", f"/CN=formcheck {name}",
+             "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    return directory / f"{name}.crt"
+
+
+def make_cert(directory: Path, ca: str, name: str, *, server: bool) -> tuple[Path, Path]:
+    """Key + certificate signed by ``ca``: a server certificate for IP 127.0.0.1, or a client certificate."""
+    ext = directory / f"{name}.ext"
+    ext.write_text(
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+        + ("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n" if server else "extendedKeyUsage=clientAuth\n")
+    )
+    _openssl(directory, "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={'127.0.0.1' if server else name}")
+    _openssl(directory, "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
+             "-CAcreateserial", "-out", f"{name}.crt", "-days", "2", "-extfile", ext.name)
+    return directory / f"{name}.crt", directory / f"{name}.key"
+
+
+# --- broker ------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Broker:
+    server: Mosquitto
+    config_text: str
+    accounts: Path
+    tls: Path
+    passwords: dict[str, str]
+
+    @property
+    def mqtt_port(self) -> int:
+        return self.server.port
+
+    @property
+    def tls_port(self) -> int:
+        return self.server.extra_ports["tls"]
+
+    @property
+    def ws_port(self) -> int:
+        return self.server.extra_ports["websockets"]
+
+
+def add_accounts(accounts: Path, secrets: Path, names: dict[str, str]) -> dict[str, str]:
+    """Accounts made by the real CLI: generated passwords for most, ``--password-file`` for one."""
+    secrets.mkdir(parents=True, exist_ok=True)
+    passwords = {}
+    for index, (name, role) in enumerate(names.items()):
+        secret = secrets / f"{name}.password"
+        if index == 0:
+            secret.write_text("correct horse battery staple\n")
+            option = ["--password-file", str(secret)]
+        else:
+            option = ["--generate-password-to", str(secret)]
+        assert cli_main(["broker", "users", "add", name, "--role", role, "--dir", str(accounts), *option]) == 0
+        passwords[name] = secret.read_text().splitlines()[0]
+    return passwords
+
+
+def render(root: Path, ports: dict[int, int], text: str | None = None) -> str:
+    return render_config(
+        CONF.read_text() if text is None else text,
+        ports=ports,
+        bind="127.0.0.1",
+        paths={
+            "/etc/mosquitto/formcheck/": root / "accounts",
+            "/etc/mosquitto/certs/": root / "tls",
+            "/etc/mosquitto/ca_certificates/": root / "tls",
+            "/var/lib/mosquitto/": root / "data",
+        },
+        # Started as root, the broker would drop to `mosquitto`, which cannot enter a private temp dir.
+        user=pwd.getpwuid(os.geteuid()).pw_name,
+    )
+
+
+def start(root: Path, text: str | None = None) -> tuple[Mosquitto, str]:
+    ports = {1883: free_port(), 8883: free_port(), 9001: free_port()}
+    (root / "data").mkdir(exist_ok=True)
+    rendered = render(root, ports, text)
+    server = start_mosquitto_with_config(
+        rendered, root / "run", {"mqtt": ports[1883], "tls": ports[8883], "websockets": ports[9001]}
+    )
+    return server, rendered
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    root = tmp_path_factory.mktemp("broker-security")
+    tls = root / "tls"
+    make_ca(tls, "formcheck-ca")
+    make_cert(tls, "formcheck-ca", "formcheck-server", server=True)
+    make_ca(tls / "other", "other-ca")
+    passwords = add_accounts(root / "accounts", root / "secrets", ACCOUNTS)
+    server, rendered = start(root)
+    try:
+        yield Broker(server, rendered, root / "accounts", tls, passwords)
+    finally:
+        server.stop()
+
+
+# --- clients -----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Conn:
+    """A connected (or refused) paho client that records CONNACK, PUBACK reason codes and messages."""
+
+    client: mqtt.Client
+    connack: ReasonCode | None = None
+    connected: threading.Event = field(default_factory=threading.Event)
+    closed: threading.Event = field(default_factory=threading.Event)
+    subacks: dict[int, list[str]] = field(default_factory=dict)
+    pubacks: dict[int, str] = field(default_factory=dict)
+    messages: list[tuple[str, bytes, bool]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def subscribe(self, *filters: str) -> list[str]:
+        result, mid = self.client.subscribe([(f, 1) for f in filters])
+        assert result == mqtt.MQTT_ERR_SUCCESS
+        deadline = time.monotonic() + WAIT
+        while mid not in self.subacks and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert mid in self.subacks, f"no SUBACK for {filters}"
+        return self.subacks[mid]
+
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> str:
+        """Publish at QoS 1; the PUBACK reason code ('Success' for any MQTT 3.1.1 PUBACK)."""
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        info.wait_for_publish(timeout=WAIT)
+        assert info.is_published(), f"no PUBACK for {topic}"
+        return self.pubacks.get(info.mid, "Success")
+
+    def wait_for(self, topic: str, payload: bytes) -> bool:
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            with self.lock:
+                if any(t == topic and p == payload for t, p, _ in self.messages):
+                    return True
+            time.sleep(0.01)
+        return False
+
+    def received(self, topic: str) -> list[bytes]:
+        with self.lock:
+            return [p for t, p, _ in self.messages if t == topic]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def connect(
+    port: int,
+    username: str | None,
+    password: str | None,
+    *,
+    protocol: int = mqtt.MQTTv5,
+    transport: str = "tcp",
+    ca: Path | None = None,
+    cert: tuple[Path, Path] | None = None,
+    expect_connack: bool = True,
+) -> Conn:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"t-{username}-{time.monotonic_ns()}",
+                         protocol=protocol, transport=transport, reconnect_on_failure=False)  # type: ignore[arg-type]
+    conn = Conn(client)
+
+    def on_connect(c: mqtt.Client, u: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
+        conn.connack = reason
+        if not reason.is_failure:
+            conn.connected.set()
+
+    def on_message(c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
+        with conn.lock:
+            conn.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
+
+    client.on_connect = on_connect
+    client.on_disconnect = lambda *a: conn.closed.set()
+    client.on_message = on_message
+    client.on_subscribe = lambda c, u, mid, codes, p: conn.subacks.__setitem__(mid, [str(x) for x in codes])
+    client.on_publish = lambda c, u, mid, reason, p: conn.pubacks.__setitem__(mid, str(reason))
+    if username is not None:
+        client.username_pw_set(username, password)
+    if ca is not None:
+        client.tls_set(ca_certs=str(ca), certfile=str(cert[0]) if cert else None,
+                       keyfile=str(cert[1]) if cert else None, cert_reqs=ssl.CERT_REQUIRED)
+    props = None
+    if protocol == mqtt.MQTTv5:
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.ReceiveMaximum = 1000  # see DESIGN.md: paho's MQTT 5 default throttles QoS 1 delivery
+    client.connect("127.0.0.1", port, keepalive=10, properties=props)
+    client.loop_start()
+    if expect_connack:
+        deadline = time.monotonic() + WAIT
+        while conn.connack is None and not conn.closed.is_set() and time.monotonic() < deadline:
+            time.sleep(0.01)
+    return conn
+
+
+def login(broker: Broker, name: str, **kwargs: Any) -> Conn:
+    conn = connect(broker.mqtt_port, name, broker.passwords[name], **kwargs)
+    assert conn.connected.is_set(), f"{name} could not log in: {conn.connack}"
+    return conn
+
+
+@pytest.fixture
+def clients() -> Iterator[list[Conn]]:
+    opened: list[Conn] = []
+    yield opened
+    for conn in opened:
+        conn.close()
+
+
+# --- tests -------------------------------------------------------------------------------------------------------
+
+
+def test_the_shipped_config_is_what_runs(broker: Broker) -> None:
+    shipped = CONF.read_text().splitlines()
+    rendered = broker.config_text.splitlines()
+    assert len(shipped) == len(rendered)
+    changed = {a.split()[0] for a, b in zip(shipped, rendered, strict=True) if a != b}
+    assert changed <= {"listener", "password_file", "acl_file", "persistence_location", "certfile", "keyfile",
+                       "cafile", "user"}, changed
+    for needed in ("allow_anonymous false", "per_listener_settings false", "persistence true",
+                   "protocol websockets", "socket_domain ipv4", "require_certificate false"):
+        assert needed in shipped
+    # Our process, and only on loopback, holds all three listeners.
+    listening = {(c.laddr.ip, c.laddr.port) for c in psutil.Process(broker.server.pid).net_connections("tcp")
+                 if c.status == psutil.CONN_LISTEN}
+    ports = {broker.mqtt_port, broker.tls_port, broker.ws_port}
+    assert ports <= {port for _, port in listening}
+    assert {ip for ip, port in listening if port in ports} == {"127.0.0.1"}
+
+
+def test_anonymous_and_wrong_password_are_refused(broker: Broker, clients: list[Conn]) -> None:
+    outcomes = {
+        "anonymous v5": connect(broker.mqtt_port, None, None),
+        "anonymous v3.1.1": connect(broker.mqtt_port, None, None, protocol=mqtt.MQTTv311),
+        "wrong password": connect(broker.mqtt_port, "st-a", "not-the-password"),
+        "unknown user": connect(broker.mqtt_port, "nobody", broker.passwords["st-a"]),
+        "anonymous websockets": connect(broker.ws_port, None, None, transport="websockets",
+                                        ca=broker.tls / "formcheck-ca.crt"),
+    }
+    clients.extend(outcomes.values())
+    reasons = {what: str(conn.connack) for what, conn in outcomes.items()}
+    assert not any(conn.connected.is_set() for conn in outcomes.values()), reasons
+    assert reasons == {
+        "anonymous v5": "Not authorized",
+        "anonymous v3.1.1": "Not authorized",
+        "wrong password": "Not authorized",
+        "unknown user": "Not authorized",
+        "anonymous websockets": "Not authorized",
+    }
+
+
+def test_node_cannot_publish_into_another_nodes_topics(
+    broker: Broker, clients: list[Conn], record_property: Callable[[str, object], None]
+) -> None:
+    agg = login(broker, "agg")
+    node_a = login(broker, "st-a")
+    clients += [agg, node_a]
+    assert agg.subscribe(T.all_nodes("frames"), T.all_nodes("status")) == ["Granted QoS 1"] * 2
+    reasons = {
+        "B frames": node_a.publish(T.node("st-b", "frames"), b"forged"),
+        "B status": node_a.publish(T.node("st-b", "status"), b"forged", retain=True),
+        "own frames": node_a.publish(T.node("st-a", "frames"), b"barrier"),
+    }
+    record_property("puback_reason_codes", reasons)
+    assert reasons == {"B frames": "Not authorized", "B status": "Not authorized", "own frames": "Success"}
+    # The barrier left the same client after the forged messages: once it arrived, they would have too.
+    assert agg.wait_for(T.node("st-a", "frames"), b"barrier")
+    assert agg.received(T.node("st-b", "frames")) == []
+    assert agg.received(T.node("st-b", "status")) == []
+
+
+def test_mqtt311_denied_publish_is_acknowledged_then_dropped(broker: Broker, clients: list[Conn]) -> None:
+    agg = login(broker, "agg")
+    node_a = login(broker, "st-a", protocol=mqtt.MQTTv311)
+    clients += [agg, node_a]
+    agg.subscribe(T.all_nodes("frames"))
+    # MQTT 3.1.1 has no reason code: the PUBACK looks like success ...
+    assert node_a.publish(T.node("st-b", "frames"), b"forged-311") == "Success"
+    assert node_a.publish(T.node("st-a", "frames"), b"barrier-311") == "Success"
+    # ... and only delivery shows the ACL at work.
+    assert agg.wait_for(T.node("st-a", "frames"), b"barrier-311")
+    assert agg.received(T.node("st-b", "frames")) == []
+
+
+def test_member_reads_only_their_own_notifications(broker: Broker, clients: list[Conn]) -> None:
+    agg = login(broker, "agg")
+    alice = login(broker, "alice")
+    bob = login(broker, "bob")
+    clients += [agg, alice, bob]
+    # Mosquitto 2.0 grants the subscription to someone else's topic; the ACL acts on every delivery.
+    assert alice.subscribe(T.member_notifications("bob"), T.member_notifications("alice")) == ["Granted QoS 1"] * 2
+    bob.subscribe(T.member_notifications("bob"))
+    assert agg.publish(T.member_notifications("bob"), b"bob's set", retain=True) == "Success"
+    assert agg.publish(T.member_notifications("alice"), b"alice's set", retain=True) == "Success"
+    assert bob.wait_for(T.member_notifications("bob"), b"bob's set")
+    assert alice.wait_for(T.member_notifications("alice"), b"alice's set")
+    assert alice.received(T.member_notifications("bob")) == []
+    # Retained messages are checked too: a new subscription to both gets only her own retained set.
+    late = login(broker, "alice")
+    clients.append(late)
+    late.subscribe(T.member_notifications("bob"), T.member_notifications("alice"))
+    assert late.wait_for(T.member_notifications("alice"), b"alice's set")
+    assert late.received(T.member_notifications("bob")) == []
+    # A member cannot publish notifications, nor pose as a station named after herself (the `topic deny`
+    # lines: the node patterns alone would let any account write nodes/<its own name>/frames).
+    node_a = login(broker, "st-a")
+    clients.append(node_a)
+    agg.subscribe(T.all_nodes("frames"))
+    assert alice.publish(T.member_notifications("alice"), b"self-made") == "Not authorized"
+    assert alice.publish(T.node("alice", "frames"), b"phantom") == "Not authorized"
+    # Alice's PUBACK came back before the barrier left: had the broker accepted her frame, it would be ahead.
+    assert node_a.publish(T.node("st-a", "frames"), b"barrier-member") == "Success"
+    assert agg.wait_for(T.node("st-a", "frames"), b"barrier-member")
+    assert agg.received(T.node("alice", "frames")) == []
+    assert late.received(T.member_notifications("alice")) == [b"alice's set"]
+
+
+def test_sessions_are_written_by_staff_not_by_another_node(broker: Broker, clients: list[Conn]) -> None:
+    node_a = login(broker, "st-a")
+    node_b = login(broker, "st-b")
+    desk = login(broker, "desk")
+    clients += [node_a, node_b, desk]
+    session_b = T.node("st-b", "session")
+    node_b.subscribe(session_b)
+    assert node_a.publish(session_b, b'{"member": "mallory"}', retain=True) == "Not authorized"
+    assert desk.publish(session_b, b'{"member": "bob"}', retain=True) == "Success"
+    assert node_b.wait_for(session_b, b'{"member": "bob"}')
+    assert node_b.received(session_b) == [b'{"member": "bob"}']
+    # The wall display (staff) reads reps; a node may not write them, staff may not write frames.
+    agg = login(broker, "agg")
+    clients.append(agg)
+    desk.subscribe(T.all_nodes("reps"))
+    agg.subscribe(T.all_nodes("frames"))
+    assert node_a.publish(T.node("st-a", "reps"), b"self-graded") == "Not authorized"
+    assert desk.publish(T.node("st-a", "frames"), b"staff-frame") == "Not authorized"
+    assert agg.publish(T.node("st-a", "reps"), b"graded") == "Success"
+    assert node_a.publish(T.node("st-a", "frames"), b"barrier-staff") == "Success"
+    assert desk.wait_for(T.node("st-a", "reps"), b"graded")
+    assert agg.wait_for(T.node("st-a", "frames"), b"barrier-staff")
+    assert desk.received(T.node("st-a", "reps")) == [b"graded"]
+    assert agg.received(T.node("st-a", "frames")) == [b"barrier-staff"]
+    # Checking a member out (empty retained payload) is staff's too.
+    assert node_a.publish(session_b, b"", retain=True) == "Not authorized"
+    assert node_b.received(session_b) == [b'{"member": "bob"}']
+
+
+def test_tls_listener_with_the_test_ca(broker: Broker, clients: list[Conn]) -> None:
+    agg = login(broker, "agg")
+    clients.append(agg)
+    agg.subscribe(T.all_nodes("frames"))
+    node = connect(broker.tls_port, "st-a", broker.passwords["st-a"], ca=broker.tls / "formcheck-ca.crt")
+    clients.append(node)
+    assert node.connected.is_set(), node.connack
+    assert isinstance(node.client.socket(), ssl.SSLSocket)
+    assert node.publish(T.node("st-a", "frames"), b"over-tls") == "Success"
+    assert agg.wait_for(T.node("st-a", "frames"), b"over-tls")
+    # TLS does not replace the password.
+    wrong = connect(broker.tls_port, "st-a", "nope-nope-nope", ca=broker.tls / "formcheck-ca.crt")
+    clients.append(wrong)
+    assert str(wrong.connack) == "Not authorized"
+
+
+def test_tls_fails_for_a_client_trusting_another_ca(broker: Broker) -> None:
+    with pytest.raises(ssl.SSLCertVerificationError, match="certificate verify failed"):
+        connect(broker.tls_port, "st-a", broker.passwords["st-a"], ca=broker.tls / "other" / "other-ca.crt")
+
+
+def test_plaintext_client_on_the_tls_port_fails(broker: Broker, clients: list[Conn]) -> None:
+    conn = connect(broker.tls_port, "st-a", broker.passwords["st-a"], expect_connack=False)
+    clients.append(conn)
+    assert conn.closed.wait(WAIT), "the TLS listener kept a plaintext connection open"
+    assert not conn.connected.is_set()
+    assert conn.connack is None
+
+
+def test_websockets_listener_accepts_an_authenticated_client(broker: Broker, clients: list[Conn]) -> None:
+    agg = login(broker, "agg")
+    clients.append(agg)
+    display = connect(broker.ws_port, "desk", broker.passwords["desk"], transport="websockets",
+                      ca=broker.tls / "formcheck-ca.crt")
+    phone = connect(broker.ws_port, "alice", broker.passwords["alice"], transport="websockets",
+                    ca=broker.tls / "formcheck-ca.crt")
+    clients += [display, phone]
+    assert display.connected.is_set(), display.connack
+    assert phone.connected.is_set(), phone.connack
+    display.subscribe(T.all_nodes("reps"))
+    phone.subscribe(T.member_notifications("alice"))
+    assert agg.publish(T.node("st-a", "reps"), b"rep-1") == "Success"
+    assert agg.publish(T.member_notifications("alice"), b"ws-set", retain=True) == "Success"
+    assert display.wait_for(T.node("st-a", "reps"), b"rep-1")
+    assert phone.wait_for(T.member_notifications("alice"), b"ws-set")
+
+
+def test_client_certificate_option_and_account_removal(
+    tmp_path: Path, clients: list[Conn], record_property: Callable[[str, object], None]
+) -> None:
+    """``require_certificate true`` (README option) on a second broker; a removed account is refused on reload."""
+    tls = tmp_path / "tls"
+    ca = make_ca(tls, "formcheck-ca")
+    make_cert(tls, "formcheck-ca", "formcheck-server", server=True)
+    client_cert = make_cert(tls, "formcheck-ca", "st-a-client", server=False)
+    passwords = add_accounts(tmp_path / "accounts", tmp_path / "secrets", {"st-a": "node", "desk": "staff"})
+    text = CONF.read_text()
+    assert text.count("require_certificate false") == 1
+    server, _ = start(tmp_path, text.replace("require_certificate false", "require_certificate true"))
+    try:
+        try:
+            without = connect(server.extra_ports["tls"], "st-a", passwords["st-a"], ca=ca)
+        except (ssl.SSLError, OSError) as exc:
+            outcome = f"handshake failed: {type(exc).__name__}: {exc}"
+        else:
+            # With TLS 1.3 the server checks the client certificate after the client considers the handshake
+            # done: the failure shows as a closed connection without CONNACK.
+            clients.append(without)
+            assert without.closed.wait(WAIT), "a client without certificate stayed connected"
+            assert not without.connected.is_set()
+            outcome = f"closed after the handshake, CONNACK {without.connack}"
+        record_property("without_client_certificate", outcome)
+        with_cert = connect(server.extra_ports["tls"], "st-a", passwords["st-a"], ca=ca, cert=client_cert)
+        clients.append(with_cert)
+        assert with_cert.connected.is_set(), with_cert.connack
+
+        # Removing an account takes effect on SIGHUP (systemctl reload) for new connections.
+        desk = connect(server.port, "desk", passwords["desk"])
+        clients.append(desk)
+        assert desk.connected.is_set()
+        assert cli_main(["broker", "users", "remove", "desk", "--dir", str(tmp_path / "accounts")]) == 0
+        os.kill(server.pid, signal.SIGHUP)
+        deadline = time.monotonic() + WAIT
+        refused = None
+        while time.monotonic() < deadline:
+            again = connect(server.port, "desk", passwords["desk"])
+            clients.append(again)
+            if again.connack is not None and again.connack.is_failure:
+                refused = str(again.connack)
+                break
+            time.sleep(0.05)
+        assert refused == "Not authorized"
+        # Mosquitto 2.0 also re-checks connected clients on reload: the removed account's session is closed.
+        assert desk.closed.wait(WAIT), "the removed account's existing connection survived the reload"
+    finally:
+        server.stop()
