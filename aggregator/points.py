@@ -1,9 +1,17 @@
-"""Messages → InfluxDB points. A point's identity (measurement, tags, time) comes only from frame data."""
+"""Messages → InfluxDB points. A point's identity (measurement, tags, time) comes from message data only, except
+for a session or node status message without a usable time of its own, which is stamped when it was received.
+
+Frames, reps, sets and node stats carry a capture time the decoder has already checked against the clock
+policy. Session and node status messages may carry a time (``ts``) or not; :func:`event_ts` picks theirs when
+the clock policy accepts it and the aggregator's receive time otherwise, so a retained message redelivered on
+every (re)connect overwrites its own point, and only a message without a usable time is written again.
+"""
 
 from __future__ import annotations
 
+from aggregator.decoder import ClockPolicy
 from aggregator.influx import Point
-from protocol.messages import FrameMessage, NodeStats, RepMessage, SetMessage
+from protocol.messages import FrameMessage, NodeStats, NodeStatus, RepMessage, SessionMessage, SetMessage
 
 # Frame telemetry is best effort (short retention, droppable under overload); the rest is durable.
 
@@ -58,3 +66,41 @@ def node_stats_point(site: str, stats: NodeStats) -> Point:
     if stats.rss_mb is not None:
         fields["rss_mb"] = stats.rss_mb
     return Point("node_stats", {"site": site, "node": stats.node}, fields, stats.ts)
+
+
+def event_ts(ts: int | None, received_ms: int, clock: ClockPolicy) -> int:
+    """The message's own time when it has one within the clock policy, else the aggregator's receive time.
+
+    A message's own time makes its point's identity deterministic: a retained message redelivered on each
+    (re)connect overwrites the point it wrote the first time. Without one (the edge's Last Will, a check-out,
+    a kiosk that sends no time), the receive time is the only honest time there is; such a message writes a
+    new point each time it is delivered, repeating the same state.
+    """
+    if ts is not None and received_ms - clock.max_age_ms <= ts <= received_ms + clock.max_future_ms:
+        return ts
+    return received_ms
+
+
+def session_point(site: str, node: str, session: SessionMessage | None, received_ms: int,
+                  clock: ClockPolicy) -> Point:
+    """A check-in (``session``) or, for ``None`` (the empty payload), a check-out at ``node``.
+
+    A check-out has no payload and so no time of its own: it is stored at its receive time. Its fields keep
+    the types of a check-in's (empty strings), so ``last("member")`` is "" once the member has left.
+    """
+    fields: dict[str, float | int | bool | str]
+    if session is None:
+        fields = {"member": "", "exercise": "", "checked_in": False}
+        ts = received_ms
+    else:
+        fields = {"member": session.member, "exercise": session.exercise, "checked_in": True}
+        ts = event_ts(session.ts, received_ms, clock)
+    return Point("session", {"site": site, "node": node}, fields, ts)
+
+
+def node_status_point(site: str, status: NodeStatus, received_ms: int, clock: ClockPolicy) -> Point:
+    """The node's availability: ``online``/``stopped`` carry the edge's publish time, the Last Will (``offline``)
+    carries none and is stored at its receive time."""
+    fields: dict[str, float | int | bool | str] = {"state": status.state, "boot": status.boot or ""}
+    return Point("node_status", {"site": site, "node": status.node}, fields,
+                 event_ts(status.ts, received_ms, clock))

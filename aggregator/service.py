@@ -38,7 +38,14 @@ from aggregator.config import AggregatorConfig
 from aggregator.decoder import DROP_REASONS, ClockPolicy, Decoded, Dropped, decode
 from aggregator.influx import InfluxWriter, Point
 from aggregator.notifier import Notifier
-from aggregator.points import frame_point, node_stats_point, rep_point, set_point
+from aggregator.points import (
+    frame_point,
+    node_stats_point,
+    node_status_point,
+    rep_point,
+    session_point,
+    set_point,
+)
 from aggregator.station import Station, StationOutput
 from edge_node.queues import DropQueue
 from formcheck.broker import connect_properties, make_client
@@ -175,7 +182,8 @@ class Aggregator:
     def handle(self, item: _Inbound) -> None:
         self.counters["messages"] += 1
         ack = functools.partial(self._ack, item)
-        decoded = decode(self.topics, item.topic, item.payload, int(time.time() * 1000), self._clock,
+        received_ms = int(time.time() * 1000)
+        decoded = decode(self.topics, item.topic, item.payload, received_ms, self._clock,
                          self.config.mqtt.max_payload_bytes)
         if isinstance(decoded, Dropped):
             self.invalid[decoded.reason] += 1
@@ -187,10 +195,16 @@ class Aggregator:
             self.counters["not_owned"] += 1
             self.writer.submit([], on_done=ack)
             return
-        points, out = self._apply(decoded)
+        points, out = self._apply(decoded, received_ms)
         self.writer.submit(points, on_done=functools.partial(self._stored, out, ack))
 
-    def _apply(self, decoded: Decoded) -> tuple[list[Point], StationOutput]:
+    def _apply(self, decoded: Decoded, received_ms: int) -> tuple[list[Point], StationOutput]:
+        """One valid message → the points to store and what the station produced (reps, sets).
+
+        Sessions and node statuses are stored as ``session`` and ``node_status`` points, at the message's own
+        time when the clock policy accepts it, else at ``received_ms`` (see ``aggregator.points.event_ts``).
+        An empty status payload (a cleared retained topic, not something the edge sends) stores nothing.
+        """
         site = self.config.site
         payload = decoded.payload
         station = self.station(decoded.node)
@@ -200,14 +214,17 @@ class Aggregator:
         elif isinstance(payload, NodeStats):
             return [node_stats_point(site, payload)], StationOutput()
         elif isinstance(payload, SessionMessage) or (payload is None and decoded.kind == "session"):
-            out = station.on_session(payload if isinstance(payload, SessionMessage) else None)
-            points = []
-        elif isinstance(payload, NodeStatus) and payload.state == "offline":
-            out = station.on_offline()
-            points = []
-        elif isinstance(payload, NodeStatus) and payload.state == "stopped":
-            out = station.flush("node_stopped")
-            points = []
+            session = payload if isinstance(payload, SessionMessage) else None
+            out = station.on_session(session)
+            points = [session_point(site, decoded.node, session, received_ms, self._clock)]
+        elif isinstance(payload, NodeStatus):
+            if payload.state == "offline":
+                out = station.on_offline()
+            elif payload.state == "stopped":
+                out = station.flush("node_stopped")
+            else:
+                out = StationOutput()
+            points = [node_status_point(site, payload, received_ms, self._clock)]
         else:
             return [], StationOutput()
         points += [rep_point(site, r) for r in out.reps] + [set_point(site, s) for s in out.sets]

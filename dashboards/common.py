@@ -16,25 +16,47 @@ GRADE_COLORS = {"A": "green", "B": "#73BF69", "C": "yellow", "D": "orange", "F":
 PHASE_COLORS = {"no_person": "text", "standing": "blue", "descending": "purple", "bottom": "orange",
                 "ascending": "green"}
 
-# A node counts as online when a node_stats point arrived within the last ~30 s: the edge sends one every
-# 5 s by default. Counting stats in 10 s buckets (filled with 0 over the last hour, so silent nodes still get a
-# row) and averaging the last three buckets gives > 0 exactly when one arrived in the current or the two previous
-# buckets, i.e. within the last 20-30 s.
-ONLINE_EXPLANATION = (
-    "Online/offline is derived, not stored: the node's status topic (and its Last Will) is not written to "
-    "InfluxDB. A node is ONLINE when a node_stats point (sent every 5 s by default) arrived in the last ~30 s "
-    "(three 10 s buckets), OFFLINE when it reported in the last hour but not in the last ~30 s; nodes silent "
-    "for longer than an hour show no status."
+# Station status is what the node itself last said on its retained status topic (the aggregator stores every
+# status message as a node_status point): online on connect, stopped on a clean exit, offline from its Last Will.
+STATUS_COLORS = {"online": "green", "offline": "red", "stopped": "blue"}
+STATUS_LABELS = {"online": "ONLINE", "offline": "OFFLINE", "stopped": "STOPPED"}
+# node_stats (every 5 s by default) only add something when they contradict an ONLINE status: a node whose
+# connection (and so its Last Will) is still up but whose pipeline sends nothing is shown as STALE.
+STALE_AFTER_S = 60
+STATUS_EXPLANATION = (
+    "Status is the node's own last word on its retained status topic, stored by the aggregator as a "
+    "node_status point: ONLINE when it connected, STOPPED on a clean exit, OFFLINE from its Last Will (sent "
+    "by the broker when the node's connection is lost without a clean disconnect). A Last Will carries no time "
+    "of its own, so it is stored at the time the aggregator received it."
+)
+STALE_EXPLANATION = (
+    f"Stats STALE: the node sent no node_stats (every 5 s by default) for about {STALE_AFTER_S} s although it "
+    "reported within the last hour. Next to ONLINE it means the node is connected but its pipeline is not "
+    "reporting (hung process, or a lost connection whose Last Will has not fired yet); next to OFFLINE or "
+    "STOPPED it only confirms the status."
 )
 
 
-def online_query(group_by_node: bool) -> str:
-    outer_group = ' GROUP BY "node"' if group_by_node else ""
+def status_query(group_by_node: bool) -> str:
+    """The state of each node's last node_status point (all time: a node can stay up for months)."""
+    group = ' GROUP BY "node"' if group_by_node else ""
+    return f'SELECT last("state") AS "status" FROM "node_status" WHERE "node" =~ /^$node$/{group}'
+
+
+def stale_query() -> str:
+    """One row, ``stats`` = 0, only for a node without node_stats for ~60 s that reported in the last hour.
+
+    node_stats counted in 10 s buckets (filled with 0 over the last hour, so a silent node still has buckets) and
+    averaged over the current and the five previous buckets: 0 when nothing arrived in the last 50-60 s. The
+    last bucket of each node is kept only when it is 0. (InfluxDB 1.x passes an outer query's time condition
+    into its subqueries, so "the last bucket" has to be a ``last()`` one level up, not a time condition.)
+    """
+    buckets = STALE_AFTER_S // 10
     return (
-        'SELECT last("n") AS "status" FROM ('
-        'SELECT moving_average(count("fps"), 3) AS "n" FROM "node_stats" '
-        'WHERE time > now() - 1h AND "node" =~ /^$node$/ GROUP BY time(10s), "node" fill(0))'
-        f"{outer_group}"
+        'SELECT "s" AS "stats" FROM (SELECT last("n") AS "s" FROM ('
+        f'SELECT moving_average(count("fps"), {buckets}) AS "n" FROM "node_stats" '
+        'WHERE time > now() - 1h AND "node" =~ /^$node$/ GROUP BY time(10s), "node" fill(0)) GROUP BY "node") '
+        'WHERE "s" = 0'
     )
 
 
@@ -48,15 +70,18 @@ def thresholds(base: str = "green", *steps: tuple[float, str]) -> dash.Threshold
     )
 
 
-def online_mappings() -> list[dashboard.ValueMapping]:
-    return [
-        dashboard.ValueMap(options={"0": dashboard.ValueMappingResult(text="OFFLINE", color="red", index=0)}),
-        dashboard.RangeMap(options=dashboard.DashboardRangeMapOptions(
-            from_val=1e-9, to=1e9, result=dashboard.ValueMappingResult(text="ONLINE", color="green", index=1))),
-        dashboard.SpecialValueMap(options=dashboard.DashboardSpecialValueMapOptions(
-            match=dashboard.SpecialValueMatch.NULL_AND_NAN,
-            result=dashboard.ValueMappingResult(text="OFFLINE", color="red", index=2))),
-    ]
+def status_mappings() -> list[dashboard.ValueMapping]:
+    return text_mappings(STATUS_COLORS, STATUS_LABELS)
+
+
+def stale_mappings() -> list[dashboard.ValueMapping]:
+    return [dashboard.ValueMap(options={"0": dashboard.ValueMappingResult(text="STALE", color="orange", index=0)})]
+
+
+def member_mappings() -> list[dashboard.ValueMapping]:
+    """A check-out is stored with member "": shown as a dash, like a station nobody ever checked in at."""
+    return [dashboard.SpecialValueMap(options=dashboard.DashboardSpecialValueMapOptions(
+        match=dashboard.SpecialValueMatch.EMPTY, result=dashboard.ValueMappingResult(text="—", index=0)))]
 
 
 def text_mappings(colors: dict[str, str], labels: dict[str, str] | None = None) -> list[dashboard.ValueMapping]:

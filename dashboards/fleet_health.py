@@ -7,7 +7,15 @@ from grafana_foundation_sdk.builders import dashboard as dash
 from grafana_foundation_sdk.builders import stat, timeseries
 from grafana_foundation_sdk.models import common, dashboard
 
-from dashboards.common import ONLINE_EXPLANATION, legend, online_mappings, online_query, place, reduce, thresholds
+from dashboards.common import (
+    STATUS_EXPLANATION,
+    legend,
+    place,
+    reduce,
+    status_mappings,
+    status_query,
+    thresholds,
+)
 from dashboards.gym_floor import node_variable
 from dashboards.influxql import DATASOURCE, FRAME, InfluxQL, node_filter
 
@@ -19,7 +27,7 @@ BY_AGG = 'GROUP BY time($__interval), "aggregator"'
 DESCRIPTION = (
     "Edge nodes (from node_stats, sent by each node every 5 s by default) and aggregators (aggregator_stats, "
     "every 10 s by default). Counters that grow since a process started (dropped, invalid, write errors...) are "
-    "shown as increases per interval, so restarts do not show as negative spikes. " + ONLINE_EXPLANATION
+    "shown as increases per interval, so restarts do not show as negative spikes. " + STATUS_EXPLANATION
 )
 
 
@@ -39,14 +47,15 @@ def _agg(ref: str, select: str, label: str, fill: str = "none") -> InfluxQL:
 
 
 def status() -> stat.Panel:
+    # One series per node, named by the node: every field but the time is a node's status.
     return (
-        stat.Panel().id(2).title("Node status").datasource(DATASOURCE).description(ONLINE_EXPLANATION)
+        stat.Panel().id(2).title("Node status").datasource(DATASOURCE).description(STATUS_EXPLANATION)
         .grid_pos(place(0, 1, 24, 4))
-        .with_target(InfluxQL("A", online_query(group_by_node=True)).alias("$tag_node"))
-        .reduce_options(reduce("lastNotNull")).mappings(online_mappings())
+        .with_target(InfluxQL("A", status_query(group_by_node=True)).alias("$tag_node"))
+        .reduce_options(reduce("lastNotNull", fields="/^(?!Time$)/")).mappings(status_mappings())
         .text_mode(common.BigValueTextMode.VALUE_AND_NAME).color_mode(common.BigValueColorMode.BACKGROUND)
         .graph_mode(common.BigValueGraphMode.NONE).orientation(common.VizOrientation.VERTICAL)
-        .thresholds(thresholds("green")).no_value("no node reported in the last hour")
+        .thresholds(thresholds("text")).no_value("no node has published a status")
     )
 
 

@@ -9,15 +9,20 @@ from grafana_foundation_sdk.models import common, dashboard
 
 from dashboards.common import (
     GRADE_COLORS,
-    ONLINE_EXPLANATION,
     PHASE_COLORS,
+    STALE_AFTER_S,
+    STALE_EXPLANATION,
+    STATUS_EXPLANATION,
     display_name,
     fault_targets,
     grade_overrides,
-    online_mappings,
-    online_query,
+    member_mappings,
     place,
     reduce,
+    stale_mappings,
+    stale_query,
+    status_mappings,
+    status_query,
     text_mappings,
     thresholds,
     top_fault_transformations,
@@ -29,9 +34,9 @@ NODE = node_filter()
 
 DESCRIPTION = (
     "Wall display (open with ?kiosk; refreshes every 10 s; time range: today). One tile per station: the member "
-    "of the station's last rep today, reps so far in that rep's set, the last rep's grade, the live phase (last "
-    "frame in the last 30 s) and the station's status. " + ONLINE_EXPLANATION + " Check-ins are not stored in "
-    "InfluxDB either, so a member who checked in but has not finished a rep yet is not shown."
+    "checked in now (the station's last session point: a check-in, or a check-out shown as a dash), reps so far "
+    "in the set of the station's last rep today and that rep's grade, the live phase (last frame in the last "
+    "30 s) and the station's status. " + STATUS_EXPLANATION + " " + STALE_EXPLANATION
 )
 
 
@@ -45,30 +50,38 @@ def node_variable() -> dash.QueryVariable:
 
 def station_tile() -> stat.Panel:
     fields = {"member": "Member", "reps": "Reps in set", "grade": "Last grade", "phase": "Phase",
-              "status": "Status"}
+              "status": "Status", "stats": "Stats"}
     panel = (
         stat.Panel().id(1).title("$node").datasource(DATASOURCE)
-        .description("Member and reps of the station's last rep today (its set may have ended after the rest "
-                     "timeout), last rep grade, live phase, online status.")
+        .description("Member checked in now (— after a check-out); reps in the set of the station's last rep "
+                     "today and that rep's grade (the set may have ended after the rest timeout, and may be the "
+                     "previous member's); live phase; the node's last status; Stats STALE when the node has sent "
+                     f"no stats for about {STALE_AFTER_S} s (next to ONLINE: connected but not working).")
         .repeat("node").repeat_direction("h").max_per_row(4).grid_pos(place(0, 0, 6, 7))
-        .with_target(InfluxQL("A", f'SELECT last("rep_index") AS "reps", "member", "grade" FROM "rep" '
+        # Target order is the order of the values on the tile.
+        .with_target(InfluxQL("A", f'SELECT last("member") AS "member" FROM "session" WHERE {NODE}').table())
+        .with_target(InfluxQL("B", f'SELECT last("rep_index") AS "reps", "grade" FROM "rep" '
                                    f"WHERE $timeFilter AND {NODE}").table())
-        .with_target(InfluxQL("B", f'SELECT last("phase") AS "phase" FROM {FRAME} '
+        .with_target(InfluxQL("C", f'SELECT last("phase") AS "phase" FROM {FRAME} '
                                    f"WHERE time > now() - 30s AND {NODE}").table())
-        .with_target(InfluxQL("C", online_query(group_by_node=False)).table())
-        .reduce_options(reduce("lastNotNull", fields="/^(member|reps|grade|phase|status)$/"))
+        .with_target(InfluxQL("D", status_query(group_by_node=False)).table())
+        .with_target(InfluxQL("E", stale_query()).table())
+        .reduce_options(reduce("lastNotNull", fields="/^(member|reps|grade|phase|status|stats)$/"))
         .text_mode(common.BigValueTextMode.VALUE_AND_NAME).color_mode(common.BigValueColorMode.VALUE)
         .graph_mode(common.BigValueGraphMode.NONE).justify_mode(common.BigValueJustifyMode.CENTER)
         .orientation(common.VizOrientation.AUTO).thresholds(thresholds("text")).no_value("–")
+        .override_by_name("member", [display_name(fields["member"]),
+                                     dashboard.DynamicConfigValue(id_val="mappings", value=member_mappings())])
         .override_by_name("status", [display_name(fields["status"]),
-                                     dashboard.DynamicConfigValue(id_val="mappings", value=online_mappings())])
+                                     dashboard.DynamicConfigValue(id_val="mappings", value=status_mappings())])
+        .override_by_name("stats", [display_name(fields["stats"]),
+                                    dashboard.DynamicConfigValue(id_val="mappings", value=stale_mappings())])
         .override_by_name("grade", [display_name(fields["grade"]),
                                     dashboard.DynamicConfigValue(id_val="mappings",
                                                                  value=text_mappings(GRADE_COLORS))])
         .override_by_name("phase", [display_name(fields["phase"]),
                                     dashboard.DynamicConfigValue(id_val="mappings",
                                                                  value=text_mappings(PHASE_COLORS))])
-        .override_by_name("member", [display_name(fields["member"])])
         .override_by_name("reps", [display_name(fields["reps"]), dashboard.DynamicConfigValue(id_val="decimals",
                                                                                            value=0)])
     )

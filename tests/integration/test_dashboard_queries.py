@@ -1,17 +1,22 @@
 """Every query of the generated dashboards, run against data that went through the real pipeline.
 
 Real Mosquitto and influxd, the real aggregator (in a thread): synthetic squat frames for three stations with
-check-ins and node stats are published over MQTT, the aggregator turns them into reps and sets in InfluxDB, and
-then every panel target and template-variable query in ``dashboards/json/*.json`` is interpolated the way
-Grafana's InfluxDB datasource does it (``$timeFilter``, ``$__interval``, ``$node``/``$member``) and run. Each
-must succeed and return what was published.
+node statuses, check-ins, a check-out and node stats are published over MQTT, the aggregator turns them into
+reps, sets, session and node_status points in InfluxDB, a second aggregator process then starts (fresh session:
+the broker redelivers the retained statuses and check-ins), and then every panel target and template-variable
+query in ``dashboards/json/*.json`` is interpolated the way Grafana's InfluxDB datasource does it
+(``$timeFilter``, ``$__interval``, ``$node``/``$member``) and run. Each must succeed and return what was
+published.
 
-Stations:
+Stations (each announces itself ``online``, retained, with its own time, as the edge does):
 
-* rack-1, alice: a set of 3 clean reps, a set of 2 reps with caved-in knees (both end after the rest
-  timeout), then an open set with 1 rep; node stats fresh (online), last frame seconds ago (live phase).
-* rack-2, bob: 4 reps (2 knees_in, 1 forward_lean, 1 clean), set ended by check-out; stats fresh.
-* rack-3, carol: 2 clean reps ten minutes ago, stats only from then: offline, no live phase.
+* rack-1, alice checked in: a set of 3 clean reps, a set of 2 reps with caved-in knees (both end after the rest
+  timeout), then an open set with 1 rep; node stats fresh, last frame seconds ago (live phase). Tile: alice,
+  ONLINE.
+* rack-2, bob checked in: 4 reps (2 knees_in, 1 forward_lean, 1 clean), set ended by bob's check-out (empty
+  retained payload); stats fresh. Tile: no member, ONLINE.
+* rack-3, carol checked in: 2 clean reps ten minutes ago, stats only from then, then the node's Last Will
+  (``offline``, no time of its own). Tile: carol (still checked in), OFFLINE, stats STALE, no live phase.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import urllib.parse
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,11 +37,21 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from aggregator.config import load_config
+from aggregator.config import AggregatorConfig, load_config
 from aggregator.service import Aggregator
 from dashboards import build, grafana
 from formcheck.local_services import Influxd, Mosquitto, ServiceError, influx_query
-from protocol.messages import FAULTS, PHASES, Fault, FrameMessage, NodeStats, Phase, SessionMessage
+from protocol.messages import (
+    FAULTS,
+    PHASES,
+    Fault,
+    FrameMessage,
+    NodeState,
+    NodeStats,
+    NodeStatus,
+    Phase,
+    SessionMessage,
+)
 
 DB = "formcheck"
 FRAME_MS = 33
@@ -101,6 +117,10 @@ class Station:
         for rep in reps:
             out += self.squat(rep)
         return out + self.stand(rest)
+
+    def status(self, state: NodeState, ts: int | None) -> NodeStatus:
+        """What the edge publishes: ``online``/``stopped`` with its time, the Last Will ``offline`` without."""
+        return NodeStatus(state=state, node=self.node, boot=self.boot, ts=ts)
 
     def stats(self, ts: int, dropped: int, fps: float = 29.5) -> NodeStats:
         return NodeStats(node=self.node, boot=self.boot, ts=ts, fps=fps, capture_fps=30.0, infer_ms=21.5,
@@ -183,18 +203,20 @@ def wait_for(what: str, predicate: Callable[[], bool], timeout: float) -> None:
         time.sleep(0.1)
 
 
-@pytest.fixture
-def aggregator(mosquitto: Mosquitto, influxd: Influxd) -> Iterator[Aggregator]:
-    config = load_config(None, {
-        "id": "agg-dash",
-        "mqtt": {"host": mosquitto.host, "port": mosquitto.port, "keepalive_s": 5, "connect_timeout_s": 5,
+def aggregator_config(broker: Mosquitto, influxd: Influxd, agg_id: str, stats_interval_s: float) -> AggregatorConfig:
+    return load_config(None, {
+        "id": agg_id,
+        "mqtt": {"host": broker.host, "port": broker.port, "keepalive_s": 5, "connect_timeout_s": 5,
                  "reconnect_min_s": 0.2, "reconnect_max_s": 1},
         "influx": {"url": influxd.url, "database": DB, "flush_interval_s": 0.1, "timeout_s": 5,
                    "retry_min_s": 0.1, "retry_max_s": 1},
         "sets": {"rest_timeout_s": REST_S},
-        "stats_interval_s": 0.5,
+        "stats_interval_s": stats_interval_s,
     }, environ={})
-    agg = Aggregator(config)
+
+
+@contextmanager
+def running(agg: Aggregator) -> Iterator[Aggregator]:
     stop = threading.Event()
     outcome: list[object] = []
     thread = threading.Thread(target=lambda: outcome.append(agg.run(stop)), name="aggregator", daemon=True)
@@ -208,6 +230,12 @@ def aggregator(mosquitto: Mosquitto, influxd: Influxd) -> Iterator[Aggregator]:
     assert outcome == [0], outcome
 
 
+@pytest.fixture
+def aggregator(mosquitto: Mosquitto, influxd: Influxd) -> Iterator[Aggregator]:
+    with running(Aggregator(aggregator_config(mosquitto, influxd, "agg-dash", stats_interval_s=0.5))) as agg:
+        yield agg
+
+
 # --- the test ---------------------------------------------------------------------------------------------------
 
 
@@ -219,6 +247,25 @@ class Published:
     sets: dict[str, list[dict[str, Any]]] = field(default_factory=dict)   # member → stored set rows, by time
 
 
+def points_per_node(url: str, measurement: str) -> dict[str, int]:
+    found = series(url, f'SELECT count(*) FROM "{measurement}" GROUP BY "node"')
+    return {s.tags["node"]: max(v for k, v in s.rows[0].items() if k != "time") for s in found}
+
+
+def restart_aggregator(broker: Mosquitto, influxd: Influxd) -> Aggregator:
+    """Another aggregator process, with a session of its own: the broker sends it every retained message again.
+
+    Statuses and check-ins carrying their own time overwrite the points they wrote the first time; the Last Will
+    has no time and is stored again at its new receive time (the same state again, not a new transition); the
+    check-out is not redelivered at all (an empty retained payload clears the topic).
+    """
+    agg = Aggregator(aggregator_config(broker, influxd, "agg-dash-restarted", stats_interval_s=3600))
+    with running(agg):
+        wait_for("the retained statuses and check-ins", lambda: agg.counters["messages"] >= 5, 10)
+        time.sleep(0.3)                       # anything beyond the five would arrive now
+    return agg
+
+
 def load_pipeline(broker: Mosquitto, influxd: Influxd, agg: Aggregator) -> Published:
     now = int(time.time() * 1000)
     r1 = Station("rack-1", ts=now - 40_000)
@@ -226,9 +273,10 @@ def load_pipeline(broker: Mosquitto, influxd: Influxd, agg: Aggregator) -> Publi
     r3 = Station("rack-3", ts=now - 600_000)
     pub = Publisher(broker)
     try:
-        # Check-ins are retained: the aggregator gets them when it subscribes, before any frame.
-        pub.send([(topic(n, "session"), SessionMessage(member=m, ts=now - 700_000).to_json())
-                  for n, m in MEMBERS.items()], retain=True)
+        # Statuses and check-ins are retained: the aggregator gets them when it subscribes, before any frame.
+        pub.send([(topic(st.node, "status"), st.status("online", now - 720_000).to_json()) for st in (r1, r2, r3)]
+                 + [(topic(n, "session"), SessionMessage(member=m, ts=now - 700_000).to_json())
+                    for n, m in MEMBERS.items()], retain=True)
         wait_for("the aggregator to connect", agg.connected.is_set, 10)
         pub.frames(r3.set_of(Rep(), Rep()))
         pub.frames(r2.set_of(Rep("knees_in"), Rep("knees_in"), Rep("forward_lean"), Rep(), rest=0))
@@ -242,7 +290,11 @@ def load_pipeline(broker: Mosquitto, influxd: Influxd, agg: Aggregator) -> Publi
 
         wait_for("3 sets (rest timeout)", lambda: stored_sets() == 3, 20)
         pub.send([(topic("rack-2", "session"), b"")], retain=True)        # check-out ends bob's set
+        pub.send([(topic("rack-3", "status"), r3.status("offline", None).to_json())], retain=True)  # rack-3's Will
         wait_for("bob's set (check-out)", lambda: stored_sets() == 4, 15)
+        wait_for("the check-out and the Last Will", lambda: points_per_node(influxd.url, "session") == {
+            "rack-1": 1, "rack-2": 2, "rack-3": 1} and points_per_node(influxd.url, "node_status") == {
+            "rack-1": 1, "rack-2": 1, "rack-3": 2}, 10)
 
         # Aggregator counters must be seen at 0 in an earlier interval than the bad input below.
         first_stats = 'SELECT first("invalid") FROM "aggregator_stats"'
@@ -292,6 +344,10 @@ def test_every_dashboard_query_returns_the_published_data(
     mosquitto: Mosquitto, influxd: Influxd, aggregator: Aggregator
 ) -> None:
     data = load_pipeline(mosquitto, influxd, aggregator)
+    restarted = restart_aggregator(mosquitto, influxd)
+    assert restarted.counters["messages"] == 5 and not restarted.invalid, (restarted.counters, restarted.invalid)
+    assert points_per_node(influxd.url, "session") == {"rack-1": 1, "rack-2": 2, "rack-3": 1}
+    assert points_per_node(influxd.url, "node_status") == {"rack-1": 1, "rack-2": 1, "rack-3": 3}
     # What the aggregator stored is what was published (the dashboards are checked against these rows).
     assert {n: len(r) for n, r in data.reps.items()} == {n: len(s.reps) for n, s in data.stations.items()}
     assert {m: [s["reps"] for s in rows_] for m, rows_ in data.sets.items()} == {
@@ -372,17 +428,24 @@ class Expectations:
         uid = "gym-floor"
         assert {r["value"] for r in self.one(uid, "variable node", "node")} == set(NODES)
         reps, stations = self.data.reps, self.data.stations
+        # Member: the last session point; bob checked out (""), carol is still checked in at an offline node.
+        member = {n: self.values(self.one(uid, "$node", f"A@{n}"), "member") for n in NODES}
+        assert member == {"rack-1": ["alice"], "rack-2": [""], "rack-3": ["carol"]}
         for node in NODES:
-            (tile,) = self.one(uid, "$node", f"A@{node}")
+            (tile,) = self.one(uid, "$node", f"B@{node}")
             last = reps[node][-1]
-            assert (tile["member"], tile["reps"], tile["grade"]) == (MEMBERS[node], last["rep_index"], last["grade"])
-        assert [r["reps"] for r in self.one(uid, "$node", "A@rack-1")] == [1]   # the open set has one rep
-        assert self.values(self.one(uid, "$node", "B@rack-1")) == ["standing"]
-        assert self.get(uid, "$node", "B@rack-3") == []                         # no frame in the last 30 s
-        rack2 = self.get(uid, "$node", "B@rack-2")                              # ~15 s old: live or not
+            assert (tile["reps"], tile["grade"]) == (last["rep_index"], last["grade"])
+        assert [r["reps"] for r in self.one(uid, "$node", "B@rack-1")] == [1]   # the open set has one rep
+        assert self.values(self.one(uid, "$node", "C@rack-1")) == ["standing"]
+        assert self.get(uid, "$node", "C@rack-3") == []                         # no frame in the last 30 s
+        rack2 = self.get(uid, "$node", "C@rack-2")                              # ~15 s old: live or not
         assert rack2 == [] or self.values(rack2[0].rows) == ["standing"]
-        online = {n: self.values(self.one(uid, "$node", f"C@{n}"))[0] for n in NODES}
-        assert online["rack-1"] > 0 and online["rack-2"] > 0 and online["rack-3"] == 0, online
+        # Status: the node's own last status; the Last Will made rack-3 offline.
+        status = {n: self.values(self.one(uid, "$node", f"D@{n}"), "status") for n in NODES}
+        assert status == {"rack-1": ["online"], "rack-2": ["online"], "rack-3": ["offline"]}
+        # Stats STALE (a row, 0) only where no node_stats arrived for ~60 s: rack-3.
+        assert self.get(uid, "$node", "E@rack-1") == [] and self.get(uid, "$node", "E@rack-2") == []
+        assert self.values(self.one(uid, "$node", "E@rack-3"), "stats") == [0]
 
         all_reps = [r for node in NODES for r in reps[node]]
         grades = {g: self.values(rows_)[0] for g, rows_ in self.by_tag(uid, "Grades today", "A", "grade").items()}
@@ -421,9 +484,8 @@ class Expectations:
     def fleet_health(self) -> None:
         uid = "fleet-health"
         assert {r["value"] for r in self.one(uid, "variable node", "node")} == set(NODES)
-        status = {n: self.values(r)[0] for n, r in self.by_tag(uid, "Node status", "A", "node").items()}
-        assert set(status) == set(NODES)
-        assert status["rack-1"] > 0 and status["rack-2"] > 0 and status["rack-3"] == 0, status
+        status = {n: self.values(r) for n, r in self.by_tag(uid, "Node status", "A", "node").items()}
+        assert status == {"rack-1": ["online"], "rack-2": ["online"], "rack-3": ["offline"]}
 
         def per_node(panel: str, ref: str = "A") -> dict[str, list[Any]]:
             found = self.by_tag(uid, panel, ref, "node")

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 import yaml
 
 from dashboards import build, grafana
 from dashboards.influxql import DATASOURCE_UID
+from protocol.messages import NodeState
 
 ROOT = Path(__file__).resolve().parents[2]
 PROVISIONING = ROOT / "dashboards" / "provisioning"
@@ -103,7 +104,51 @@ def test_gym_floor_is_a_wall_display() -> None:
     assert model["refresh"] and model["time"] == {"from": "now/d", "to": "now"}
     tiles = [p for p in model["panels"] if p.get("repeat") == "node"]
     assert len(tiles) == 1 and tiles[0]["type"] == "stat"
-    assert "derived" in model["description"] and "30 s" in model["description"]
+    assert "node_status" in model["description"] and "session" in model["description"]
+    assert "derived" not in model["description"]
+
+
+def mappings_of(panel: dict[str, Any], field: str | None = None) -> list[dict[str, Any]]:
+    if field is None:
+        return list(panel["fieldConfig"]["defaults"]["mappings"])
+    (override,) = [o for o in panel["fieldConfig"]["overrides"] if o["matcher"] == {"id": "byName", "options": field}]
+    (mappings,) = [p["value"] for p in override["properties"] if p["id"] == "mappings"]
+    return list(mappings)
+
+
+def value_texts(mappings: list[dict[str, Any]]) -> dict[str, str]:
+    return {key: result["text"] for m in mappings if m["type"] == "value" for key, result in m["options"].items()}
+
+
+def test_station_tile_reads_stored_sessions_and_statuses() -> None:
+    (tile,) = [p for p in models()["gym-floor.json"]["panels"] if p.get("repeat") == "node"]
+    queries = {t["refId"]: t["query"] for t in tile["targets"]}
+    # Current member: the last session point, whatever its age (a check-in lasts until the check-out).
+    assert queries["A"] == 'SELECT last("member") AS "member" FROM "session" WHERE "node" =~ /^$node$/'
+    assert '"member"' not in queries["B"]                      # the last rep's member is not the current one
+    # Status: the node's last word, not derived from stats.
+    assert queries["D"] == 'SELECT last("state") AS "status" FROM "node_status" WHERE "node" =~ /^$node$/'
+    assert "node_stats" in queries["E"] and queries["E"].endswith('WHERE "s" = 0')
+    assert value_texts(mappings_of(tile, "status")) == {
+        state: state.upper() for state in get_args(NodeState)}
+    assert value_texts(mappings_of(tile, "stats")) == {"0": "STALE"}
+    (empty,) = mappings_of(tile, "member")
+    assert empty["type"] == "special" and empty["options"]["match"] == "empty"
+    assert empty["options"]["result"]["text"] == "—"
+    shown = re.compile(tile["options"]["reduceOptions"]["fields"].strip("/"))
+    assert all(shown.match(f) for f in ("member", "reps", "grade", "phase", "status", "stats"))
+
+
+def test_fleet_node_status_reads_node_status() -> None:
+    (panel,) = [p for p in models()["fleet-health.json"]["panels"] if p["title"] == "Node status"]
+    (target,) = panel["targets"]
+    assert target["query"] == ('SELECT last("state") AS "status" FROM "node_status" WHERE "node" =~ /^$node$/ '
+                               'GROUP BY "node"')
+    assert target["alias"] == "$tag_node"
+    assert value_texts(mappings_of(panel)) == {state: state.upper() for state in get_args(NodeState)}
+    # String values: the stat panel shows only numeric fields unless told otherwise; the time is not a status.
+    shown = re.compile(panel["options"]["reduceOptions"]["fields"].strip("/"))
+    assert shown.match("rack-1") and not shown.match("Time")
 
 
 def test_provisioning_points_at_the_generated_dashboards() -> None:

@@ -1,0 +1,187 @@
+"""Session and node status points: fields, tags and, above all, which time each one is stored at.
+
+A point's identity is measurement + tags + time, so the time decides whether a retained message redelivered
+on every aggregator (re)connect overwrites its point (its own ``ts``) or adds another one (receive time).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from aggregator.config import load_config
+from aggregator.decoder import ClockPolicy, Decoded
+from aggregator.influx import Point, encode_line
+from aggregator.points import event_ts, node_status_point, session_point
+from aggregator.service import Aggregator
+from protocol.messages import NodeStatus, SessionMessage
+from tests.unit.synthetic_frames import BOOT, NODE, TS0, rep_segments, restamp, squat_clip
+
+SITE = "main"
+CLOCK = ClockPolicy(max_future_ms=300_000, max_age_ms=7 * 86_400_000)
+RECEIVED = TS0 + 3_600_000          # the aggregator's clock when the message arrives
+CHECKIN_TS = RECEIVED - 600_000     # a check-in ten minutes earlier, e.g. redelivered after a restart
+
+
+def assert_durable(point: Point) -> None:
+    assert point.durable and point.retention == "default"
+    encode_line(point)  # storable as it is (empty strings included)
+
+
+# -- the time rule -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("ts", "expected"), [
+    (CHECKIN_TS, CHECKIN_TS),
+    (RECEIVED, RECEIVED),
+    (RECEIVED + CLOCK.max_future_ms, RECEIVED + CLOCK.max_future_ms),      # the policy's edges are accepted
+    (RECEIVED - CLOCK.max_age_ms, RECEIVED - CLOCK.max_age_ms),
+    (None, RECEIVED),                                                     # no time of its own
+    (RECEIVED + CLOCK.max_future_ms + 1, RECEIVED),                       # implausible: ahead of our clock
+    (RECEIVED - CLOCK.max_age_ms - 1, RECEIVED),                          # implausible: too old
+    (0, RECEIVED),
+    (-5, RECEIVED),
+    (2**63, RECEIVED),                                                    # would not even fit in InfluxDB
+])
+def test_event_ts_takes_the_message_time_only_within_the_clock_policy(ts: int | None, expected: int) -> None:
+    assert event_ts(ts, RECEIVED, CLOCK) == expected
+
+
+# -- sessions --------------------------------------------------------------------------------------------------
+
+
+def test_check_in_with_its_own_time() -> None:
+    point = session_point(SITE, "rack-1", SessionMessage(member="m-1042", exercise="pushup", ts=CHECKIN_TS),
+                          RECEIVED, CLOCK)
+    assert point.measurement == "session"
+    assert point.tags == {"site": SITE, "node": "rack-1"}
+    assert point.fields == {"member": "m-1042", "exercise": "pushup", "checked_in": True}
+    assert point.ts_ms == CHECKIN_TS
+    assert_durable(point)
+
+
+def test_check_in_without_a_time_is_stored_when_received() -> None:
+    point = session_point(SITE, "rack-1", SessionMessage(member="m-1042"), RECEIVED, CLOCK)
+    assert point.fields == {"member": "m-1042", "exercise": "squat", "checked_in": True}
+    assert point.ts_ms == RECEIVED
+
+
+def test_check_in_with_an_implausible_time_is_stored_when_received() -> None:
+    future = SessionMessage(member="m-1042", ts=RECEIVED + 3_600_000)
+    ancient = SessionMessage(member="m-1042", ts=RECEIVED - 30 * 86_400_000)
+    assert session_point(SITE, "rack-1", future, RECEIVED, CLOCK).ts_ms == RECEIVED
+    assert session_point(SITE, "rack-1", ancient, RECEIVED, CLOCK).ts_ms == RECEIVED
+
+
+def test_check_out_is_an_empty_member_at_receive_time() -> None:
+    point = session_point(SITE, "rack-2", None, RECEIVED, CLOCK)
+    assert point.measurement == "session"
+    assert point.tags == {"site": SITE, "node": "rack-2"}
+    # Same field types as a check-in: one measurement, no type conflict; last("member") is "" once checked out.
+    assert point.fields == {"member": "", "exercise": "", "checked_in": False}
+    assert point.ts_ms == RECEIVED
+    assert_durable(point)
+    assert 'member=""' in encode_line(point)
+
+
+def test_redelivered_check_in_overwrites_its_point_only_when_it_has_a_time() -> None:
+    with_ts = SessionMessage(member="m-1042", ts=CHECKIN_TS)
+    first = session_point(SITE, "rack-1", with_ts, RECEIVED, CLOCK)
+    again = session_point(SITE, "rack-1", with_ts, RECEIVED + 86_400_000, CLOCK)   # the next day's reconnect
+    assert again == first and encode_line(again) == encode_line(first)
+    without = SessionMessage(member="m-1042")
+    restated = session_point(SITE, "rack-1", without, RECEIVED + 86_400_000, CLOCK)
+    assert restated.ts_ms != session_point(SITE, "rack-1", without, RECEIVED, CLOCK).ts_ms
+    assert restated.fields == first.fields    # a second point, but the same state: no false transition
+
+
+# -- node status -----------------------------------------------------------------------------------------------
+
+
+def test_online_status_with_its_own_time() -> None:
+    status = NodeStatus(state="online", node="rack-1", boot=BOOT, ts=CHECKIN_TS, exercise="squat",
+                        model="squat-form@3", source="camera")
+    point = node_status_point(SITE, status, RECEIVED, CLOCK)
+    assert point.measurement == "node_status"
+    assert point.tags == {"site": SITE, "node": "rack-1"}
+    assert point.fields == {"state": "online", "boot": BOOT}
+    assert point.ts_ms == CHECKIN_TS
+    assert_durable(point)
+    # Redelivered (retained) after any number of reconnects: the same point.
+    assert node_status_point(SITE, status, RECEIVED + 5_000, CLOCK) == point
+
+
+def test_last_will_has_no_time_and_is_stored_when_received() -> None:
+    # What edge_node/publisher.py sets as its Last Will: no ts.
+    will = NodeStatus(state="offline", node="rack-3", boot=BOOT)
+    point = node_status_point(SITE, will, RECEIVED, CLOCK)
+    assert point.fields == {"state": "offline", "boot": BOOT}
+    assert point.ts_ms == RECEIVED
+    assert_durable(point)
+
+
+def test_status_without_boot_and_with_an_implausible_time() -> None:
+    stopped = NodeStatus(state="stopped", node="rack-4", ts=RECEIVED + CLOCK.max_future_ms + 1)
+    point = node_status_point(SITE, stopped, RECEIVED, CLOCK)
+    assert point.fields == {"state": "stopped", "boot": ""}
+    assert point.ts_ms == RECEIVED
+    assert_durable(point)
+
+
+# -- Aggregator._apply: the points next to what the station produces -----------------------------------------
+
+
+@pytest.fixture
+def aggregator() -> Aggregator:
+    return Aggregator(load_config(None, {"id": "unit", "site": SITE}, environ={}))
+
+
+def open_set(agg: Aggregator, boot: str = BOOT) -> None:
+    """Two reps (of a node process ``boot``) and no rest after them: the set is still open."""
+    frames = restamp(squat_clip(rep_segments(2)).frames, boot=boot)
+    before = agg.station(NODE).counters.frames
+    for frame in frames:
+        agg._apply(Decoded(NODE, "frames", frame), frame.ts)
+    assert agg.station(NODE).counters.frames == before + len(frames)
+
+
+def measurements(points: list[Point]) -> list[str]:
+    return [p.measurement for p in points]
+
+
+def test_apply_check_in_and_check_out(aggregator: Aggregator) -> None:
+    checkin = SessionMessage(member="m-1042", ts=TS0 - 60_000)
+    points, out = aggregator._apply(Decoded(NODE, "session", checkin), TS0)
+    assert measurements(points) == ["session"] and not out.sets
+    assert points[0].ts_ms == TS0 - 60_000 and points[0].fields["member"] == "m-1042"
+    open_set(aggregator)
+    received = TS0 + 60_000
+    points, out = aggregator._apply(Decoded(NODE, "session", None), received)
+    assert [(s.member, s.ended_by, s.complete) for s in out.sets] == [("m-1042", "checkout", True)]
+    assert measurements(points) == ["session", "set"]
+    assert (points[0].fields["member"], points[0].fields["checked_in"], points[0].ts_ms) == ("", False, received)
+
+
+def test_apply_statuses(aggregator: Aggregator) -> None:
+    online = NodeStatus(state="online", node=NODE, boot=BOOT, ts=TS0 - 5_000)
+    points, out = aggregator._apply(Decoded(NODE, "status", online), TS0)
+    assert measurements(points) == ["node_status"] and not out.sets and not out.reps
+    assert (points[0].fields["state"], points[0].ts_ms) == ("online", TS0 - 5_000)
+
+    open_set(aggregator)
+    received = TS0 + 90_000
+    will = NodeStatus(state="offline", node=NODE, boot=BOOT)
+    points, out = aggregator._apply(Decoded(NODE, "status", will), received)
+    assert [(s.ended_by, s.complete) for s in out.sets] == [("offline", False)]
+    assert measurements(points) == ["node_status", "set"]
+    assert (points[0].fields["state"], points[0].ts_ms) == ("offline", received)
+
+    open_set(aggregator, boot="fedcba9876543210")      # the node restarted
+    stopped = NodeStatus(state="stopped", node=NODE, boot="fedcba9876543210", ts=received + 1_000)
+    points, out = aggregator._apply(Decoded(NODE, "status", stopped), received + 1_500)
+    assert [(s.ended_by, s.complete) for s in out.sets] == [("node_stopped", True)]
+    assert measurements(points)[0] == "node_status" and points[0].ts_ms == received + 1_000
+
+
+def test_apply_cleared_status_topic_stores_nothing(aggregator: Aggregator) -> None:
+    points, out = aggregator._apply(Decoded(NODE, "status", None), TS0)
+    assert points == [] and not out.sets and not out.reps
