@@ -11,6 +11,7 @@ import base64
 import contextlib
 import json
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -103,8 +104,15 @@ class Mosquitto:
 
 
 def mosquitto_config(port: int, workdir: Path, extra: str = "") -> str:
-    """A minimal test/demo broker: loopback only, anonymous, persistence in ``workdir``."""
+    """A minimal test/demo broker: loopback only, anonymous, persistence in ``workdir``.
+
+    Started as root, Mosquitto drops to the ``mosquitto`` user unless told
+    otherwise, and could then neither save its persistence file nor write its
+    log in our temporary directory: a restart would silently lose queued
+    messages. It keeps the identity of whoever started it.
+    """
     return "\n".join([
+        f"user {pwd.getpwuid(os.getuid()).pw_name}",
         "per_listener_settings false",
         f"listener {port} 127.0.0.1",
         "allow_anonymous true",
@@ -137,6 +145,9 @@ def start_mosquitto(
     proc = subprocess.Popen([binary, "-c", str(config)], stdout=stdout, stderr=subprocess.STDOUT, cwd=workdir)
     stdout.close()
     _wait_listening(proc, port, "mosquitto", log, timeout)
+    if not log.exists():
+        proc.kill()
+        raise ServiceError(f"mosquitto cannot write to {workdir}: persistence would be lost on restart")
     return Mosquitto(port=port, workdir=workdir, proc=proc, config=config, log=log)
 
 
