@@ -37,6 +37,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from aggregator.config import AggregatorConfig
 from aggregator.decoder import DROP_REASONS, ClockPolicy, Decoded, Dropped, decode
 from aggregator.influx import InfluxWriter, Point
+from aggregator.mqtt_loop import FlowControlledLoop
 from aggregator.notifier import Notifier
 from aggregator.points import (
     frame_point,
@@ -96,11 +97,21 @@ class Aggregator:
         self.counters: Counter[str] = Counter()
         self.invalid: Counter[str] = Counter()
         self.connected = threading.Event()
-        # Receive Maximum caps what the broker sends before we ack; the inbox holds that and a margin.
+        # We stop reading at receive_maximum unacknowledged QoS 1 messages (see mqtt_loop.py), so QoS 1
+        # messages always fit; QoS 0 stats are dropped first when the inbox is busy.
         self._inbox: DropQueue[_Inbound] = DropQueue(config.mqtt.receive_maximum * 2 + 64)
+        self._unacked = 0
+        self._unacked_lock = threading.Lock()
         self._clock = ClockPolicy(int(config.clock.max_future_s * 1000), int(config.clock.max_age_s * 1000))
         self._ratelog = _RateLimitedLog()
         self._client = self._make_client()
+        self._loop = FlowControlledLoop(
+            self._client, self._has_room, config.mqtt.reconnect_min_s, config.mqtt.reconnect_max_s
+        )
+
+    def _has_room(self) -> bool:
+        with self._unacked_lock:
+            return self._unacked < self.config.mqtt.receive_maximum
 
     def _make_client(self) -> mqtt.Client:
         client = make_client(self.config.mqtt, f"formcheck-aggregator-{self.config.site}-{self.config.id}",
@@ -122,7 +133,7 @@ class Aggregator:
             cfg.host, cfg.port, keepalive=cfg.keepalive_s, clean_start=False,
             properties=connect_properties(cfg.session_expiry_s, cfg.receive_maximum),
         )
-        self._client.loop_start()
+        self._loop.start()
         if not self.connected.wait(cfg.connect_timeout_s):
             log.warning("broker %s:%d not reachable yet; retrying with backoff", cfg.host, cfg.port)
 
@@ -167,7 +178,8 @@ class Aggregator:
                 info.wait_for_publish(timeout=2.0)
             self.connected.clear()  # a disconnect we asked for is not worth a warning
             self._client.disconnect()
-        self._client.loop_stop()
+            self._loop.wait_disconnected(timeout=2.0)
+        self._loop.stop()
 
     # -- processing ----------------------------------------------------------
 
@@ -245,6 +257,8 @@ class Aggregator:
     def _ack(self, item: _Inbound) -> None:
         if item.qos > 0:
             self._client.ack(item.mid, item.qos)
+            with self._unacked_lock:
+                self._unacked -= 1
 
     def stats_point(self) -> Point:
         writer = self.writer.stats()
@@ -289,9 +303,15 @@ class Aggregator:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         item = _Inbound(message.topic, bytes(message.payload), message.mid, message.qos)
+        if item.qos == 0:
+            if len(self._inbox) >= self.config.mqtt.receive_maximum:
+                self.counters["qos0_dropped"] += 1
+                return
+        else:
+            with self._unacked_lock:
+                self._unacked += 1
         if not self._inbox.put(item):
-            # Only possible if the broker ignores Receive Maximum; the message stays unacked and is redelivered.
-            self._ratelog("inbox", "inbox full: a message was dropped before processing")
+            self._ratelog("inbox", "inbox full: a message was dropped before processing (a bug: reads are gated)")
 
     def _status(self, state: NodeState) -> bytes:
         return NodeStatus(state=state, node=self.config.id, ts=int(time.time() * 1000)).to_json()

@@ -1,0 +1,102 @@
+"""A paho network loop that stops reading while the consumer has no room: real flow control.
+
+Receive Maximum should make the broker stop sending once that many QoS 1
+messages are unacknowledged, but Mosquitto 2.0.11 overruns it while draining
+a backlog (measured: up to ~20,000 unacknowledged with Receive Maximum 1000,
+as acks arrive). A consumer that buffers what arrives must then either grow
+without bound or drop messages it has not acknowledged, and a dropped
+message is only redelivered after the next reconnect, when it is stale.
+
+So we run paho's I/O ourselves (``loop_read``/``loop_write``/``loop_misc``)
+and leave the socket unread while ``has_room()`` is false. TCP flow control
+then holds the broker back, while acknowledgements, publishes and keep-alive
+pings keep flowing, so the connection stays healthy even when the consumer
+is blocked for a long time (an InfluxDB outage).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import select
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+log = logging.getLogger(__name__)
+
+_SELECT_TIMEOUT_S = 0.05
+
+
+class FlowControlledLoop:
+    """Owns the network thread of one paho client set up with ``connect_async``."""
+
+    def __init__(self, client: mqtt.Client, has_room: Callable[[], bool], reconnect_min_s: float,
+                 reconnect_max_s: float, name: str = "mqtt-loop") -> None:
+        self._client = client
+        self._has_room = has_room
+        self._min = reconnect_min_s
+        self._max = reconnect_max_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._last_error: str | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def wait_disconnected(self, timeout: float) -> bool:
+        """After ``client.disconnect()``: wait until the DISCONNECT went out and the socket closed."""
+        deadline = time.monotonic() + timeout
+        while self._client.socket() is not None and self._thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self._client.socket() is None
+
+    def _run(self) -> None:
+        delay = self._min
+        while not self._stop.is_set():
+            if self._client.socket() is None:
+                try:
+                    self._client.reconnect()
+                except (OSError, ValueError) as exc:
+                    text = str(exc) or type(exc).__name__
+                    if text != self._last_error:
+                        log.warning("cannot reach the broker (%s); retrying with backoff", text)
+                        self._last_error = text
+                    self._stop.wait(delay)
+                    delay = min(delay * 2, self._max)
+                    continue
+                self._last_error = None
+                delay = self._min
+            self._pump(read=self._has_room())
+
+    def _pump(self, read: bool) -> None:
+        client = self._client
+        sock = client.socket()
+        if sock is None:
+            return
+        wake: Any = getattr(client, "_sockpairR", None)  # paho's self-pipe: other threads queued a packet
+        rlist: list[Any] = [wake] if wake is not None else []
+        if read:
+            rlist.append(sock)
+        wlist: list[Any] = [sock] if client.want_write() else []
+        pending = read and bool(getattr(sock, "pending", lambda: 0)())  # TLS bytes already decrypted
+        try:
+            readable, _, _ = select.select(rlist, wlist, [], 0 if pending else _SELECT_TIMEOUT_S)
+        except (OSError, ValueError):
+            readable = []
+        if wake is not None and wake in readable:
+            with contextlib.suppress(OSError):
+                wake.recv(10_000)
+        if pending or sock in readable:
+            client.loop_read()
+        if client.socket() is not None and client.want_write():
+            client.loop_write()
+        if client.socket() is not None:
+            client.loop_misc()
