@@ -36,6 +36,7 @@ counted as rejected at ``submit`` and logged; it never reaches InfluxDB.
 from __future__ import annotations
 
 import base64
+import functools
 import gzip
 import http.client
 import json
@@ -107,7 +108,25 @@ def _key(value: str, what: str, escapes: dict[int, str]) -> str:
     return value.translate(escapes)
 
 
+@functools.lru_cache(maxsize=8192)
+def _escaped_tag(key: str, value: str) -> str:
+    """``,key=value`` ready for a line; names repeat on every point, so the checks run once per name."""
+    return f",{_key(key, 'tag key', _TAG_ESCAPES)}={_name(value, 'tag value').translate(_TAG_ESCAPES)}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _escaped_field_key(key: str) -> str:
+    return _key(key, "field key", _FIELD_KEY_ESCAPES)
+
+
 def _field_value(key: str, value: object) -> str:
+    # Exact types first: by far the most common values, and no isinstance walk over numbers ABCs.
+    if type(value) is float:
+        if not math.isfinite(value):
+            raise ValueError(f"field {key!r}: {value} cannot be stored (NaN and infinity are not valid)")
+        return repr(value)
+    if type(value) is str:
+        return '"' + value.translate(_STRING_ESCAPES) + '"'
     # bool before int: bool is an int subclass, and 'true' must not become '1i'. numpy's bool is no
     # numbers.Integral but comes out of any comparison on arrays.
     if isinstance(value, bool) or (type(value).__module__ == "numpy" and type(value).__name__ in ("bool_", "bool")):
@@ -141,12 +160,10 @@ def encode_line(point: Point) -> str:
         value = point.tags[key]
         if value == "":
             continue
-        parts.append(f",{_key(key, 'tag key', _TAG_ESCAPES)}={_name(value, 'tag value').translate(_TAG_ESCAPES)}")
+        parts.append(_escaped_tag(key, value))
     if not point.fields:
         raise ValueError(f"point {point.measurement!r} has no fields")
-    fields = ",".join(
-        f"{_key(k, 'field key', _FIELD_KEY_ESCAPES)}={_field_value(k, point.fields[k])}" for k in sorted(point.fields)
-    )
+    fields = ",".join(f"{_escaped_field_key(k)}={_field_value(k, point.fields[k])}" for k in sorted(point.fields))
     if isinstance(point.ts_ms, bool) or not isinstance(point.ts_ms, int):
         raise TypeError(f"ts_ms must be an int, not {type(point.ts_ms).__name__}")
     if not _MIN_TS_MS <= point.ts_ms <= _MAX_TS_MS:
