@@ -6,27 +6,34 @@ Delivery guarantees (Telegraf's consumer model):
   every QoS 1 message is acknowledged only once the points it produced are
   durably written to InfluxDB (or definitively rejected and counted). A crash
   or an InfluxDB outage therefore loses nothing the broker still holds.
-* Receive Maximum bounds the unacknowledged messages in flight, so the inbox
-  between paho's thread and ours is bounded too, and an InfluxDB outage turns
-  into back-pressure on the broker instead of memory growth here.
+* At most Receive Maximum messages are unacknowledged: the network loop stops
+  reading the socket at that point (``mqtt_loop.py``), so every buffer between
+  the socket and InfluxDB is bounded and an InfluxDB outage becomes
+  back-pressure on the broker, not memory growth here.
 * Reps and sets are published (``reps``/``sets`` topics, member notification)
   after their points are stored, so a member is never told about a set that
   is not in the database. Identical points overwrite, so redelivery after a
   crash does not double anything in storage.
 * Bad input is acknowledged, dropped, counted by reason, and logged at most
   once a minute per reason.
+
+Two processes by default (``workers: process``): this one runs paho and the
+network loop; a worker process runs :class:`aggregator.core.ProcessingCore`.
+They exchange batches over a pipe: messages one way, publishes and acks (in
+arrival order) the other. ``workers: thread`` runs the core in a thread of
+this process instead (tests inspect its state; slower on more than one core).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
+import multiprocessing
 import signal
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from types import FrameType
 from typing import Any
 
@@ -35,83 +42,105 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from aggregator.config import AggregatorConfig
-from aggregator.decoder import DROP_REASONS, ClockPolicy, Decoded, Dropped, decode
+from aggregator.core import Inbound, ProcessingCore, RateLimitedLog
+from aggregator.decoder import Decoded
 from aggregator.influx import InfluxWriter, Point
 from aggregator.mqtt_loop import FlowControlledLoop
-from aggregator.notifier import Notifier
-from aggregator.points import (
-    frame_point,
-    node_stats_point,
-    node_status_point,
-    rep_point,
-    session_point,
-    set_point,
-)
 from aggregator.station import Station, StationOutput
-from edge_node.queues import DropQueue
+from edge_node.queues import DropQueue, QueueClosed
 from formcheck.broker import connect_properties, make_client
-from protocol.messages import FrameMessage, NodeState, NodeStats, NodeStatus, SessionMessage
+from protocol.messages import NodeState, NodeStatus
 from protocol.topics import REGISTRY, Topics
 
 log = logging.getLogger(__name__)
 
 _CONSUMED = ("frames", "status", "session", "stats")
+_BATCH = 512            # messages per pipe send
+_FLUSH_S = 0.005        # longest wait before a partial batch of acks/publishes goes back
 
 
-@dataclass
-class _Inbound:
-    topic: str
-    payload: bytes
-    mid: int
-    qos: int
+class _ClientOutbox:
+    """Thread mode: the core publishes and acknowledges directly on this process's client."""
 
+    def __init__(self, aggregator: Aggregator) -> None:
+        self._agg = aggregator
 
-class _RateLimitedLog:
-    """At most one line per key per interval, with the count of what was suppressed."""
+    def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+        self._agg.publish(topic, payload, qos, retain)
 
-    def __init__(self, interval_s: float = 60.0) -> None:
-        self._interval = interval_s
-        self._last: dict[str, float] = {}
-        self._suppressed: Counter[str] = Counter()
-
-    def __call__(self, key: str, message: str) -> None:
-        now = time.monotonic()
-        if now - self._last.get(key, -self._interval) >= self._interval:
-            extra = f" ({self._suppressed[key]} more since the last report)" if self._suppressed[key] else ""
-            log.warning("%s%s", message, extra)
-            self._last[key] = now
-            self._suppressed[key] = 0
-        else:
-            self._suppressed[key] += 1
+    def ack(self, item: Inbound) -> None:
+        self._agg._ack(item)
 
 
 class Aggregator:
-    """One aggregator process. Thread model: paho's network thread → inbox → one worker → writer thread."""
+    """One aggregator: the network side, and its processing core in a thread or a worker process."""
 
     def __init__(self, config: AggregatorConfig, writer: InfluxWriter | None = None) -> None:
         self.config = config
         self.topics = Topics(site=config.site, prefix=config.mqtt.prefix)
-        self.writer = writer or InfluxWriter(config.influx)
-        self.notifier = Notifier(config.notifications)
-        self.stations: dict[str, Station] = {}
-        self.counters: Counter[str] = Counter()
-        self.invalid: Counter[str] = Counter()
         self.connected = threading.Event()
-        # We stop reading at receive_maximum unacknowledged QoS 1 messages (see mqtt_loop.py), so QoS 1
-        # messages always fit; QoS 0 stats are dropped first when the inbox is busy.
-        self._inbox: DropQueue[_Inbound] = DropQueue(config.mqtt.receive_maximum * 2 + 64)
-        self._unacked = 0
-        self._unacked_lock = threading.Lock()
-        self._clock = ClockPolicy(int(config.clock.max_future_s * 1000), int(config.clock.max_age_s * 1000))
-        self._ratelog = _RateLimitedLog()
+        self.network_counters: Counter[str] = Counter()
+        self._worker_snapshot: dict[str, dict[str, int]] = {}  # last report from the worker process
+        # Reads stop at receive_maximum unacknowledged QoS 1 messages (mqtt_loop.py), so they always fit;
+        # QoS 0 stats are dropped first when the inbox is busy.
+        self._inbox: DropQueue[Inbound] = DropQueue(config.mqtt.receive_maximum * 2 + 64)
+        self._pending: dict[int, Inbound] = {}  # mid → unacknowledged QoS 1 message
+        self._pending_lock = threading.Lock()
+        self._ratelog = RateLimitedLog()
         self._client = self._make_client()
         self._loop = FlowControlledLoop(
             self._client, self._has_room, config.mqtt.reconnect_min_s, config.mqtt.reconnect_max_s
         )
+        self.fatal: str | None = None
+        self.core: ProcessingCore | None = None
+        self._worker: _WorkerProcess | None = None
+        if config.workers == "thread":
+            self.core = ProcessingCore(config, _ClientOutbox(self), writer)
+        else:
+            self._worker = _WorkerProcess(config, self)
+
+    # Core state, for tests and tools (thread mode only: a worker process keeps its own).
+
+    @property
+    def stations(self) -> dict[str, Station]:
+        return self._require_core().stations
+
+    @property
+    def counters(self) -> Counter[str]:
+        core = self.core.counters if self.core is not None else Counter(self.snapshot().get("counters", {}))
+        return core + self.network_counters
+
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        """Core counters: live in thread mode, as of the worker's last stats report in process mode."""
+        return self.core.snapshot() if self.core is not None else dict(self._worker_snapshot)
+
+    @property
+    def invalid(self) -> Counter[str]:
+        return self._require_core().invalid
+
+    @property
+    def writer(self) -> InfluxWriter:
+        return self._require_core().writer
+
+    def station(self, node: str) -> Station:
+        return self._require_core().station(node)
+
+    def _apply(self, decoded: Decoded, received_ms: int) -> tuple[list[Point], StationOutput]:
+        return self._require_core()._apply(decoded, received_ms)
+
+    @property
+    def worker_pid(self) -> int | None:
+        """PID of the worker process (process mode, once started)."""
+        return self._worker.pid if self._worker is not None else None
+
+    def _require_core(self) -> ProcessingCore:
+        if self.core is None:
+            raise RuntimeError("the processing core runs in a worker process (workers: process)")
+        return self.core
 
     def _has_room(self) -> bool:
-        with self._unacked_lock:
-            return self._unacked < self.config.mqtt.receive_maximum
+        with self._pending_lock:
+            return len(self._pending) < self.config.mqtt.receive_maximum
 
     def _make_client(self) -> mqtt.Client:
         client = make_client(self.config.mqtt, f"formcheck-aggregator-{self.config.site}-{self.config.id}",
@@ -126,8 +155,10 @@ class Aggregator:
     # -- lifecycle ---------------------------------------------------------
 
     def start(self) -> None:
-        self.writer.start()
-        self.notifier.start()
+        if self.core is not None:
+            self.core.start()
+        if self._worker is not None:
+            self._worker.start()
         cfg = self.config.mqtt
         self._client.connect_async(
             cfg.host, cfg.port, keepalive=cfg.keepalive_s, clean_start=False,
@@ -138,19 +169,34 @@ class Aggregator:
             log.warning("broker %s:%d not reachable yet; retrying with backoff", cfg.host, cfg.port)
 
     def run(self, stop: threading.Event) -> int:
-        """Process messages until ``stop`` is set; returns the exit status."""
+        """Process messages until ``stop`` is set (or the worker fails); returns the exit status."""
         self.start()
         next_stats = time.monotonic() + self.config.stats_interval_s
         try:
-            while not stop.is_set():
-                self.step(timeout=0.2)
+            while not stop.is_set() and self.fatal is None:
+                if self.core is not None:
+                    item = self._inbox.get(timeout=0.2)
+                    if item is not None:
+                        self.core.handle(item)
+                else:
+                    assert self._worker is not None
+                    self._worker.forward(self._inbox)
                 if time.monotonic() >= next_stats:
                     next_stats += self.config.stats_interval_s
-                    self.writer.submit([self.stats_point()])
+                    self._stats()
                     self._heartbeat()
         finally:
             self.stop()
+        if self.fatal is not None:
+            log.error("%s", self.fatal)
+            return 1
         return 0
+
+    def _stats(self) -> None:
+        if self.core is not None:
+            self.core.writer.submit([self.core.stats_point(len(self._inbox), self._inbox.dropped)])
+        elif self._worker is not None:
+            self._worker.request_stats(len(self._inbox), self._inbox.dropped)
 
     def _heartbeat(self) -> None:
         path = self.config.heartbeat_file
@@ -160,18 +206,12 @@ class Aggregator:
             except OSError as exc:
                 self._ratelog("heartbeat", f"cannot touch heartbeat file {path}: {exc.strerror}")
 
-    def step(self, timeout: float) -> bool:
-        """Handle one inbound message if one arrives within ``timeout``."""
-        item = self._inbox.get(timeout=timeout)
-        if item is None:
-            return False
-        self.handle(item)
-        return True
-
     def stop(self) -> None:
         # Unwritten points stay unacknowledged: the broker redelivers them to our next run.
-        self.writer.close(timeout=self.config.influx.timeout_s * 2)
-        self.notifier.close()
+        if self.core is not None:
+            self.core.close()
+        if self._worker is not None:
+            self._worker.close(timeout=self.config.influx.timeout_s * 2 + 5)
         if self.connected.is_set():
             info = self._client.publish(self.topics.aggregator_status(), self._status("stopped"), qos=1, retain=True)
             with contextlib.suppress(RuntimeError, ValueError):
@@ -181,102 +221,22 @@ class Aggregator:
             self._loop.wait_disconnected(timeout=2.0)
         self._loop.stop()
 
-    # -- processing ----------------------------------------------------------
+    # -- outbound (any thread) ----------------------------------------------
 
-    def station(self, node: str) -> Station:
-        station = self.stations.get(node)
-        if station is None:
-            station = Station(node, rep_config=self.config.reps, set_config=self.config.sets,
-                              grading=self.config.grading)
-            self.stations[node] = station
-        return station
+    def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+        self._client.publish(topic, payload, qos=qos, retain=retain)
 
-    def handle(self, item: _Inbound) -> None:
-        self.counters["messages"] += 1
-        ack = functools.partial(self._ack, item)
-        received_ms = int(time.time() * 1000)
-        decoded = decode(self.topics, item.topic, item.payload, received_ms, self._clock,
-                         self.config.mqtt.max_payload_bytes)
-        if isinstance(decoded, Dropped):
-            self.invalid[decoded.reason] += 1
-            self._ratelog(decoded.reason, f"dropped message on {item.topic[:120]}: {decoded.reason}: {decoded.detail}")
-            # Through the writer even with nothing to write: QoS 1 acks must go out in arrival order.
-            self.writer.submit([], on_done=ack)
-            return
-        if not self.config.partition.owns(decoded.node):
-            self.counters["not_owned"] += 1
-            self.writer.submit([], on_done=ack)
-            return
-        points, out = self._apply(decoded, received_ms)
-        self.writer.submit(points, on_done=functools.partial(self._stored, out, ack))
-
-    def _apply(self, decoded: Decoded, received_ms: int) -> tuple[list[Point], StationOutput]:
-        """One valid message → the points to store and what the station produced (reps, sets).
-
-        Sessions and node statuses are stored as ``session`` and ``node_status`` points, at the message's own
-        time when the clock policy accepts it, else at ``received_ms`` (see ``aggregator.points.event_ts``).
-        An empty status payload (a cleared retained topic, not something the edge sends) stores nothing.
-        """
-        site = self.config.site
-        payload = decoded.payload
-        station = self.station(decoded.node)
-        if isinstance(payload, FrameMessage):
-            out = station.on_frame(payload)
-            points = [frame_point(site, payload)]
-        elif isinstance(payload, NodeStats):
-            return [node_stats_point(site, payload)], StationOutput()
-        elif isinstance(payload, SessionMessage) or (payload is None and decoded.kind == "session"):
-            session = payload if isinstance(payload, SessionMessage) else None
-            out = station.on_session(session)
-            points = [session_point(site, decoded.node, session, received_ms, self._clock)]
-        elif isinstance(payload, NodeStatus):
-            if payload.state == "offline":
-                out = station.on_offline()
-            elif payload.state == "stopped":
-                out = station.flush("node_stopped")
-            else:
-                out = StationOutput()
-            points = [node_status_point(site, payload, received_ms, self._clock)]
-        else:
-            return [], StationOutput()
-        points += [rep_point(site, r) for r in out.reps] + [set_point(site, s) for s in out.sets]
-        self.counters["reps"] += len(out.reps)
-        self.counters["sets"] += len(out.sets)
-        return points, out
-
-    def _stored(self, out: StationOutput, ack: functools.partial[None]) -> None:
-        """Runs on the writer thread once the points are stored: tell people, then acknowledge."""
-        for rep in out.reps:
-            self._client.publish(self.topics.node(rep.node, "reps"), rep.to_json(), qos=REGISTRY["reps"].qos)
-        for s in out.sets:
-            self._client.publish(self.topics.node(s.node, "sets"), s.to_json(), qos=REGISTRY["sets"].qos)
-            self._client.publish(self.topics.member_notifications(s.member), s.to_json(), qos=1, retain=True)
-            self.notifier.notify(s)
-        ack()
-
-    def _ack(self, item: _Inbound) -> None:
+    def _ack(self, item: Inbound) -> None:
         if item.qos > 0:
             self._client.ack(item.mid, item.qos)
-            with self._unacked_lock:
-                self._unacked -= 1
+            with self._pending_lock:
+                self._pending.pop(item.mid, None)
 
-    def stats_point(self) -> Point:
-        writer = self.writer.stats()
-        totals = {k: 0 for k in ("frames", "duplicates", "gaps", "late", "seq_outliers", "resyncs", "clock_backwards")}
-        for station in self.stations.values():
-            for key in totals:
-                totals[key] += getattr(station.counters, key)
-        fields: dict[str, float | int | bool | str] = {
-            "messages": self.counters["messages"], "invalid": sum(self.invalid.values()),
-            "reps": self.counters["reps"], "sets": self.counters["sets"], **totals,
-            "write_errors": writer.write_errors_total, "points_written": writer.points_written,
-            "points_rejected": writer.points_dropped_rejected, "points_overflow": writer.points_dropped_overflow,
-            "buffer": writer.buffer, "inbox": len(self._inbox), "inbox_dropped": self._inbox.dropped,
-            "notifications_sent": self.notifier.stats.sent, "notifications_failed": self.notifier.stats.failed,
-        }
-        fields.update({f"invalid_{reason}": self.invalid[reason] for reason in DROP_REASONS})
-        return Point("aggregator_stats", {"site": self.config.site, "aggregator": self.config.id}, fields,
-                     int(time.time() * 1000))
+    def _ack_mid(self, mid: int) -> None:
+        with self._pending_lock:
+            item = self._pending.get(mid)
+        if item is not None:
+            self._ack(item)
 
     # -- paho callbacks (network thread) -------------------------------------
 
@@ -302,19 +262,200 @@ class Aggregator:
         self.connected.clear()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        item = _Inbound(message.topic, bytes(message.payload), message.mid, message.qos)
+        item = Inbound(message.topic, bytes(message.payload), message.mid, message.qos)
         if item.qos == 0:
             if len(self._inbox) >= self.config.mqtt.receive_maximum:
-                self.counters["qos0_dropped"] += 1
+                self.network_counters["qos0_dropped"] += 1
                 return
         else:
-            with self._unacked_lock:
-                self._unacked += 1
+            with self._pending_lock:
+                self._pending[item.mid] = item
         if not self._inbox.put(item):
             self._ratelog("inbox", "inbox full: a message was dropped before processing (a bug: reads are gated)")
 
     def _status(self, state: NodeState) -> bytes:
         return NodeStatus(state=state, node=self.config.id, ts=int(time.time() * 1000)).to_json()
+
+
+# -- worker process -----------------------------------------------------------------------------------------------
+
+
+class _WorkerProcess:
+    """The network side's handle on the worker process: batches out, acks and publishes back."""
+
+    def __init__(self, config: AggregatorConfig, aggregator: Aggregator) -> None:
+        self._config = config
+        self._agg = aggregator
+        context = multiprocessing.get_context("spawn")  # no fork after threads exist
+        self._conn, child = context.Pipe(duplex=True)
+        self._process = context.Process(
+            target=_worker_main, args=(config, child, logging.getLogger().level), name="aggregator-worker",
+            daemon=True,
+        )
+        self._child = child
+        self._closed = threading.Event()
+        self._send_lock = threading.Lock()
+        self._receiver = threading.Thread(target=self._receive, name="worker-replies", daemon=True)
+
+    def start(self) -> None:
+        self._process.start()
+        self._child.close()
+        self._receiver.start()
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
+    def forward(self, inbox: DropQueue[Inbound]) -> None:
+        """Send what the inbox holds (waiting briefly for the first message) as one batch."""
+        try:
+            first = inbox.get(timeout=0.2)
+        except QueueClosed:
+            return
+        if first is None:
+            return
+        batch = [(first.topic, first.payload, first.mid, first.qos)]
+        while len(batch) < _BATCH:
+            item = inbox.get(timeout=0)
+            if item is None:
+                break
+            batch.append((item.topic, item.payload, item.mid, item.qos))
+        self._send(("items", batch))
+
+    def request_stats(self, inbox: int, inbox_dropped: int) -> None:
+        self._send(("stats", inbox, inbox_dropped))
+
+    def close(self, timeout: float) -> None:
+        self._send(("stop",))
+        if not self._closed.wait(timeout):
+            log.warning("worker did not finish in %.0f s; unwritten messages will be redelivered", timeout)
+        self._process.join(timeout=2.0)
+        if self._process.is_alive():
+            self._process.kill()
+        self._conn.close()
+
+    def _send(self, message: tuple[Any, ...]) -> None:
+        with self._send_lock:
+            try:
+                self._conn.send(message)
+            except (OSError, EOFError, ValueError):
+                self._agg.fatal = self._agg.fatal or "aggregator worker process is gone"
+
+    def _receive(self) -> None:
+        while True:
+            try:
+                message = self._conn.recv()
+            except (EOFError, OSError):
+                if not self._closed.is_set():
+                    self._agg.fatal = self._agg.fatal or "aggregator worker process exited unexpectedly"
+                self._closed.set()  # nothing more will come: do not wait for a goodbye at shutdown
+                return
+            kind = message[0]
+            if kind == "ops":
+                for op in message[1]:
+                    if op[0] == "ack":
+                        self._agg._ack_mid(op[1])
+                    else:
+                        self._agg.publish(op[1], op[2], op[3], op[4])
+            elif kind == "snapshot":
+                self._agg._worker_snapshot = message[1]
+            elif kind == "closed":
+                self._closed.set()
+                return
+
+
+class _PipeOutbox:
+    """Worker side: collects publishes and acks (in order) and sends them back in small batches."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._ops: list[tuple[Any, ...]] = []
+        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()  # one writer on the pipe at a time
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="outbox", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+        with self._lock:
+            self._ops.append(("publish", topic, payload, qos, retain))
+        self._wake.set()
+
+    def ack(self, item: Inbound) -> None:
+        with self._lock:
+            self._ops.append(("ack", item.mid))
+            if len(self._ops) >= _BATCH:
+                self._wake.set()
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        """Send a control message after the ops queued so far (keeps acks ahead of 'closed')."""
+        with self._send_lock:
+            self._flush_locked()
+            self._conn.send(message)
+
+    def flush(self) -> None:
+        with self._send_lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        with self._lock:
+            ops, self._ops = self._ops, []
+        if ops:
+            self._conn.send(("ops", ops))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=2.0)
+        self.flush()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(_FLUSH_S)
+            self._wake.clear()
+            try:
+                self.flush()
+            except (OSError, EOFError, ValueError):
+                return
+
+
+def _worker_main(config: AggregatorConfig, conn: Connection, log_level: int) -> None:
+    """Entry point of the worker process."""
+    # The parent decides when to stop; a Ctrl-C to the process group must not kill us mid-write.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    logging.basicConfig(level=log_level or logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s[worker]: %(message)s")
+    outbox = _PipeOutbox(conn)
+    core = ProcessingCore(config, outbox)
+    core.start()
+    outbox.start()
+    handled = 0
+    try:
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                break  # the network process is gone: store what we have, the rest is redelivered
+            if message[0] == "items":
+                for topic, payload, mid, qos in message[1]:
+                    core.handle(Inbound(topic, payload, mid, qos))
+                handled += len(message[1])
+            elif message[0] == "stats":
+                core.writer.submit([core.stats_point(message[1], message[2])])
+                outbox.send(("snapshot", core.snapshot()))
+            elif message[0] == "stop":
+                break
+    finally:
+        core.close()
+        outbox.close()
+        with contextlib.suppress(OSError, EOFError, ValueError):
+            outbox.send(("snapshot", core.snapshot()))
+            outbox.send(("closed",))
+        log.debug("worker handled %d messages", handled)
 
 
 def run_aggregator(config: AggregatorConfig) -> int:

@@ -67,12 +67,13 @@ import threading
 import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
 
+from aggregator.config import AggregatorMqtt
 from bench.load import Load, create_session, generate, publish, publish_status
 from formcheck.local_services import Influxd, Mosquitto, ServiceError, find_binary, running_influxd, running_mosquitto
 
@@ -80,7 +81,8 @@ REPO = Path(__file__).resolve().parents[1]
 PAHO_TARGET = 0.8
 MOSQUITTO_SUB_TARGET = 0.5
 RSS_GROWTH_MB = 5.0
-RECEIVE_MAXIMUM = 1000
+# The aggregator's own default, so every consumer is compared at the product's setting.
+RECEIVE_MAXIMUM: int = AggregatorMqtt().receive_maximum
 SESSION_EXPIRY_S = 3600
 CPU_SAMPLE_EVERY = 256  # consumers read their CPU time every this many messages, and at the last one
 SITE = "main"
@@ -113,13 +115,32 @@ def _setup_child_logging() -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+def _tree() -> list[psutil.Process]:
+    me = psutil.Process()
+    return [me, *me.children(recursive=True)]
+
+
 def rss_mb() -> float:
-    """Resident memory of this process, MiB (VmRSS).
+    """Resident memory of this process and its children (the aggregator's worker process), MiB.
 
     Not ``edge_node.stats.rss_mb``: importing that module imports ``edge_node.processor`` and with it OpenCV and
     NumPy (about +40 MB), which the aggregator process itself never loads.
     """
-    return round(psutil.Process().memory_info().rss / 2**20, 1)
+    total = 0
+    for proc in _tree():
+        with contextlib.suppress(psutil.Error):
+            total += proc.memory_info().rss
+    return round(total / 2**20, 1)
+
+
+def cpu_s() -> float:
+    """CPU seconds of this process and its live children (the worker process included)."""
+    total = 0.0
+    for proc in _tree():
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 def wait_progress(done: Callable[[], bool], progress: Callable[[], int], timeout: float, stall_s: float) -> str:
@@ -205,7 +226,8 @@ def child_aggregator(spec: dict[str, Any]) -> dict[str, Any]:
     """Scenario c: the real aggregator, in-process, with its full work; timings and RSS samples."""
     import paho.mqtt.client as mqtt
 
-    from aggregator.service import Aggregator, _Inbound
+    from aggregator.core import Inbound
+    from aggregator.service import Aggregator
 
     expected: int = spec["expected"]
     sets: int = spec["sets"]
@@ -226,7 +248,7 @@ def child_aggregator(spec: dict[str, Any]) -> dict[str, Any]:
         def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
             if self.first_frame_at is None and message.topic.endswith("/frames"):
                 self.first_frame_at = time.monotonic()
-                self.cpu_first = time.process_time()
+                self.cpu_first = cpu_s()
             self.delivered += 1
             if message.dup:
                 self.redelivered += 1
@@ -234,7 +256,7 @@ def child_aggregator(spec: dict[str, Any]) -> dict[str, Any]:
             self.max_unacked = max(self.max_unacked, self.delivered - self.acked)
             super()._on_message(client, userdata, message)
 
-        def _ack(self, item: _Inbound) -> None:
+        def _ack(self, item: Inbound) -> None:
             # Counted before the PUBACK leaves, so the broker's next message can never find it uncounted.
             self.acked += 1
             super()._ack(item)
@@ -244,7 +266,7 @@ def child_aggregator(spec: dict[str, Any]) -> dict[str, Any]:
                 if self.frames_acked == expected * 9 // 10:
                     self.ninety_at = self.last_frame_acked_at
                 if self.frames_acked % CPU_SAMPLE_EVERY == 0 or self.frames_acked == expected:
-                    self.cpu_last = time.process_time()  # a system call: not on every message
+                    self.cpu_last = cpu_s()  # system calls: not on every message
 
     agg = TimedAggregator(_aggregator_config(spec))
     rss_start = rss_mb()
@@ -255,7 +277,8 @@ def child_aggregator(spec: dict[str, Any]) -> dict[str, Any]:
 
     def sample() -> None:
         while not stop_sampling.wait(0.05):
-            samples.append((time.monotonic(), agg.frames_acked, rss_mb(), len(agg._inbox), agg.writer.stats().buffer))
+            buffer = agg.snapshot().get("writer", {}).get("buffer", -1)
+            samples.append((time.monotonic(), agg.frames_acked, rss_mb(), len(agg._inbox), buffer))
 
     stop = threading.Event()
     failure: list[str] = []
@@ -285,22 +308,20 @@ def child_aggregator(spec: dict[str, Any]) -> dict[str, Any]:
     stop_sampling.set()
     sampler.join(5)
     totals: dict[str, int] = {}
-    for station in agg.stations.values():
-        for key, value in asdict(station.counters).items():
-            totals[key] = totals.get(key, 0) + value
-    writer = agg.writer.stats()
+    snapshot = agg.snapshot()  # the worker's final report, sent when it closed
+    totals.update(snapshot.get("stations", {}))
+    writer = snapshot.get("writer", {})
     return {
         "first": agg.first_frame_at or 0.0, "last": agg.last_frame_acked_at or 0.0, "outcome": outcome,
         "cpu_s": agg.cpu_last - agg.cpu_first,
         # Without the tail: the last partial batch waits up to influx.flush_interval_s before it is written.
         "rate_first_90pct": ((expected * 9 // 10 - 1) / (agg.ninety_at - agg.first_frame_at)
                              if agg.ninety_at and agg.first_frame_at and agg.ninety_at > agg.first_frame_at else 0.0),
-        "frames_acked": agg.frames_acked, "counters": dict(agg.counters), "invalid": dict(agg.invalid),
+        "frames_acked": agg.frames_acked, "counters": dict(agg.counters), "invalid": snapshot.get("invalid", {}),
         "stations": totals, "inbox_dropped": agg._inbox.dropped, "delivered": agg.delivered,
         "redelivered": agg.redelivered, "max_unacked": agg.max_unacked,
-        "writer": {"points_written": writer.points_written, "rejected": writer.points_dropped_rejected,
-                   "overflow": writer.points_dropped_overflow, "batches": writer.batches,
-                   "write_errors": dict(writer.write_errors), "last_error": writer.last_error},
+        "writer": {"points_written": writer.get("points_written", 0), "rejected": writer.get("rejected", 0),
+                   "overflow": writer.get("overflow", 0), "write_errors": writer.get("write_errors", 0)},
         "rss_start": rss_start, "rss_end": rss_end,
         "samples": list(samples), "failure": failure, "worker_alive": worker.is_alive(),
     }
@@ -758,7 +779,7 @@ def print_table(r: dict[str, Any]) -> None:
               f"{a['stations'].get('gaps', 0)}, inbox drops {a['inbox_dropped']}")
         print(f"         max unacked {a['max_unacked']} (Receive Maximum {RECEIVE_MAXIMUM}), max inbox "
               f"{a['max_inbox']}, max writer buffer {a['max_writer_buffer']} points, "
-              f"{a['writer']['batches']} write batches")
+              f"{a['writer']['write_errors']} write errors")
     if "profile" in r:
         print(f"\nprofile of the aggregator process in round 1 (py-spy, GIL-holding samples): {r['profile']['file']}")
         for thread, info in r["profile"]["threads"].items():

@@ -132,7 +132,7 @@ def test_status_without_boot_and_with_an_implausible_time() -> None:
 
 @pytest.fixture
 def aggregator() -> Aggregator:
-    return Aggregator(load_config(None, {"id": "unit", "site": SITE}, environ={}))
+    return Aggregator(load_config(None, {"id": "unit", "site": SITE, "workers": "thread"}, environ={}))
 
 
 def open_set(agg: Aggregator, boot: str = BOOT) -> None:

@@ -1,0 +1,204 @@
+"""The aggregator's processing, with no network: messages in, points stored, reps/sets and acks out.
+
+It runs in a worker thread of the network process, or (``workers: process``)
+in a process of its own, so that decoding, rep detection, grading and line
+encoding do not compete for the GIL with paho's packet handling. Either way
+it reaches MQTT only through an :class:`Outbox`, and acknowledges a message
+only after everything it produced is stored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Protocol
+
+from aggregator.config import AggregatorConfig
+from aggregator.decoder import DROP_REASONS, ClockPolicy, Decoded, Dropped, decode
+from aggregator.influx import InfluxWriter, Point
+from aggregator.notifier import Notifier
+from aggregator.points import (
+    frame_point,
+    node_stats_point,
+    node_status_point,
+    rep_point,
+    session_point,
+    set_point,
+)
+from aggregator.station import Station, StationOutput
+from protocol.messages import FrameMessage, NodeStats, NodeStatus, SessionMessage
+from protocol.topics import REGISTRY, Topics
+
+log = logging.getLogger("aggregator.service")
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """One MQTT message as received: what the core needs, and what identifies its acknowledgement."""
+
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+
+
+class Outbox(Protocol):
+    """The core's only way out to MQTT."""
+
+    def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None: ...
+    def ack(self, item: Inbound) -> None: ...
+
+
+class RateLimitedLog:
+    """At most one line per key per interval, with the count of what was suppressed."""
+
+    def __init__(self, interval_s: float = 60.0) -> None:
+        self._interval = interval_s
+        self._last: dict[str, float] = {}
+        self._suppressed: Counter[str] = Counter()
+
+    def __call__(self, key: str, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last.get(key, -self._interval) >= self._interval:
+            extra = f" ({self._suppressed[key]} more since the last report)" if self._suppressed[key] else ""
+            log.warning("%s%s", message, extra)
+            self._last[key] = now
+            self._suppressed[key] = 0
+        else:
+            self._suppressed[key] += 1
+
+
+class ProcessingCore:
+    """Decoder, stations, grading, InfluxDB writer and notifier of one aggregator."""
+
+    def __init__(self, config: AggregatorConfig, outbox: Outbox, writer: InfluxWriter | None = None) -> None:
+        self.config = config
+        self.outbox = outbox
+        self.topics = Topics(site=config.site, prefix=config.mqtt.prefix)
+        self.writer = writer or InfluxWriter(config.influx)
+        self.notifier = Notifier(config.notifications)
+        self.stations: dict[str, Station] = {}
+        self.counters: Counter[str] = Counter()
+        self.invalid: Counter[str] = Counter()
+        self._clock = ClockPolicy(int(config.clock.max_future_s * 1000), int(config.clock.max_age_s * 1000))
+        self._ratelog = RateLimitedLog()
+
+    def start(self) -> None:
+        self.writer.start()
+        self.notifier.start()
+
+    def close(self) -> None:
+        """Flush what can be stored; unwritten points stay unacknowledged and are redelivered next run."""
+        self.writer.close(timeout=self.config.influx.timeout_s * 2)
+        self.notifier.close()
+
+    def station(self, node: str) -> Station:
+        station = self.stations.get(node)
+        if station is None:
+            station = Station(node, rep_config=self.config.reps, set_config=self.config.sets,
+                              grading=self.config.grading)
+            self.stations[node] = station
+        return station
+
+    def handle(self, item: Inbound) -> None:
+        self.counters["messages"] += 1
+        ack = functools.partial(self._ack, item)
+        received_ms = int(time.time() * 1000)
+        decoded = decode(self.topics, item.topic, item.payload, received_ms, self._clock,
+                         self.config.mqtt.max_payload_bytes)
+        if isinstance(decoded, Dropped):
+            self.invalid[decoded.reason] += 1
+            self._ratelog(decoded.reason, f"dropped message on {item.topic[:120]}: {decoded.reason}: {decoded.detail}")
+            # Through the writer even with nothing to write: QoS 1 acks must go out in arrival order.
+            self.writer.submit([], on_done=ack)
+            return
+        if not self.config.partition.owns(decoded.node):
+            self.counters["not_owned"] += 1
+            self.writer.submit([], on_done=ack)
+            return
+        points, out = self._apply(decoded, received_ms)
+        self.writer.submit(points, on_done=functools.partial(self._stored, out, ack))
+
+    def _apply(self, decoded: Decoded, received_ms: int) -> tuple[list[Point], StationOutput]:
+        """One valid message → the points to store and what the station produced (reps, sets).
+
+        Sessions and node statuses are stored as ``session`` and ``node_status`` points, at the message's own
+        time when the clock policy accepts it, else at ``received_ms`` (see ``aggregator.points.event_ts``).
+        An empty status payload (a cleared retained topic, not something the edge sends) stores nothing.
+        """
+        site = self.config.site
+        payload = decoded.payload
+        station = self.station(decoded.node)
+        if isinstance(payload, FrameMessage):
+            out = station.on_frame(payload)
+            points = [frame_point(site, payload)]
+        elif isinstance(payload, NodeStats):
+            return [node_stats_point(site, payload)], StationOutput()
+        elif isinstance(payload, SessionMessage) or (payload is None and decoded.kind == "session"):
+            session = payload if isinstance(payload, SessionMessage) else None
+            out = station.on_session(session)
+            points = [session_point(site, decoded.node, session, received_ms, self._clock)]
+        elif isinstance(payload, NodeStatus):
+            if payload.state == "offline":
+                out = station.on_offline()
+            elif payload.state == "stopped":
+                out = station.flush("node_stopped")
+            else:
+                out = StationOutput()
+            points = [node_status_point(site, payload, received_ms, self._clock)]
+        else:
+            return [], StationOutput()
+        points += [rep_point(site, r) for r in out.reps] + [set_point(site, s) for s in out.sets]
+        self.counters["reps"] += len(out.reps)
+        self.counters["sets"] += len(out.sets)
+        return points, out
+
+    def _stored(self, out: StationOutput, ack: functools.partial[None]) -> None:
+        """Runs on the writer thread once the points are stored: tell people, then acknowledge."""
+        for rep in out.reps:
+            self.outbox.publish(self.topics.node(rep.node, "reps"), rep.to_json(), REGISTRY["reps"].qos, False)
+        for s in out.sets:
+            self.outbox.publish(self.topics.node(s.node, "sets"), s.to_json(), REGISTRY["sets"].qos, False)
+            self.outbox.publish(self.topics.member_notifications(s.member), s.to_json(), 1, True)
+            self.notifier.notify(s)
+        ack()
+
+    def _ack(self, item: Inbound) -> None:
+        if item.qos > 0:
+            self.outbox.ack(item)
+
+    def stats_point(self, inbox: int = 0, inbox_dropped: int = 0) -> Point:
+        writer = self.writer.stats()
+        totals = {k: 0 for k in ("frames", "duplicates", "gaps", "late", "seq_outliers", "resyncs", "clock_backwards")}
+        for station in self.stations.values():
+            for key in totals:
+                totals[key] += getattr(station.counters, key)
+        fields: dict[str, float | int | bool | str] = {
+            "messages": self.counters["messages"], "invalid": sum(self.invalid.values()),
+            "reps": self.counters["reps"], "sets": self.counters["sets"], **totals,
+            "write_errors": writer.write_errors_total, "points_written": writer.points_written,
+            "points_rejected": writer.points_dropped_rejected, "points_overflow": writer.points_dropped_overflow,
+            "buffer": writer.buffer, "inbox": inbox, "inbox_dropped": inbox_dropped,
+            "notifications_sent": self.notifier.stats.sent, "notifications_failed": self.notifier.stats.failed,
+        }
+        fields.update({f"invalid_{reason}": self.invalid[reason] for reason in DROP_REASONS})
+        return Point("aggregator_stats", {"site": self.config.site, "aggregator": self.config.id}, fields,
+                     int(time.time() * 1000))
+
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        """Counters for tools and benchmarks: core counters, invalid by reason, stream totals, writer figures."""
+        totals: Counter[str] = Counter()
+        for station in self.stations.values():
+            totals.update(dataclasses.asdict(station.counters))
+        writer = self.writer.stats()
+        return {
+            "counters": dict(self.counters), "invalid": dict(self.invalid), "stations": dict(totals),
+            "writer": {"points_written": writer.points_written, "buffer": writer.buffer,
+                       "rejected": writer.points_dropped_rejected, "overflow": writer.points_dropped_overflow,
+                       "write_errors": writer.write_errors_total},
+        }
+
