@@ -8,13 +8,16 @@ Mosquitto), and every published frame is counted by a real subscriber.
 Runs alternate (pose, pipeline, pose, pipeline, ...) and the best of each is
 kept, so a burst of background load does not decide the ratio.
 
-Targets: pipeline fps / pose-alone fps >= 0.9; peak RSS < 400 MB.
+Targets: pipeline fps / pose-alone fps >= 0.9; peak RSS of the edge process < 400 MB, measured on a real
+``formcheck edge`` process over the same clip (the benchmark process itself holds two pipelines over its life).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import subprocess
 import sys
 import threading
 import time
@@ -22,6 +25,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import psutil
 
 from edge_node.config import load_config
 from edge_node.pose import PoseEstimator
@@ -92,6 +96,26 @@ def pipeline(clip: Path, host: str, port: int, node: str) -> tuple[int, float]:
         return received, elapsed
 
 
+def edge_process_peak_rss_mb(clip: Path, host: str, port: int) -> float:
+    """Peak RSS of a real ``formcheck edge`` process over the clip (what a Raspberry Pi must hold)."""
+    cmd = [sys.executable, "-m", "formcheck.cli", "edge", "--source", str(clip), "--node", "bench-rss",
+           "--broker", f"{host}:{port}", "--realtime", "off", "--log-level", "WARNING"]
+    # Sampled, not ru_maxrss: a child's ru_maxrss starts from the parent's RSS at fork on Linux.
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    watched = psutil.Process(proc.pid)
+    peak = 0
+    deadline = time.monotonic() + 600
+    while proc.poll() is None and time.monotonic() < deadline:
+        with contextlib.suppress(psutil.Error):
+            peak = max(peak, watched.memory_info().rss)
+        time.sleep(0.02)
+    if proc.poll() is None:
+        proc.kill()
+    if proc.wait() != 0:
+        raise RuntimeError(f"formcheck edge exited with status {proc.returncode}")
+    return round(peak / 2**20, 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clip", type=Path, help=f"video (default: {DEFAULT_CLIP} in the data set)")
@@ -111,13 +135,14 @@ def main(argv: list[str] | None = None) -> int:
             frames_pipe, best_pipe = m, max(best_pipe, m / pipe_secs)
             print(f"round {r + 1}: pose alone {n / pose_secs:.1f} fps, pipeline {m / pipe_secs:.1f} fps "
                   f"({m} frames received)", file=sys.stderr)
+        rss = edge_process_peak_rss_mb(clip, broker.host, broker.port)
     ratio = best_pipe / best_pose
-    rss = peak_rss_mb()
+    bench_rss = peak_rss_mb()
     result = {
         "clip": clip.name, "frames": frames_pose, "frames_published": frames_pipe,
         "pose_alone_fps": round(best_pose, 1), "pipeline_fps": round(best_pipe, 1),
         "ratio": round(ratio, 3), "ratio_target": RATIO_TARGET,
-        "peak_rss_mb": rss, "rss_target_mb": RSS_TARGET_MB,
+        "peak_rss_mb": rss, "rss_target_mb": RSS_TARGET_MB, "bench_process_peak_rss_mb": bench_rss,
     }
     if args.json:
         print(json.dumps(result))
@@ -127,8 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"full edge pipeline   {best_pipe:7.1f} fps  ({frames_pipe} frames published and received)")
         verdict = "OK" if ratio >= RATIO_TARGET else "MISSED"
         print(f"ratio                {ratio:7.3f}      target >= {RATIO_TARGET}  {verdict}")
-        print(f"peak RSS             {rss:7.1f} MB   target < {RSS_TARGET_MB:.0f}  "
-              f"{'OK' if rss < RSS_TARGET_MB else 'MISSED'}")
+        print(f"edge peak RSS        {rss:7.1f} MB   target < {RSS_TARGET_MB:.0f}  "
+              f"{'OK' if rss < RSS_TARGET_MB else 'MISSED'}  (a `formcheck edge` process on the same clip)")
+        print(f"bench process peak   {bench_rss:7.1f} MB   (both pipelines, {args.rounds} rounds, and a subscriber)")
     missed = ratio < RATIO_TARGET or rss >= RSS_TARGET_MB or frames_pipe != frames_pose
     return 1 if args.check and missed else 0
 
