@@ -123,16 +123,6 @@ class Publisher:
         self._client.disconnect()
 
 
-def wait_until(predicate: object, timeout: float, interval: float = 0.1) -> bool:
-    """Poll ``predicate`` until it is truthy or ``timeout`` seconds passed; True when it held."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():  # type: ignore[operator]
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
-
 
 def influx_rows(influxd: Influxd, q: str, db: str) -> list[dict[str, Any]]:
     """Rows of an InfluxQL query; ``[]`` while the aggregator has not created the database yet."""

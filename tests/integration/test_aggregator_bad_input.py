@@ -31,8 +31,8 @@ from tests.integration.frame_factory import (
     now_ms,
     squat_stream,
     status_payload,
-    wait_until,
 )
+from tests.waiting import wait_until
 
 NODE = "rack-9"
 GHOST = "rack-ghost"

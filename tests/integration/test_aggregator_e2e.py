@@ -6,11 +6,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from formcheck.local_services import Influxd, Mosquitto
 from tests.integration.mqtt_helpers import Recorder
+from tests.waiting import wait_until
 
 # (node, member, clip, complete reps in ground_truth.csv)
 STATIONS = (
@@ -22,14 +22,6 @@ STATIONS = (
 def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "formcheck.cli", *args]
 
-
-def wait_until(predicate: object, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def test_clips_become_stored_reps_sets_and_notifications(

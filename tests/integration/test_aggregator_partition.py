@@ -34,9 +34,9 @@ from tests.integration.frame_factory import (
     now_ms,
     squat_stream,
     status_payload,
-    wait_until,
 )
 from tests.integration.mqtt_helpers import Recorder
+from tests.waiting import wait_until
 
 # crc32(node) % 2: rack-1..3 -> 1, rack-4..6 -> 0 (asserted below, so a changed hash shows up here first).
 REPS = {"rack-1": 2, "rack-2": 3, "rack-3": 2, "rack-4": 3, "rack-5": 2, "rack-6": 2}

@@ -13,6 +13,7 @@ import pytest
 from aggregator.influx import InfluxWriter, Point, WriterClosedError
 from aggregator.influx_config import InfluxSection
 from formcheck.local_services import Influxd, ServiceError, influx_query, running_influxd, start_influxd
+from tests.waiting import wait_until
 
 DB = "formcheck"
 
@@ -58,14 +59,6 @@ class Acks:
         with self.lock:
             return list(self.done)
 
-
-def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def test_points_are_written_and_read_back(influxd: Influxd) -> None:

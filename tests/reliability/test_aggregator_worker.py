@@ -12,6 +12,7 @@ import psutil
 from aggregator.config import load_config
 from aggregator.service import Aggregator
 from formcheck.local_services import Influxd, Mosquitto
+from tests.waiting import wait_until
 
 
 def test_killed_worker_process_stops_the_aggregator(mosquitto: Mosquitto, influxd: Influxd) -> None:
@@ -27,9 +28,9 @@ def test_killed_worker_process_stops_the_aggregator(mosquitto: Mosquitto, influx
     thread = threading.Thread(target=lambda: outcome.append(agg.run(stop)), daemon=True)
     thread.start()
     try:
-        assert _wait(lambda: agg.connected.is_set() and agg.worker_pid is not None, 20), "never came up"
+        assert wait_until(lambda: agg.connected.is_set() and agg.worker_pid is not None, 20), "never came up"
         # The stats round trip shows the worker is alive and answering before we kill it.
-        assert _wait(lambda: bool(agg.snapshot()), 10), "worker never reported"
+        assert wait_until(lambda: bool(agg.snapshot()), 10), "worker never reported"
         pid = agg.worker_pid
         assert pid is not None and pid in [p.pid for p in psutil.Process().children()]
         killed_at = time.monotonic()
@@ -42,12 +43,3 @@ def test_killed_worker_process_stops_the_aggregator(mosquitto: Mosquitto, influx
     finally:
         stop.set()
         thread.join(timeout=30)
-
-
-def _wait(predicate: object, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(0.05)
-    return False
