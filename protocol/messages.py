@@ -27,6 +27,9 @@ FAULTS: tuple[Fault, ...] = ("knees_in", "forward_lean", "shallow", "heels_up", 
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 Identifier = Annotated[str, Field(pattern=_ID_PATTERN)]
 
+# Counters are stored as InfluxDB integers (int64).
+_INT64_MAX = 2**63 - 1
+
 # Capture times outside this window are absurd for a live system (2020-01-01 .. 2100-01-01).
 MIN_TS_MS = 1_577_836_800_000
 MAX_TS_MS = 4_102_444_800_000
@@ -101,12 +104,14 @@ class NodeStats(_Message):
     capture_fps: Finite = Field(description="Frames captured per second over the last interval.")
     infer_ms: Finite = Field(description="Mean pose + classifier time per frame, milliseconds.")
     pose_ms: Finite = Field(description="Mean pose time per frame, milliseconds.")
-    dropped: int = Field(ge=0, description="Frames dropped by the capture queue since start (oldest first).")
-    unpublished: int = Field(ge=0, description="Messages dropped by the outgoing queue since start.")
-    queue: int = Field(ge=0, description="Capture queue depth now.")
-    out_queue: int = Field(ge=0, description="Outgoing message queue depth now.")
-    frames: int = Field(ge=0, description="Frames classified since start.")
-    no_person: int = Field(ge=0, description="Frames without a detected person since start.")
+    dropped: int = Field(
+        ge=0, le=_INT64_MAX, description="Frames dropped by the capture queue since start (oldest first)."
+    )
+    unpublished: int = Field(ge=0, le=_INT64_MAX, description="Messages dropped by the outgoing queue since start.")
+    queue: int = Field(ge=0, le=_INT64_MAX, description="Capture queue depth now.")
+    out_queue: int = Field(ge=0, le=_INT64_MAX, description="Outgoing message queue depth now.")
+    frames: int = Field(ge=0, le=_INT64_MAX, description="Frames classified since start.")
+    no_person: int = Field(ge=0, le=_INT64_MAX, description="Frames without a detected person since start.")
     cpu_temp: Finite | None = Field(None, description="SoC temperature, °C, where the OS exposes it.")
     rss_mb: Finite | None = Field(None, description="Resident memory of the edge process, MiB.")
 
