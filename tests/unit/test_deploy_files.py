@@ -82,6 +82,10 @@ def test_aggregator_environment_is_valid_config() -> None:
     assert config.mqtt.host == "mosquitto"
     assert config.influx.url == "http://influxdb:8086"
     assert config.heartbeat_file is not None
+    # It must be able to create the retention policies it writes to (admin-only in InfluxDB 1.x).
+    assert config.influx.create_database
+    assert config.influx.username is not None
+    assert config.influx.username.get_secret_value() == env_example()["INFLUXDB_ADMIN_USER"]
 
 
 def test_demo_edge_environment_is_valid_config() -> None:
