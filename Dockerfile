@@ -22,8 +22,9 @@ COPY edge_node ./edge_node
 COPY aggregator ./aggregator
 COPY models ./models
 RUN pip install ".[notify]" \
-    # The pose model is built from the mediapipe 0.10.21 wheel on PyPI at image build time.
-    && formcheck models build --out /opt/formcheck/models/pose_landmarker_full.task \
+    # The pose model is built from the mediapipe 0.10.21 wheel on PyPI at image build time, next to
+    # the installed package, where formcheck.paths looks for it.
+    && formcheck models build \
     && useradd --system --uid 10001 --home /opt/formcheck formcheck \
     && mkdir -p /var/cache/formcheck /run/formcheck \
     && chown formcheck /var/cache/formcheck /run/formcheck

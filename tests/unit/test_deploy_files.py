@@ -133,3 +133,10 @@ def test_mosquitto_files_the_config_names_are_mounted() -> None:
             assert any(value.strip().startswith(t.rstrip("/") + "/") for t in targets), (
                 f"{key} {value} is not inside a volume of the mosquitto service"
             )
+
+
+def test_dockerfile_builds_the_pose_model_where_the_installed_package_looks() -> None:
+    # After a non-editable install, formcheck.paths resolves models/ inside site-packages: an explicit
+    # --out elsewhere would leave the edge without its pose model.
+    build = [line for line in (REPO_ROOT / "Dockerfile").read_text().splitlines() if "formcheck models build" in line]
+    assert build and all("--out" not in line for line in build)
