@@ -58,7 +58,7 @@ def set_point(site: str, s: SetMessage) -> Point:
 def node_stats_point(site: str, stats: NodeStats) -> Point:
     fields: dict[str, float | int | bool | str] = {
         "fps": stats.fps, "infer_ms": stats.infer_ms, "pose_ms": stats.pose_ms, "dropped": stats.dropped,
-        "unpublished": stats.unpublished, "queue": stats.queue, "out_queue": stats.out_queue,
+        "unpublished": stats.unpublished, "refused": stats.refused, "queue": stats.queue, "out_queue": stats.out_queue,
         "frames": stats.frames, "no_person": stats.no_person,
     }
     if stats.cpu_temp is not None:

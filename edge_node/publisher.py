@@ -61,6 +61,8 @@ class EdgePublisher:
         self.connected = threading.Event()
         self.published = 0
         self.rejected = 0
+        self.refused = 0  # frames the broker refused (PUBACK failure) or could never accept (packet too large)
+        self._max_packet_size: int | None = None  # from CONNACK (MQTT 5), when the broker announces one
         self._last_refusal: str | None = None
         self._stopping = False
         self._client = self._make_client()
@@ -76,6 +78,7 @@ class EdgePublisher:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_publish = self._on_publish
         return client
 
     # -- lifecycle -------------------------------------------------------
@@ -146,6 +149,8 @@ class EdgePublisher:
             if frame is None:
                 continue
             payload = frame.to_json()
+            if self._too_large(payload):
+                continue
             while True:
                 if not self.connected.wait(0.5):
                     if self._stopping:
@@ -166,6 +171,22 @@ class EdgePublisher:
                 log.warning("frame seq=%d not published: %s", frame.seq, mqtt.error_string(info.rc))
                 break
 
+    def _too_large(self, payload: bytes) -> bool:
+        """True (counted, logged at growing intervals) when the broker's Maximum Packet Size cannot take it.
+
+        A broker disconnects a client that sends an oversized packet, and paho re-sends unacknowledged
+        messages after reconnecting: one such frame would make the node reconnect forever.
+        """
+        limit = self._max_packet_size
+        # PUBLISH: fixed header (<= 5), topic length (2) + topic, packet id (2), properties length (1).
+        if limit is None or len(payload) + len(self._frames_topic) + 10 <= limit:
+            return False
+        self.refused += 1
+        if self.refused in (1, 10, 100) or self.refused % 1000 == 0:
+            log.warning("%d frame(s) larger than the broker's maximum packet size (%d bytes) dropped so far",
+                        self.refused, limit)
+        return True
+
     def _status(self, state: NodeState) -> bytes:
         return NodeStatus(state=state, node=self._node, boot=self._boot, ts=now_ms(), **self._status_fields).to_json()
 
@@ -182,6 +203,7 @@ class EdgePublisher:
             self._last_refusal = text
             return
         self._last_refusal = None
+        self._max_packet_size = getattr(properties, "MaximumPacketSize", None) if properties is not None else None
         log.info("connected to broker %s:%d", self._cfg.host, self._cfg.port)
         client.publish(self._status_topic, self._status("online"), qos=1, retain=True)
         client.subscribe(self._session_topic, qos=REGISTRY["session"].qos)
@@ -195,6 +217,17 @@ class EdgePublisher:
         self.connected.clear()
         if was_connected and not self._stopping:
             log.warning("disconnected from broker (%s); reconnecting with backoff", reason)
+
+    def _on_publish(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Properties | None
+    ) -> None:
+        if not reason.is_failure:
+            return
+        # MQTT 5 brokers refuse single messages in the PUBACK (too large, not authorised): count them and log at
+        # growing intervals, never one line per frame.
+        self.refused += 1
+        if self.refused in (1, 10, 100) or self.refused % 1000 == 0:
+            log.warning("broker refused %d message(s) so far, latest: %s", self.refused, reason)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         if self._on_session is None or message.topic != self._session_topic:

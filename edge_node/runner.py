@@ -93,7 +93,7 @@ def run_edge(config: EdgeConfig, stop: threading.Event | None = None) -> int:
                 next_stats += config.stats.interval_s
                 publisher.publish_stats(window.sample(
                     processor.timings, capture.captured, frames.dropped, publisher.queue.dropped,
-                    len(frames), len(publisher.queue),
+                    len(frames), len(publisher.queue), publisher.refused,
                 ))
     finally:
         capture.stop()
@@ -101,8 +101,10 @@ def run_edge(config: EdgeConfig, stop: threading.Event | None = None) -> int:
         processor.close()
         capture.join(timeout=2.0)
     log.info(
-        "stopped: %d frames captured, %d classified, %d dropped by capture, %d published, %d dropped unpublished",
+        "stopped: %d frames captured, %d classified, %d dropped by capture, %d published, %d dropped unpublished, "
+        "%d refused by the broker",
         capture.captured, processor.timings.frames, frames.dropped, publisher.published, publisher.queue.dropped,
+        publisher.refused,
     )
     return 0
 

@@ -51,7 +51,8 @@ class StatsWindow:
     _classify_s: float = 0.0
 
     def sample(
-        self, timings: ProcessorTimings, captured: int, dropped: int, unpublished: int, queue: int, out_queue: int
+        self, timings: ProcessorTimings, captured: int, dropped: int, unpublished: int, queue: int, out_queue: int,
+        refused: int = 0,
     ) -> NodeStats:
         now = time.monotonic()
         dt = max(now - self._t, 1e-6)
@@ -63,7 +64,7 @@ class StatsWindow:
             fps=round(frames / dt, 2), capture_fps=round((captured - self._captured) / dt, 2),
             infer_ms=round(1000.0 * (pose_s + classify_s) / frames, 2) if frames else 0.0,
             pose_ms=round(1000.0 * pose_s / frames, 2) if frames else 0.0,
-            dropped=dropped, unpublished=unpublished, queue=queue, out_queue=out_queue,
+            dropped=dropped, unpublished=unpublished, refused=refused, queue=queue, out_queue=out_queue,
             frames=timings.frames, no_person=timings.no_person, cpu_temp=cpu_temperature(), rss_mb=rss_mb(),
         )
         self._t, self._frames, self._captured = now, timings.frames, captured

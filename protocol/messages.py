@@ -108,6 +108,9 @@ class NodeStats(_Message):
         ge=0, le=_INT64_MAX, description="Frames dropped by the capture queue since start (oldest first)."
     )
     unpublished: int = Field(ge=0, le=_INT64_MAX, description="Messages dropped by the outgoing queue since start.")
+    refused: int = Field(
+        0, ge=0, le=_INT64_MAX, description="Frames the broker refused or could never accept (too large) since start."
+    )
     queue: int = Field(ge=0, le=_INT64_MAX, description="Capture queue depth now.")
     out_queue: int = Field(ge=0, le=_INT64_MAX, description="Outgoing message queue depth now.")
     frames: int = Field(ge=0, le=_INT64_MAX, description="Frames classified since start.")
