@@ -30,6 +30,7 @@ from aggregator.points import (
     set_point,
 )
 from aggregator.station import Station, StationOutput
+from formcheck.ratelog import RateLimitedLog
 from protocol.messages import FrameMessage, NodeStats, NodeStatus, SessionMessage
 from protocol.topics import REGISTRY, Topics
 
@@ -53,25 +54,6 @@ class Outbox(Protocol):
     def ack(self, item: Inbound) -> None: ...
 
 
-class RateLimitedLog:
-    """At most one line per key per interval, with the count of what was suppressed."""
-
-    def __init__(self, interval_s: float = 60.0) -> None:
-        self._interval = interval_s
-        self._last: dict[str, float] = {}
-        self._suppressed: Counter[str] = Counter()
-
-    def __call__(self, key: str, message: str) -> None:
-        now = time.monotonic()
-        if now - self._last.get(key, -self._interval) >= self._interval:
-            extra = f" ({self._suppressed[key]} more since the last report)" if self._suppressed[key] else ""
-            log.warning("%s%s", message, extra)
-            self._last[key] = now
-            self._suppressed[key] = 0
-        else:
-            self._suppressed[key] += 1
-
-
 class ProcessingCore:
     """Decoder, stations, grading, InfluxDB writer and notifier of one aggregator."""
 
@@ -85,7 +67,7 @@ class ProcessingCore:
         self.counters: Counter[str] = Counter()
         self.invalid: Counter[str] = Counter()
         self._clock = ClockPolicy(int(config.clock.max_future_s * 1000), int(config.clock.max_age_s * 1000))
-        self._ratelog = RateLimitedLog()
+        self._ratelog = RateLimitedLog(log)
 
     def start(self) -> None:
         self.writer.start()

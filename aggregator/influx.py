@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from aggregator.influx_config import InfluxSection, duration_seconds
+from formcheck.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -378,26 +379,6 @@ class _Entry:
         self.state = _QUEUED
 
 
-class _RateLimitedLog:
-    """At most one log line per key and interval, saying how many were suppressed in between."""
-
-    def __init__(self, interval_s: float = 60.0) -> None:
-        self._interval = interval_s
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-
-    def __call__(self, level: int, key: str, message: str) -> None:
-        now = time.monotonic()
-        last = self._last.get(key)
-        if last is not None and now - last < self._interval:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return
-        suppressed = self._suppressed.pop(key, 0)
-        self._last[key] = now
-        more = f" ({suppressed} similar messages suppressed)" if suppressed else ""
-        log.log(level, "%s%s", message, more)
-
-
 @dataclass
 class _Counters:
     written: int = 0
@@ -431,7 +412,7 @@ class InfluxWriter:
         self._abort = False
         self._needs_ensure = config.create_database
         self._counters = _Counters()
-        self._ratelog = _RateLimitedLog()
+        self._ratelog = RateLimitedLog(log)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     # -- public API ---------------------------------------------------------------------------------------------
@@ -458,7 +439,7 @@ class InfluxWriter:
                 encoded.append((encode_line(point), point))
             except (ValueError, TypeError) as exc:
                 invalid += 1
-                self._ratelog(logging.ERROR, "invalid", f"InfluxDB point not written (a bug upstream): {exc}")
+                self._ratelog("invalid", f"InfluxDB point not written (a bug upstream): {exc}", logging.ERROR)
         durable = sum(1 for _, p in encoded if p.durable)
         with self._cond:
             self._counters.rejected += invalid
@@ -734,7 +715,6 @@ class InfluxWriter:
     def _done(self, rp: Retention, part: list[_Entry], outcome: WriteOutcome) -> None:
         if outcome.error_class is not None:
             self._ratelog(
-                logging.WARNING,
                 f"rejected-{rp}",
                 f"InfluxDB rejected {outcome.rejected} of {len(part)} points (rp {rp}), not retried: "
                 f"{outcome.message[:300]}",
@@ -754,9 +734,9 @@ class InfluxWriter:
         if outcome.error_class == "auth":
             text = (f"InfluxDB refused our credentials ({outcome.message[:200]}); fix influx.username/password. "
                     f"Holding {points} points (rp {rp}), retrying in {delay:.1f} s")
-            self._ratelog(logging.ERROR, "auth", text)
+            self._ratelog("auth", text, logging.ERROR)
         else:
-            self._ratelog(logging.WARNING, f"retry-{outcome.error_class}",
+            self._ratelog(f"retry-{outcome.error_class}",
                           f"InfluxDB write failed ({outcome.error_class}: {outcome.message[:300]}); "
                           f"retrying {points} points (rp {rp}) in {delay:.1f} s")
 

@@ -42,13 +42,14 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from aggregator.config import AggregatorConfig
-from aggregator.core import Inbound, ProcessingCore, RateLimitedLog
+from aggregator.core import Inbound, ProcessingCore
 from aggregator.decoder import Decoded
 from aggregator.influx import InfluxWriter, Point
 from aggregator.mqtt_loop import FlowControlledLoop
 from aggregator.station import Station, StationOutput
 from edge_node.queues import DropQueue, QueueClosed
 from formcheck.broker import connect_properties, make_client
+from formcheck.ratelog import RateLimitedLog
 from protocol.messages import NodeState, NodeStatus
 from protocol.topics import REGISTRY, Topics
 
@@ -86,7 +87,7 @@ class Aggregator:
         self._inbox: DropQueue[Inbound] = DropQueue(config.mqtt.receive_maximum * 2 + 64)
         self._pending: dict[int, Inbound] = {}  # mid → unacknowledged QoS 1 message
         self._pending_lock = threading.Lock()
-        self._ratelog = RateLimitedLog()
+        self._ratelog = RateLimitedLog(log)
         self._client = self._make_client()
         self._loop = FlowControlledLoop(
             self._client, self._has_room, config.mqtt.reconnect_min_s, config.mqtt.reconnect_max_s

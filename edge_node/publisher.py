@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from edge_node.config import MqttSection
 from edge_node.queues import DropQueue, QueueClosed
 from formcheck.broker import connect_properties, make_client
+from formcheck.ratelog import growing_interval
 from protocol.messages import FrameMessage, NodeState, NodeStats, NodeStatus, SessionMessage
 from protocol.topics import REGISTRY, Topics
 
@@ -123,9 +124,8 @@ class EdgePublisher:
         """Queue a frame for publishing; never blocks (drops per ``drop_policy`` when full)."""
         if self.queue.put(frame):
             return
-        dropped = self.queue.dropped
         # Logged at growing intervals: a long outage must not flood the log.
-        if dropped in (1, 10, 100) or dropped % 1000 == 0:
+        if growing_interval(self.queue.dropped):
             log.warning("outgoing queue full (%d): %d frame messages dropped so far (%s)",
                         self.queue.maxsize, self.queue.dropped, self._cfg.drop_policy)
 
@@ -182,7 +182,7 @@ class EdgePublisher:
         if limit is None or len(payload) + len(self._frames_topic) + 10 <= limit:
             return False
         self.refused += 1
-        if self.refused in (1, 10, 100) or self.refused % 1000 == 0:
+        if growing_interval(self.refused):
             log.warning("%d frame(s) larger than the broker's maximum packet size (%d bytes) dropped so far",
                         self.refused, limit)
         return True
@@ -226,7 +226,7 @@ class EdgePublisher:
         # MQTT 5 brokers refuse single messages in the PUBACK (too large, not authorised): count them and log at
         # growing intervals, never one line per frame.
         self.refused += 1
-        if self.refused in (1, 10, 100) or self.refused % 1000 == 0:
+        if growing_interval(self.refused):
             log.warning("broker refused %d message(s) so far, latest: %s", self.refused, reason)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:

@@ -60,3 +60,4 @@ def test_requeue_front_is_bounded() -> None:
 def test_maxsize_must_be_positive() -> None:
     with pytest.raises(ValueError):
         DropQueue(0)
+
