@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import ValidationError
 
@@ -15,10 +15,7 @@ DropReason = Literal[
     "topic", "too_large", "not_utf8", "invalid_json", "schema_version", "schema", "node_mismatch",
     "ts_future", "ts_past",
 ]
-DROP_REASONS: tuple[DropReason, ...] = (
-    "topic", "too_large", "not_utf8", "invalid_json", "schema_version", "schema", "node_mismatch",
-    "ts_future", "ts_past",
-)
+DROP_REASONS: tuple[DropReason, ...] = get_args(DropReason)
 Payload = FrameMessage | NodeStatus | NodeStats | SessionMessage | None
 _TYPES: dict[str, type[FrameMessage | NodeStatus | NodeStats | SessionMessage]] = {
     "frames": FrameMessage, "status": NodeStatus, "stats": NodeStats, "session": SessionMessage}

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from aggregator.config import NotificationSection
-from edge_node.queues import DropQueue, QueueClosed
+from formcheck.queues import DropQueue, QueueClosed
 from protocol.messages import SetMessage
 
 log = logging.getLogger(__name__)

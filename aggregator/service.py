@@ -47,8 +47,8 @@ from aggregator.decoder import Decoded
 from aggregator.influx import InfluxWriter, Point
 from aggregator.mqtt_loop import FlowControlledLoop
 from aggregator.station import Station, StationOutput
-from edge_node.queues import DropQueue, QueueClosed
 from formcheck.broker import connect_properties, make_client
+from formcheck.queues import DropQueue, QueueClosed
 from formcheck.ratelog import RateLimitedLog
 from protocol.messages import NodeState, NodeStatus
 from protocol.topics import REGISTRY, Topics

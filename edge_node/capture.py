@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge_node.config import SourceSection
-from edge_node.queues import DropQueue, QueueClosed
+from formcheck.queues import DropQueue, QueueClosed
 
 log = logging.getLogger(__name__)
 

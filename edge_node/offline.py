@@ -9,7 +9,7 @@ from pathlib import Path
 from edge_node.capture import CapturedFrame, CaptureThread, open_source
 from edge_node.config import EdgeConfig, load_config
 from edge_node.processor import FrameProcessor
-from edge_node.queues import DropQueue, QueueClosed
+from formcheck.queues import DropQueue, QueueClosed
 from protocol.messages import Exercise, FrameMessage
 
 

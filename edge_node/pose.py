@@ -33,7 +33,6 @@ class PoseEstimator:
         min_detection_confidence: float = 0.5,
         min_tracking_confidence: float = 0.5,
         min_presence_confidence: float = 0.5,
-        num_threads: int | None = None,
     ) -> None:
         if not model_path.is_file():
             raise PoseModelError(f"pose model not found: {model_path} (run 'make model' or 'formcheck models build')")
@@ -49,7 +48,6 @@ class PoseEstimator:
             min_tracking_confidence=min_tracking_confidence,
             min_pose_presence_confidence=min_presence_confidence,
         )
-        del num_threads  # the Tasks API picks its own thread pool
         try:
             self._landmarker = vision.PoseLandmarker.create_from_options(options)
         except (RuntimeError, ValueError) as exc:

@@ -22,8 +22,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
 
 from edge_node.config import MqttSection
-from edge_node.queues import DropQueue, QueueClosed
 from formcheck.broker import connect_properties, make_client
+from formcheck.queues import DropQueue, QueueClosed
 from formcheck.ratelog import growing_interval
 from protocol.messages import FrameMessage, NodeState, NodeStats, NodeStatus, SessionMessage
 from protocol.topics import REGISTRY, Topics

@@ -15,8 +15,8 @@ from edge_node.config import ConfigError, EdgeConfig
 from edge_node.pose import PoseModelError
 from edge_node.processor import FrameProcessor
 from edge_node.publisher import EdgePublisher
-from edge_node.queues import DropQueue, QueueClosed
 from edge_node.stats import StatsWindow
+from formcheck.queues import DropQueue, QueueClosed
 from protocol.messages import Exercise, SessionMessage
 from protocol.topics import Topics
 

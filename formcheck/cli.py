@@ -110,7 +110,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from formcheck.local_services import ServiceError
 
     try:
-        return run_demo(args.clip, args.broker, args.every, args.realtime)
+        return run_demo(args.clip, args.realtime)
     except (ServiceError, FileNotFoundError) as exc:
         raise CliError(str(exc)) from exc
 
@@ -283,10 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--exercise", default="squat", choices=["squat", "pushup", "curl"])
     train.set_defaults(func=cmd_models_train)
 
-    demo = sub.add_parser("demo", help="play a sample clip through an edge node and a local broker")
-    demo.add_argument("--clip", type=Path, help="video to play (default: a squat clip from the data set)")
-    demo.add_argument("--broker", type=_broker, help="use this broker instead of starting one")
-    demo.add_argument("--every", type=int, default=10, help="show every Nth frame (and every phase change)")
+    demo = sub.add_parser("demo", help="the whole loop on this machine: broker, database, aggregator, two edge nodes")
+    demo.add_argument("--clip", type=Path, help="play this video at one station instead of the two sample clips")
     demo.add_argument("--realtime", type=_on_off, default=True, help="play at the clip's frame rate (default on)")
     demo.set_defaults(func=cmd_demo)
 

@@ -76,15 +76,12 @@ class _LiveView:
             sys.stdout.flush()
 
 
-def run_demo(clip: Path | None, broker: tuple[str, int | None] | None, every: int, realtime: bool) -> int:
-    del every  # kept for the CLI's compatibility; the live view shows reps and sets
+def run_demo(clip: Path | None, realtime: bool) -> int:
     data = require_data_dir()
     stations = STATIONS if clip is None else (DemoStation("rack-1", "alice", str(clip)),)
     for station in stations:
         if not (data / station.clip).is_file():
             raise FileNotFoundError(f"clip not found: {data / station.clip}")
-    if broker is not None:
-        raise FileNotFoundError("the demo starts its own broker and database; run without --broker")
     with running_mosquitto() as mosq, running_influxd() as influx:
         print(f"mosquitto pid {mosq.pid} on {mosq.host}:{mosq.port}, influxd {influx.version} pid {influx.pid} "
               f"on {influx.url} (temporary)")

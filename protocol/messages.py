@@ -7,21 +7,20 @@ validates completely or is dropped and counted by the receiver.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 PROTOCOL_VERSION: Literal[1] = 1
 
 Exercise = Literal["squat", "pushup", "curl", "lunge"]
-EXERCISES: tuple[Exercise, ...] = ("squat", "pushup", "curl", "lunge")
+EXERCISES: tuple[Exercise, ...] = get_args(Exercise)
 Phase = Literal["no_person", "standing", "descending", "bottom", "ascending"]
-PHASES: tuple[Phase, ...] = ("no_person", "standing", "descending", "bottom", "ascending")
+PHASES: tuple[Phase, ...] = get_args(Phase)
 Form = Literal["good", "bad"]
 Fault = Literal["knees_in", "forward_lean", "shallow", "heels_up", "knee_over_toes", "hips_sag", "hips_pike",
                 "swinging", "partial_range"]
-FAULTS: tuple[Fault, ...] = ("knees_in", "forward_lean", "shallow", "heels_up", "knee_over_toes", "hips_sag",
-                             "hips_pike", "swinging", "partial_range")
+FAULTS: tuple[Fault, ...] = get_args(Fault)
 
 # Identifiers end up in topic levels and InfluxDB tags: keep them to a safe alphabet.
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"

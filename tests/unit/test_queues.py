@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from edge_node.queues import DropQueue, QueueClosed
+from formcheck.queues import DropQueue, QueueClosed
 
 
 def test_drop_oldest_keeps_newest_and_counts() -> None:
@@ -45,16 +45,6 @@ def test_close_drains_then_raises() -> None:
         q.get(0)
     with pytest.raises(QueueClosed):
         q.put(8)
-
-
-def test_requeue_front_is_bounded() -> None:
-    q: DropQueue[int] = DropQueue(2)
-    q.put(1)
-    q.put(2)
-    q.requeue_front(0)
-    assert len(q) == 2
-    assert q.dropped == 1
-    assert [q.get(0), q.get(0)] == [0, 1]
 
 
 def test_maxsize_must_be_positive() -> None:

@@ -80,15 +80,6 @@ class DropQueue(Generic[T]):
                 return item
             raise QueueClosed
 
-    def requeue_front(self, item: T) -> None:
-        """Put back an item that could not be handed on, ahead of the others (bounded: may drop the newest)."""
-        with self._cond:
-            self._items.appendleft(item)
-            if len(self._items) > self._maxsize:
-                self._items.pop()
-                self.dropped += 1
-            self._cond.notify()
-
     def close(self) -> None:
         """No more items will come; consumers drain what is left, then get QueueClosed."""
         with self._cond:
