@@ -5,12 +5,13 @@ PY     := $(VENV)/bin/python
 STAMPS := .stamps
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint typecheck unit integration reliability bench model system-deps venv train clean help
+.PHONY: demo test lint typecheck unit integration reliability bench soak model system-deps venv train clean help
 
 help:
 	@echo "make demo   - run an edge node on a sample clip against a local broker and show what it publishes"
 	@echo "make test   - lint, type-check and run the whole test suite"
 	@echo "make bench  - edge benchmark: pose alone vs full pipeline, fps ratio and peak memory"
+	@echo "make soak   - 10 stations at 30 frames/s for 10 minutes through the whole stack (MINUTES=10): nothing lost, memory flat"
 	@echo "make train  - retrain the classifier (installs the [train] extra: TensorFlow)"
 
 system-deps:
@@ -46,6 +47,10 @@ demo: venv model
 
 bench: venv model
 	$(PY) -m bench.edge_bench
+
+MINUTES ?= 10
+soak: venv
+	$(PY) -m bench.soak --minutes $(MINUTES)
 
 # Training gets its own venv: when TensorFlow is importable, `import mediapipe`
 # loads it too (+500 MB resident), which an edge node must never pay for.
