@@ -24,17 +24,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import paho.mqtt.client as mqtt
+from aggregator.lean_client import LeanReceiveClient
 
 log = logging.getLogger(__name__)
 
 _SELECT_TIMEOUT_S = 0.05
+_PACKETS_PER_WAKE = 256  # then writes (acks) and keep-alive get their turn
 
 
 class FlowControlledLoop:
     """Owns the network thread of one paho client set up with ``connect_async``."""
 
-    def __init__(self, client: mqtt.Client, has_room: Callable[[], bool], reconnect_min_s: float,
+    def __init__(self, client: LeanReceiveClient, has_room: Callable[[], bool], reconnect_min_s: float,
                  reconnect_max_s: float, name: str = "mqtt-loop") -> None:
         self._client = client
         self._has_room = has_room
@@ -86,7 +87,8 @@ class FlowControlledLoop:
         if read:
             rlist.append(sock)
         wlist: list[Any] = [sock] if client.want_write() else []
-        pending = read and bool(getattr(sock, "pending", lambda: 0)())  # TLS bytes already decrypted
+        # Bytes select() cannot see: decrypted TLS records, and what the client's buffered reads already hold.
+        pending = read and (client.buffered() > 0 or bool(getattr(sock, "pending", lambda: 0)()))
         try:
             readable, _, _ = select.select(rlist, wlist, [], 0 if pending else _SELECT_TIMEOUT_S)
         except (OSError, ValueError):
@@ -96,6 +98,11 @@ class FlowControlledLoop:
                 wake.recv(10_000)
         if pending or sock in readable:
             client.loop_read()
+            packets = 1
+            while (packets < _PACKETS_PER_WAKE and client.buffered() > 0 and client.socket() is not None
+                   and self._has_room()):
+                client.loop_read()
+                packets += 1
         if client.socket() is not None and client.want_write():
             client.loop_write()
         if client.socket() is not None:

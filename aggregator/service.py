@@ -45,6 +45,7 @@ from aggregator.config import AggregatorConfig
 from aggregator.core import Inbound, ProcessingCore
 from aggregator.decoder import Decoded
 from aggregator.influx import InfluxWriter, Point
+from aggregator.lean_client import LeanReceiveClient
 from aggregator.mqtt_loop import FlowControlledLoop
 from aggregator.station import Station, StationOutput
 from formcheck.broker import connect_properties, make_client
@@ -143,14 +144,14 @@ class Aggregator:
         with self._pending_lock:
             return len(self._pending) < self.config.mqtt.receive_maximum
 
-    def _make_client(self) -> mqtt.Client:
+    def _make_client(self) -> LeanReceiveClient:
         client = make_client(self.config.mqtt, f"formcheck-aggregator-{self.config.site}-{self.config.id}",
-                             manual_ack=True)
+                             manual_ack=True, client_class=LeanReceiveClient)
         will = NodeStatus(state="offline", node=self.config.id).to_json()
         client.will_set(self.topics.aggregator_status(), will, qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
+        client.on_raw_message = self._on_raw_message
         return client
 
     # -- lifecycle ---------------------------------------------------------
@@ -229,15 +230,19 @@ class Aggregator:
 
     def _ack(self, item: Inbound) -> None:
         if item.qos > 0:
-            self._client.ack(item.mid, item.qos)
             with self._pending_lock:
                 self._pending.pop(item.mid, None)
+            self._send_acks([item])
 
-    def _ack_mid(self, mid: int) -> None:
+    def _ack_mids(self, mids: list[int]) -> None:
+        """Acknowledge pending QoS 1 messages by id (ids no longer pending, e.g. redelivered twice, are skipped)."""
         with self._pending_lock:
-            item = self._pending.get(mid)
-        if item is not None:
-            self._ack(item)
+            pending = self._pending
+            items = [item for mid in mids if (item := pending.pop(mid, None)) is not None]
+        self._send_acks(items)
+
+    def _send_acks(self, items: list[Inbound]) -> None:
+        self._client.ack_many([item.mid for item in items])  # one write for the lot
 
     # -- paho callbacks (network thread) -------------------------------------
 
@@ -262,8 +267,8 @@ class Aggregator:
             log.warning("disconnected from broker (%s); reconnecting", reason)
         self.connected.clear()
 
-    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        item = Inbound(message.topic, bytes(message.payload), message.mid, message.qos)
+    def _on_raw_message(self, topic: str, payload: bytes, mid: int, qos: int, dup: bool) -> None:
+        item = Inbound(topic, payload, mid, qos)
         if item.qos == 0:
             if len(self._inbox) >= self.config.mqtt.receive_maximum:
                 self.network_counters["qos0_dropped"] += 1
@@ -353,11 +358,17 @@ class _WorkerProcess:
                 return
             kind = message[0]
             if kind == "ops":
+                acks: list[int] = []  # consecutive acks leave as one write, still in order with publishes
                 for op in message[1]:
                     if op[0] == "ack":
-                        self._agg._ack_mid(op[1])
+                        acks.append(op[1])
                     else:
+                        if acks:
+                            self._agg._ack_mids(acks)
+                            acks = []
                         self._agg.publish(op[1], op[2], op[3], op[4])
+                if acks:
+                    self._agg._ack_mids(acks)
             elif kind == "snapshot":
                 self._agg._worker_snapshot = message[1]
             elif kind == "closed":

@@ -224,7 +224,6 @@ def child_paho(spec: dict[str, Any]) -> dict[str, Any]:
 
 def child_aggregator(spec: dict[str, Any]) -> dict[str, Any]:
     """Scenario c: the real aggregator, in-process, with its full work; timings and RSS samples."""
-    import paho.mqtt.client as mqtt
 
     from aggregator.core import Inbound
     from aggregator.service import Aggregator
@@ -245,28 +244,29 @@ def child_aggregator(spec: dict[str, Any]) -> dict[str, Any]:
             self.ninety_at: float | None = None  # 90 % of the frames acknowledged
             super().__init__(config)
 
-        def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-            if self.first_frame_at is None and message.topic.endswith("/frames"):
+        def _on_raw_message(self, topic: str, payload: bytes, mid: int, qos: int, dup: bool) -> None:
+            if self.first_frame_at is None and topic.endswith("/frames"):
                 self.first_frame_at = time.monotonic()
                 self.cpu_first = cpu_s()
             self.delivered += 1
-            if message.dup:
+            if dup:
                 self.redelivered += 1
             # Unacknowledged QoS 1 messages the broker has sent us: Receive Maximum must bound this.
             self.max_unacked = max(self.max_unacked, self.delivered - self.acked)
-            super()._on_message(client, userdata, message)
+            super()._on_raw_message(topic, payload, mid, qos, dup)
 
-        def _ack(self, item: Inbound) -> None:
-            # Counted before the PUBACK leaves, so the broker's next message can never find it uncounted.
-            self.acked += 1
-            super()._ack(item)
-            if item.topic.endswith("/frames"):
-                self.frames_acked += 1
-                self.last_frame_acked_at = time.monotonic()
-                if self.frames_acked == expected * 9 // 10:
-                    self.ninety_at = self.last_frame_acked_at
-                if self.frames_acked % CPU_SAMPLE_EVERY == 0 or self.frames_acked == expected:
-                    self.cpu_last = cpu_s()  # system calls: not on every message
+        def _send_acks(self, items: list[Inbound]) -> None:
+            # Counted before the PUBACKs leave, so the broker's next message can never find them uncounted.
+            self.acked += len(items)
+            super()._send_acks(items)
+            for item in items:
+                if item.topic.endswith("/frames"):
+                    self.frames_acked += 1
+                    self.last_frame_acked_at = time.monotonic()
+                    if self.frames_acked == expected * 9 // 10:
+                        self.ninety_at = self.last_frame_acked_at
+                    if self.frames_acked % CPU_SAMPLE_EVERY == 0 or self.frames_acked == expected:
+                        self.cpu_last = cpu_s()  # system calls: not on every message
 
     agg = TimedAggregator(_aggregator_config(spec))
     rss_start = rss_mb()
@@ -439,7 +439,7 @@ def run_child(kind: str, spec: dict[str, Any], workdir: Path, timeout: float, st
     spec_path.write_text(json.dumps(spec))
     cmd = [sys.executable, "-m", "bench.aggregator_bench", "--child", kind, str(spec_path)]
     if profile is not None:
-        cmd = [_py_spy(), "record", "--threads", "--gil", "--rate", "250", "--format", "raw",
+        cmd = [_py_spy(), "record", "--threads", "--subprocesses", "--gil", "--rate", "250", "--format", "raw",
                "--output", str(profile), "--", *cmd]
     with log.open("wb") as stderr:
         proc = procs.start(cmd, cwd=REPO, stdout=stderr, stderr=stderr, env={**os.environ, "PYTHONUNBUFFERED": "1"})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
+from typing import TypeVar, overload
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -13,6 +14,8 @@ from pydantic import Field, SecretStr, field_validator
 
 from formcheck.settings import ConfigError, Section, validated_id
 from protocol.topics import DEFAULT_PREFIX
+
+ClientT = TypeVar("ClientT", bound=mqtt.Client)
 
 
 class TlsSection(Section):
@@ -59,9 +62,15 @@ class BrokerSection(Section):
         return None
 
 
-def make_client(cfg: BrokerSection, client_id: str, *, manual_ack: bool = False) -> mqtt.Client:
-    """An MQTT 5 paho client with credentials, TLS and reconnect backoff from ``cfg``."""
-    client = mqtt.Client(
+@overload
+def make_client(cfg: BrokerSection, client_id: str, *, manual_ack: bool = ...) -> mqtt.Client: ...
+@overload
+def make_client(cfg: BrokerSection, client_id: str, *, manual_ack: bool = ..., client_class: type[ClientT]) -> ClientT:
+    ...
+def make_client(cfg: BrokerSection, client_id: str, *, manual_ack: bool = False,
+                client_class: type[mqtt.Client] = mqtt.Client) -> mqtt.Client:
+    """An MQTT 5 paho client (of ``client_class``) with credentials, TLS and reconnect backoff from ``cfg``."""
+    client = client_class(
         CallbackAPIVersion.VERSION2, client_id=cfg.client_id or client_id, protocol=mqtt.MQTTv5,
         manual_ack=manual_ack,
     )
