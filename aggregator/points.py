@@ -20,7 +20,7 @@ def frame_point(site: str, frame: FrameMessage) -> Point:
     fields: dict[str, float | int | bool | str] = {
         "phase": frame.phase, "form": frame.form, "bad_p": frame.bad_p, "vis": frame.vis, "seq": frame.seq,
     }
-    fields.update({k: float(v) for k, v in frame.angles.items()})
+    fields.update(frame.angles)  # already floats: the schema's Finite type converts JSON integers
     if frame.faults:
         fields["faults"] = ",".join(frame.faults)
     return Point("frame", {"site": site, "node": frame.node, "exercise": frame.exercise}, fields, frame.ts,

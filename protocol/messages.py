@@ -6,10 +6,9 @@ validates completely or is dropped and counted by the receiver.
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Literal, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 PROTOCOL_VERSION: Literal[1] = 1
 
@@ -34,14 +33,9 @@ MIN_TS_MS = 1_577_836_800_000
 MAX_TS_MS = 4_102_444_800_000
 
 
-def _finite(value: float) -> float:
-    if not math.isfinite(value):
-        raise ValueError("must be a finite number")
-    return value
-
-
-Finite = Annotated[float, AfterValidator(_finite)]
-Probability = Annotated[float, Field(ge=0.0, le=1.0), AfterValidator(_finite)]
+# NaN and infinity are refused inside pydantic-core (a Python validator per float cost ~3 µs per frame).
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 
 
 class _Message(BaseModel):
