@@ -44,6 +44,11 @@ class ClockPolicy:
     max_age_ms: int
 
 
+# (topics, topic) -> (node, kind): stations publish on a handful of topics each, parsed once.
+_TOPIC_CACHE: dict[tuple[Topics, str], tuple[str, str]] = {}
+_TOPIC_CACHE_MAX = 8192
+
+
 def _reject_constant(value: str) -> float:
     # json.loads accepts NaN/Infinity by default; they are not JSON and not data.
     raise ValueError(f"non-finite number {value}")
@@ -52,10 +57,16 @@ def _reject_constant(value: str) -> float:
 def decode(topics: Topics, topic: str, payload: bytes, now_ms: int, clock: ClockPolicy,
            max_bytes: int) -> Decoded | Dropped:
     """Validate one message from a node topic."""
-    try:
-        node, kind = topics.parse_node_topic(topic)
-    except TopicError as exc:
-        return Dropped("topic", str(exc))
+    parsed = _TOPIC_CACHE.get((topics, topic))
+    if parsed is None:
+        try:
+            parsed = topics.parse_node_topic(topic)
+        except TopicError as exc:
+            return Dropped("topic", str(exc))
+        if len(_TOPIC_CACHE) >= _TOPIC_CACHE_MAX:  # bounded: topics come from outside
+            _TOPIC_CACHE.clear()
+        _TOPIC_CACHE[(topics, topic)] = parsed
+    node, kind = parsed
     if kind not in _TYPES:
         return Dropped("topic", f"not consumed: {kind}")
     if len(payload) > max_bytes:
@@ -65,19 +76,20 @@ def decode(topics: Topics, topic: str, payload: bytes, now_ms: int, clock: Clock
             return Decoded(node, kind, None)
         return Dropped("invalid_json", "empty payload")
     try:
-        text = payload.decode("utf-8")
-    except UnicodeDecodeError:
-        return Dropped("not_utf8", "payload is not UTF-8")
-    try:
-        # Fast path: pydantic parses and validates in one pass (~2.5x faster than json + validate).
+        # Fast path: pydantic parses and validates in one pass (~2.5x faster than json + validate); it refuses
+        # invalid UTF-8 too, so the slow path names that reason.
         message = _TYPES[kind].model_validate_json(payload)
     except ValidationError:
-        return _classify(kind, text)
+        return _classify(kind, payload)
     return _checked(node, kind, message, now_ms, clock)
 
 
-def _classify(kind: str, text: str) -> Dropped:
+def _classify(kind: str, payload: bytes) -> Dropped:
     """Slow path for payloads the fast path refused: name the reason precisely."""
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return Dropped("not_utf8", "payload is not UTF-8")
     try:
         data = json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
