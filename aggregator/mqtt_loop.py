@@ -103,7 +103,28 @@ class FlowControlledLoop:
                    and self._has_room()):
                 client.loop_read()
                 packets += 1
+        if not read:
+            self._note_life(sock, False)
         if client.socket() is not None and client.want_write():
             client.loop_write()
         if client.socket() is not None:
             client.loop_misc()
+
+    def _note_life(self, sock: Any, buffered: bool) -> None:
+        """While reads are held back, bytes waiting for us prove the broker is alive: tell paho's keep-alive.
+
+        paho closes the connection when nothing was read for a keep-alive after its PINGREQ, and the PINGRESP
+        sits unread behind the messages we are not taking yet: an InfluxDB outage longer than two keep-alives
+        cost a disconnect (Last Will 'offline'), a reconnect and redeliveries, again and again. PINGREQs keep
+        going out, so the broker keeps us too. A broker that dies meanwhile is noticed once reading resumes.
+        """
+        if not buffered:
+            try:
+                waiting, _, _ = select.select([sock], [], [], 0)
+            except (OSError, ValueError):
+                return
+            if not waiting:
+                return
+        client: Any = self._client
+        with client._msgtime_mutex:
+            client._last_bytes_received = time.monotonic()  # paho's clock (time_func) is time.monotonic
