@@ -104,7 +104,7 @@ class FlowControlledLoop:
                 client.loop_read()
                 packets += 1
         if not read:
-            self._note_life(sock, False)
+            self._note_life(sock, client.buffered() > 0)
         if client.socket() is not None and client.want_write():
             client.loop_write()
         if client.socket() is not None:
