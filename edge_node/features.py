@@ -67,6 +67,8 @@ ANGLE_NAMES: Final[tuple[str, ...]] = (
 # Published with each frame but not classifier inputs (adding them would change the feature spec).
 CONTEXT_MEASURES: Final[tuple[str, ...]] = (
     "view_yaw",      # hip line against the camera's x axis: 0 = facing or back to the camera, 90 = side-on
+    "shoulder_height",  # neck above the wrists, torso lengths (push-up depth: hands on the floor, shoulders lowest)
+    "hip_sag",       # 180 − neck-pelvis-ankle angle, + = hips below the shoulder-ankle line (push-up sag), − = piked
 )
 
 # Motion features: difference between the current frame and a past one, at
@@ -161,6 +163,11 @@ def body_measures(pose: PoseLandmarks) -> dict[str, float]:
     heel_lift = ((w[L_FOOT][1] - w[L_HEEL][1]) + (w[R_FOOT][1] - w[R_HEEL][1])) / 2
     hip_line = w[L_HIP] - w[R_HIP]
     body_line = (_angle(w[L_SHOULDER], w[L_HIP], w[L_ANKLE]) + _angle(w[R_SHOULDER], w[R_HIP], w[R_ANKLE])) / 2
+    # Which side of the shoulder-ankle line the hips are on: y points down, so hips with a larger y than
+    # the line sag toward the floor in a plank, a smaller y is a pike (independent of the camera's yaw).
+    axis = ankles - neck
+    along = float(np.dot(pelvis - neck, axis)) / (float(np.dot(axis, axis)) + _EPS)
+    sag_side = 1.0 if float((pelvis - (neck + along * axis))[1]) >= 0 else -1.0
     return {
         "knee": (knee_l + knee_r) / 2, "knee_l": knee_l, "knee_r": knee_r,
         "hip": (hip_l + hip_r) / 2, "hip_l": hip_l, "hip_r": hip_r,
@@ -178,6 +185,11 @@ def body_measures(pose: PoseLandmarks) -> dict[str, float]:
         "heel_lift": float(heel_lift) / (foot_len + _EPS),
         "body_line": body_line,
         "view_yaw": float(np.degrees(np.arctan2(abs(hip_line[2]), abs(hip_line[0]) + _EPS))),
+        "hip_sag": sag_side * (180.0 - _angle(neck, pelvis, ankles)),
+        # y points down. Measured from the hands, which rest on the floor in a push-up and sit close to the
+        # shoulders in the picture: from the ankles, the far end of a head-on body, the height was unusable.
+        "shoulder_height": float((w[L_WRIST][1] + w[R_WRIST][1]) / 2 - neck[1])
+        / (float(np.linalg.norm(neck - pelvis)) + _EPS),
     }
 
 
