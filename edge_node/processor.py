@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 # small enough to keep a frame message around 400 bytes.
 PUBLISHED_ANGLES: tuple[str, ...] = (
     "knee", "hip", "trunk_lean", "knee_valgus", "knee_width", "hip_depth", "shin_lean", "heel_lift",
-    "elbow", "body_line", "view_yaw",
+    "elbow", "body_line", "view_yaw", "shoulder_height", "hip_sag",
 )
 
 
