@@ -98,7 +98,21 @@ class FaultSection(Section):
     )
     forward_lean_deg: float = Field(55.0, gt=0, description="forward_lean when the trunk tilts more than this.")
     bending_knee_deg: float = Field(
-        150.0, gt=0, description="Fault rules apply only once the knee is bent below this angle."
+        150.0, gt=0, description="Squat fault rules apply only once the knee is bent below this angle."
+    )
+    hips_sag_deg: float = Field(
+        20.0, gt=0, description="Push-up hips_sag when the hips drop this many degrees below the shoulder-ankle line."
+    )
+    hips_pike_deg: float = Field(
+        25.0, gt=0, description="Push-up hips_pike when the hips rise this many degrees above the shoulder-ankle line."
+    )
+    side_view_min_deg: float = Field(
+        55.0, ge=0, le=90,
+        description="Push-up hip rules are judged only when the camera sees the body from at least this yaw "
+        "(90 = side-on): head-on, the hips' height against the shoulder-ankle line is a depth guess.",
+    )
+    swing_lean_deg: float = Field(
+        20.0, gt=0, description="Curl swinging when the trunk tilts more than this from vertical during a rep."
     )
 
 
