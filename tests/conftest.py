@@ -53,7 +53,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     ]
     if not rows:
         return
-    terminalreporter.section("formcheck analyze vs ground_truth.csv (squat)")
+    terminalreporter.section("formcheck analyze vs ground_truth.csv")
     terminalreporter.write_line(f"{'clip':40} {'reps exp':>8} {'counted':>7} {'partial exp':>11} {'partial':>7}  "
                                 f"{'labelled bad':>12} {'flagged bad':>11}  grades")
     for r in sorted(rows, key=lambda r: r["clip"]):
