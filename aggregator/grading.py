@@ -9,7 +9,9 @@ Two ideas from the projects formcheck grew out of, kept and made explicit:
 Per rep the score is 100 points: depth 30, form 30 (share of frames the
 form model judged good), fault rules 20 (each counted fault costs
 ``fault_penalty``), tempo 10 (controlled descent), stability 10 (how much the
-depth signal wobbles against the direction of the movement).
+depth signal wobbles against the direction of the movement). The checks behind
+the verdict depend on the exercise (``POSTURE_CHECKS``): squat knees and torso,
+push-up hips, curl torso (no swinging), plus depth, form and tempo for all.
 """
 
 from __future__ import annotations
@@ -19,8 +21,32 @@ from collections.abc import Callable, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from aggregator.reps import DEPTH_SIGNAL, RepFrames, by_exercise
+from aggregator.reps import DEPTH_SIGNAL, DepthSignal, RepFrames, by_exercise
 from protocol.messages import Exercise, Fault, Grade, RepMessage, Verdict
+
+# What "deep enough" is judged on: squat hip height against the knees; push-up
+# and curl the elbow angle (coaching cues are in degrees, and the push-up's
+# shoulder height depends on the person's build and the camera).
+GRADE_DEPTH: dict[Exercise, DepthSignal] = {
+    "squat": DepthSignal("hip_depth", 1.0),
+    "lunge": DepthSignal("hip_depth", 1.0),
+    "pushup": DepthSignal("elbow", -1.0),
+    "curl": DepthSignal("elbow", -1.0),
+}
+
+# The rep-level range fault: a squat or push-up that is not deep enough is
+# "shallow"; a curl that does not bend the elbow far enough is "partial_range".
+RANGE_FAULT: dict[Exercise, Fault] = {"squat": "shallow", "lunge": "shallow", "pushup": "shallow",
+                                      "curl": "partial_range"}
+
+# Posture checks per exercise: check name -> the counted faults that fail it.
+# "depth", "form" and "tempo" apply to every exercise and are computed apart.
+POSTURE_CHECKS: dict[Exercise, dict[str, tuple[Fault, ...]]] = {
+    "squat": {"knees": ("knees_in",), "torso": ("forward_lean",)},
+    "lunge": {"knees": ("knees_in",), "torso": ("forward_lean",)},
+    "pushup": {"hips": ("hips_sag", "hips_pike")},
+    "curl": {"torso": ("swinging",)},
+}
 
 FAULT_WORDS: dict[str, str] = {
     "knees_in": "knees caved in",
@@ -30,8 +56,8 @@ FAULT_WORDS: dict[str, str] = {
     "knee_over_toes": "knees pushed far over the toes",
     "hips_sag": "hips sagged",
     "hips_pike": "hips piked up",
-    "swinging": "body swung",
-    "partial_range": "partial range of motion",
+    "swinging": "leaned back to swing the weight",
+    "partial_range": "arm not curled through the full range",
     "poor_form": "form judged poor",
     "fast_descent": "dropped too fast",
 }
@@ -47,17 +73,18 @@ class GradingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     depth_full: dict[Exercise, float] = Field(
-        default_factory=by_exercise(squat=-0.1, lunge=-0.1, pushup=-90.0, curl=-50.0),
-        description="Depth signal for full depth points (squat: hip_depth, 0 = hips level with knees; "
-        "pushup/curl: minus the elbow angle).",
+        default_factory=by_exercise(squat=-0.1, lunge=-0.1, pushup=-90.0, curl=-60.0),
+        description="Graded depth for full depth points (squat: hip_depth, 0 = hips level with knees; "
+        "pushup/curl: minus the smallest elbow angle, degrees).",
     )
     depth_zero: dict[Exercise, float] = Field(
-        default_factory=by_exercise(squat=-0.6, lunge=-0.6, pushup=-140.0, curl=-100.0),
-        description="Depth signal at or above which a rep earns no depth points.",
+        default_factory=by_exercise(squat=-0.6, lunge=-0.6, pushup=-140.0, curl=-120.0),
+        description="Graded depth at or above which a rep earns no depth points.",
     )
     shallow: dict[Exercise, float] = Field(
-        default_factory=by_exercise(squat=-0.3, lunge=-0.3, pushup=-110.0, curl=-70.0),
-        description="A rep whose deepest point stays above this is flagged 'shallow' (fails the depth check).",
+        default_factory=by_exercise(squat=-0.3, lunge=-0.3, pushup=-110.0, curl=-90.0),
+        description="A rep whose graded depth stays above this fails the depth check: 'shallow' (squat, push-up: "
+        "elbows not bent past 110 degrees) or 'partial_range' (curl: elbow never closed past a right angle).",
     )
     max_bad_ratio: float = Field(
         0.25, ge=0, le=1, description="Form check fails when more of the rep's frames than this are judged bad."
@@ -69,8 +96,10 @@ class GradingConfig(BaseModel):
     fault_penalty: float = Field(10.0, ge=0, description="Points lost per counted fault (of 20).")
     min_descent_s: float = Field(0.6, ge=0, description="Descents at least this long earn all tempo points.")
     fast_descent_s: float = Field(0.25, ge=0, description="Descents this fast or faster earn none (and fail).")
-    wobble_tolerance: float = Field(
-        0.02, ge=0, description="Moves of the depth signal against the movement smaller than this are noise."
+    wobble_tolerance: dict[Exercise, float] = Field(
+        default_factory=by_exercise(squat=0.02, lunge=0.02, pushup=0.03, curl=2.0),
+        description="Moves of the rep's depth signal against the movement smaller than this are noise "
+        "(units of aggregator.reps DEPTH_SIGNAL: thigh lengths, torso lengths, degrees).",
     )
     grade_min_score: dict[Grade, float] = Field(
         default_factory=_by_grade(a=90.0, b=80.0, c=70.0, d=60.0, f=0.0),
@@ -116,9 +145,11 @@ def grade_rep(
     exercise = rep.exercise
     signal = DEPTH_SIGNAL[exercise]
     with_depth = [(f, d) for f in frames if (d := signal.of(f)) is not None]
-    bottom_frame, deepest = max(with_depth, key=lambda fd: fd[1])
+    bottom_frame, _ = max(with_depth, key=lambda fd: fd[1])
     bottom_index = [f for f, _ in with_depth].index(bottom_frame)
     depth_series = [d for _, d in with_depth]
+    graded = [d for f in frames if (d := GRADE_DEPTH[exercise].of(f)) is not None]
+    deepest = max(graded) if graded else max(depth_series)
     start, end = frames[0], frames[-1]
     descent_s = (bottom_frame.ts - start.ts) / 1000
     ascent_s = (end.ts - bottom_frame.ts) / 1000
@@ -130,22 +161,20 @@ def grade_rep(
             fault_frames.setdefault(fault, []).append(f.seq)
     faults = {k: v for k, v in fault_frames.items() if len(v) >= config.min_fault_frames}
     shallow = deepest < config.shallow[exercise]
+    range_fault = RANGE_FAULT[exercise]
     if shallow:
-        faults["shallow"] = [bottom_frame.seq]
+        faults[range_fault] = [bottom_frame.seq]
 
-    checks = {
-        "depth": not shallow,
-        "form": bad_ratio <= config.max_bad_ratio,
-        "knees": "knees_in" not in faults,
-        "torso": "forward_lean" not in faults,
-        "tempo": descent_s > config.fast_descent_s,
-    }
+    checks = {"depth": not shallow, "form": bad_ratio <= config.max_bad_ratio}
+    for check, failing in POSTURE_CHECKS[exercise].items():
+        checks[check] = not any(fault in faults for fault in failing)
+    checks["tempo"] = descent_s > config.fast_descent_s
     score = (
         _lerp_points(deepest, config.depth_zero[exercise], config.depth_full[exercise], 30.0)
         + 30.0 * (1.0 - bad_ratio)
-        + max(0.0, 20.0 - config.fault_penalty * sum(1 for k in faults if k != "shallow"))
+        + max(0.0, 20.0 - config.fault_penalty * sum(1 for k in faults if k != range_fault))
         + _lerp_points(descent_s, config.fast_descent_s, config.min_descent_s, 10.0)
-        + 10.0 * (1.0 - min(1.0, 2 * _wobble(depth_series, bottom_index, config.wobble_tolerance)))
+        + 10.0 * (1.0 - min(1.0, 2 * _wobble(depth_series, bottom_index, config.wobble_tolerance[exercise])))
     )
     score = round(score, 1)  # the letter must match the score people see
     failed = sum(not ok for ok in checks.values())

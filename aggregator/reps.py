@@ -52,10 +52,16 @@ class RepConfig(BaseModel):
         2 / 3, gt=0, lt=1,
         description="A rep is complete when its start and its end are at least this far up its range of motion.",
     )
+    edge_top_fraction: float = Field(
+        0.75, gt=0, lt=1,
+        description="The same, for a movement the stream cut off (already under way at the first frame, or open "
+        "at the last): it must be within the top quarter, as the data set's ground truth counts clip edges.",
+    )
     min_range: dict[Exercise, float] = Field(
-        default_factory=by_exercise(squat=0.3, lunge=0.3, pushup=25.0, curl=40.0),
+        default_factory=by_exercise(squat=0.3, lunge=0.3, pushup=0.25, curl=40.0),
         description="Smallest range of the depth signal that counts as a movement at all, per exercise "
-        "(squat/lunge: thigh lengths of hip travel; pushup/curl: degrees of elbow angle).",
+        "(squat/lunge: thigh lengths of hip travel; pushup: torso lengths of shoulder travel; curl: degrees of "
+        "elbow angle).",
     )
 
 
@@ -72,12 +78,22 @@ class DepthSignal:
 
 
 # Squat depth is hip height against the knees (robust from the side, front and
-# rear; the 3D knee angle is not from the rear). Push-ups and curls bend the elbow.
+# rear; the 3D knee angle is not from the rear). A push-up's depth is how low the
+# shoulders are: with the head toward the camera the elbow angle is nearly straight
+# again while the shoulders are only half way up. A curl's "bottom" is peak elbow
+# flexion (the weight at the top); its rest position, arm extended, is "standing".
 DEPTH_SIGNAL: dict[Exercise, DepthSignal] = {
     "squat": DepthSignal("hip_depth", 1.0),
     "lunge": DepthSignal("hip_depth", 1.0),
-    "pushup": DepthSignal("elbow", -1.0),
+    "pushup": DepthSignal("shoulder_height", -1.0),
     "curl": DepthSignal("elbow", -1.0),
+}
+
+# Further signals a complete rep must also start and end near the top of: a push-up
+# needs the arms straight as well as the shoulders up (a person can hold the shoulders
+# high on bent arms, and the two disagree most where the camera sees them worst).
+ALSO_AT_TOP: dict[Exercise, tuple[DepthSignal, ...]] = {
+    "squat": (), "lunge": (), "pushup": (DepthSignal("elbow", -1.0),), "curl": (),
 }
 
 
@@ -93,9 +109,9 @@ class RepFrames:
         """At least one frame was classified ``bottom``: a bounce counts, a half squat that turns early does not."""
         return any(f.phase == "bottom" for f in self.frames)
 
-    def depth_series(self) -> list[float]:
-        """Depth signal of each frame that has it (larger = deeper)."""
-        signal = DEPTH_SIGNAL[self.exercise]
+    def depth_series(self, signal: DepthSignal | None = None) -> list[float]:
+        """Depth signal (default: the exercise's ``DEPTH_SIGNAL``) of each frame that has it (larger = deeper)."""
+        signal = signal or DEPTH_SIGNAL[self.exercise]
         return [d for d in (signal.of(f) for f in self.frames) if d is not None]
 
 
@@ -127,6 +143,9 @@ class RepDetector:
         self._recent: list[FrameMessage] = []  # frames since the candidate phase began
         self._rep: RepFrames | None = None
         self._last_person_ts: int | None = None
+        self._first_seq: int | None = None  # first frame with a person after a reset: where the stream starts
+        # Highest position (smallest depth) of each signal since then: what "the top" is for a cut-off end.
+        self._highest: dict[DepthSignal, float] = {}
 
     @property
     def in_rep(self) -> bool:
@@ -142,7 +161,15 @@ class RepDetector:
                 self._ema.clear()
                 self._stable = _Stable()
                 self._recent.clear()
+                self._first_seq = None
             return events
+        if self._first_seq is None:
+            self._first_seq = frame.seq
+            self._highest.clear()
+        for signal in (DEPTH_SIGNAL[self.exercise], *ALSO_AT_TOP[self.exercise]):
+            value = signal.of(frame)
+            if value is not None:
+                self._highest[signal] = min(value, self._highest.get(signal, value))
         self._last_person_ts = frame.ts
         smoothed = self._smooth(frame)
         changed = self._update_stable(smoothed, frame)
@@ -158,7 +185,7 @@ class RepDetector:
         """End of stream: close an open movement (complete if it is back in the top third)."""
         if self._rep is None:
             return []
-        return [self._close_checked("end of stream")]
+        return [self._close_checked("end of stream", cut_end=True)]
 
     # -- layers ------------------------------------------------------------
 
@@ -223,10 +250,19 @@ class RepDetector:
             del rep.frames[-overlap:]
         return self._close_checked("turned down again")
 
-    def _close_checked(self, reason: str) -> RepEvent:
-        """Close the open movement, complete only if it passes the range-of-motion checks."""
+    def _fraction(self, cut: bool) -> float:
+        return self.config.edge_top_fraction if cut else self.config.top_fraction
+
+    def _close_checked(self, reason: str, *, cut_end: bool = False) -> RepEvent:
+        """Close the open movement, complete only if it passes the range-of-motion checks.
+
+        ``cut_end``: the stream ended with the movement open. A start or end the stream cut off is held to
+        ``edge_top_fraction`` instead of ``top_fraction``: without frames beyond it, there is no return to
+        the top to see, only how far up the movement got.
+        """
         rep = self._rep
         assert rep is not None
+        cut_start = rep.frames[0].seq == self._first_seq if rep.frames else False
         depth = rep.depth_series()
         duration_s = (rep.frames[-1].ts - rep.frames[0].ts) / 1000 if rep.frames else 0.0
         if not rep.reached_bottom:
@@ -235,12 +271,18 @@ class RepDetector:
             return self._close("partial", "too short to be a rep")
         if len(depth) < 3:
             return self._close("partial", "joint angle not visible")
-        deepest, top = max(depth), min(depth[0], depth[-1])
-        if deepest - top < self.config.min_range.get(self.exercise, 0.0):
+        if max(depth) - min(depth[0], depth[-1]) < self.config.min_range.get(self.exercise, 0.0):
             return self._close("partial", "range of motion too small")
-        threshold = deepest - self.config.top_fraction * (deepest - top)
-        if depth[0] > threshold:
-            return self._close("partial", "started below the top third")
-        if depth[-1] > threshold:
-            return self._close("partial", "ended below the top third")
+        for signal in (DEPTH_SIGNAL[self.exercise], *ALSO_AT_TOP[self.exercise]):
+            series = rep.depth_series(signal)
+            if len(series) < 3:
+                continue
+            deepest, top = max(series), min(series[0], series[-1])
+            if series[0] > deepest - self._fraction(cut_start) * (deepest - top):
+                return self._close("partial", "started below the top of its range")
+            # A cut-off end is measured against the highest position of the whole stream: the rep's own
+            # start may already have been on the way down.
+            end_top = min(top, self._highest.get(signal, top)) if cut_end else top
+            if series[-1] > deepest - self._fraction(cut_end) * (deepest - end_top):
+                return self._close("partial", "ended below the top of its range")
         return self._close("complete", reason)

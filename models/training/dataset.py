@@ -14,7 +14,9 @@ Features are produced exactly as the edge node produces them: one
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
+import itertools
 import logging
 import os
 from collections.abc import Sequence
@@ -27,7 +29,15 @@ import numpy as np
 import numpy.typing as npt
 
 from edge_node.config import PoseSection
-from edge_node.features import ANGLE_NAMES, NUM_LANDMARKS, FeatureWindow, PoseLandmarks, feature_names, frame_features
+from edge_node.features import (
+    ANGLE_NAMES,
+    CONTEXT_MEASURES,
+    NUM_LANDMARKS,
+    FeatureWindow,
+    PoseLandmarks,
+    feature_names,
+    frame_features,
+)
 from formcheck.paths import POSE_MODEL, DataMissingError, cache_dir, require_data_dir
 
 log = logging.getLogger(__name__)
@@ -67,10 +77,12 @@ class ClipTruth:
     bottom_frames: tuple[int, ...]
     form: tuple[str, ...]
     confidence: str
+    segment: str = ""
+    """Non-empty for a part of a clip (:func:`split_by_rep`): frames and bottom frames are relative to it."""
 
     @property
     def name(self) -> str:
-        return Path(self.path).stem
+        return Path(self.path).stem + (f"_{self.segment}" if self.segment else "")
 
 
 @dataclass(frozen=True)
@@ -89,7 +101,7 @@ class ClipPoses:
 
 @dataclass(frozen=True)
 class ClipFeatures:
-    """Per-frame classifier inputs and body measures (``ANGLE_NAMES``) of one clip.
+    """Per-frame classifier inputs and body measures (``ANGLE_NAMES`` and ``CONTEXT_MEASURES``) of one clip.
 
     ``present`` is False (and the rows NaN) where the edge node would report ``no_person``.
     """
@@ -208,7 +220,7 @@ def clip_features(poses: ClipPoses, min_visibility: float = DEFAULT_MIN_VISIBILI
     n = len(feature_names())
     present = poses.present.copy()
     vectors = np.full((poses.frames, n), np.nan, dtype=np.float32)
-    measures = {name: np.full(poses.frames, np.nan, dtype=np.float32) for name in ANGLE_NAMES}
+    measures = {name: np.full(poses.frames, np.nan, dtype=np.float32) for name in (*ANGLE_NAMES, *CONTEXT_MEASURES)}
     window = FeatureWindow()
     for i in range(poses.frames):
         if not poses.present[i]:
@@ -253,4 +265,30 @@ def load_clips(exercise: str, data_dir: Path | None = None, pose_model: Path = P
 
 def data_files(clips: Sequence[Clip]) -> list[str]:
     """Data-set-relative paths the clips came from (for manifests and reports)."""
-    return [GROUND_TRUTH, *(c.truth.path for c in clips)]
+    return [GROUND_TRUTH, *dict.fromkeys(c.truth.path for c in clips)]
+
+
+def _slice_poses(poses: ClipPoses, a: int, b: int) -> ClipPoses:
+    return ClipPoses(fps=poses.fps, world=poses.world[a:b], visibility=poses.visibility[a:b],
+                     present=poses.present[a:b])
+
+
+def split_by_rep(clip: Clip) -> list[Clip]:
+    """A clip of one person cut into one part per labelled rep, halfway between consecutive bottom frames.
+
+    Used only when an exercise has clips of a single person (curl): leave-one-group-out then holds out
+    one rep at a time. Feature vectors keep the motion context from before the cut, as a live node would.
+    """
+    t = clip.truth
+    if t.complete_reps < 2 or t.partial_reps:
+        return [clip]
+    cuts = [0, *((x + y) // 2 for x, y in itertools.pairwise(t.bottom_frames)), clip.poses.frames]
+    parts: list[Clip] = []
+    for k, (a, b) in enumerate(itertools.pairwise(cuts)):
+        truth = dataclasses.replace(t, complete_reps=1, partial_reps=0, bottom_frames=(t.bottom_frames[k] - a,),
+                                    form=(t.form[k],), segment=f"rep{k + 1}")
+        f = clip.features
+        features = ClipFeatures(vectors=f.vectors[a:b], measures={n: v[a:b] for n, v in f.measures.items()},
+                                present=f.present[a:b])
+        parts.append(Clip(truth=truth, group=truth.name, poses=_slice_poses(clip.poses, a, b), features=features))
+    return parts

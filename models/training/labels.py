@@ -6,8 +6,13 @@ one form label; the ``labels/`` CSVs mark only some rep boundaries and are not
 used. Phases are therefore derived from the body's depth trajectory, anchored
 on the human bottom frames.
 
-Depth signal (larger = deeper): squat → ``hip_depth`` (pelvis below the knees,
-in thigh lengths); push-up and curl → elbow flexion ``1 − elbow / 180``. The
+Depth signal (larger = deeper), the same measure the rep counter uses
+(``aggregator.reps.DEPTH_SIGNAL``) and the one the ground truth's bottom frames
+are defined by: squat → ``hip_depth`` (pelvis below the knees, in thigh
+lengths); push-up → minus ``shoulder_height`` (neck above the wrists, in torso
+lengths: the bottom is where the shoulders are lowest); curl → elbow flexion
+``1 − elbow / 180`` (the curl's "bottom" is peak flexion, the weight at the
+top; ``standing`` is the arm hanging extended). The
 signal is smoothed with a centred moving mean over ``smooth_frames`` frames,
 using only frames with a person.
 
@@ -106,9 +111,11 @@ class FrameLabels:
 
 def depth_signal(exercise: str, measures: Mapping[str, FloatArray]) -> FloatArray:
     """Per-frame depth of the movement (larger = closer to the bottom) for ``exercise``."""
-    if exercise == "squat":
+    if exercise in ("squat", "lunge"):
         return measures["hip_depth"].astype(np.float32)
-    if exercise in ("pushup", "curl"):
+    if exercise == "pushup":
+        return (-measures["shoulder_height"]).astype(np.float32)
+    if exercise == "curl":
         return (1.0 - measures["elbow"] / 180.0).astype(np.float32)
     raise ValueError(f"no depth signal defined for exercise {exercise!r}")
 

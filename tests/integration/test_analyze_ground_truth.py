@@ -1,9 +1,9 @@
-"""``formcheck analyze`` against the human ground truth of every squat clip.
+"""``formcheck analyze`` against the human ground truth of every clip (squat, push-up, curl).
 
 The table of expected vs counted is printed at the end of the test run.
-Note: the committed classifier was trained on these clips (its held-out
-quality is in models/REPORT_squat.md); the rep counter and the grading rules
-were not fitted to them.
+Note: the committed classifiers were trained on these clips (their held-out
+quality is in models/REPORT_<exercise>.md); the rep counter and the grading
+rules were not fitted to them.
 """
 
 from __future__ import annotations
@@ -19,22 +19,27 @@ from formcheck.paths import DataMissingError, require_data_dir
 BAD_FORMS = {"knees_in", "knee_over_toes", "too_deep", "forward_lean", "too_upright"}
 
 
-def squat_rows() -> list[object]:
+EXERCISES = ("squat", "pushup", "curl")
+
+
+def clip_rows() -> list[object]:
     try:
         data = require_data_dir()
     except DataMissingError as exc:
         return [pytest.param(str(exc), id="data-missing")]
     with (data / "ground_truth.csv").open() as f:
-        rows = [r for r in csv.DictReader(f) if r["exercise"] == "squat"]
+        rows = [r for r in csv.DictReader(f) if r["exercise"] in EXERCISES]
     return [pytest.param(r, id=Path(r["path"]).stem) for r in rows]
 
 
-@pytest.mark.parametrize("row", squat_rows())
+@pytest.mark.parametrize("row", clip_rows())
 def test_analyze_counts_complete_reps_exactly(row: dict[str, str] | str, record_property: object) -> None:
     if isinstance(row, str):
         pytest.fail(row, pytrace=False)
     data = require_data_dir()
-    result = analyze_video(data / row["path"], "squat")
+    exercise = row["exercise"]
+    assert exercise in EXERCISES
+    result = analyze_video(data / row["path"], exercise)
     labels = row["form"].split()
     labelled_bad = any(label in BAD_FORMS for label in labels)
     bottoms = [int(b) for b in row["bottom_frames"].split()]

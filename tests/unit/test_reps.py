@@ -153,7 +153,7 @@ def test_clip_starting_at_the_bottom_is_one_partial() -> None:
     events = run(clip.frames)
     assert len(complete(events)) == 0
     assert len(partial(events)) == 1
-    assert partial(events)[0].reason == "started below the top third"
+    assert partial(events)[0].reason == "started below the top of its range"
 
 
 def test_clip_starting_mid_ascent_is_one_partial() -> None:
@@ -207,7 +207,7 @@ def test_rep_ending_below_the_top_third_is_partial() -> None:
                        ("standing", 1.0)])
     events = run(clip.frames)
     assert kinds(events) == ["partial"]
-    assert events[0].reason == "ended below the top third"
+    assert events[0].reason == "ended below the top of its range"
 
 
 def test_two_reps_without_standing_but_back_in_the_top_third_are_both_complete() -> None:

@@ -186,11 +186,14 @@ def test_inconsistent_ground_truth_is_rejected() -> None:
 
 
 def test_depth_signal_per_exercise() -> None:
-    measures = {"hip_depth": np.array([-1.0, 0.2], dtype=np.float32), "elbow": np.array([180.0, 90.0], np.float32)}
+    measures = {"hip_depth": np.array([-1.0, 0.2], dtype=np.float32), "elbow": np.array([180.0, 90.0], np.float32),
+                "shoulder_height": np.array([0.6, 0.1], dtype=np.float32)}
     np.testing.assert_allclose(depth_signal("squat", measures), [-1.0, 0.2])
-    np.testing.assert_allclose(depth_signal("pushup", measures), [0.0, 0.5])
-    with pytest.raises(ValueError, match="lunge"):
-        depth_signal("lunge", measures)
+    # Push-up: the shoulders' height (lowest at the bottom); curl: elbow flexion (peak flexion is the "bottom").
+    np.testing.assert_allclose(depth_signal("pushup", measures), [-0.6, -0.1])
+    np.testing.assert_allclose(depth_signal("curl", measures), [0.0, 0.5])
+    with pytest.raises(ValueError, match="plank"):
+        depth_signal("plank", measures)
 
 
 def test_smooth_keeps_gaps_and_constant_signals() -> None:
