@@ -12,7 +12,7 @@ help:
 	@echo "make test   - lint, type-check and run the whole test suite"
 	@echo "make bench  - edge benchmark: pose alone vs full pipeline, fps ratio and peak memory"
 	@echo "make soak   - 10 stations at 30 frames/s for 10 minutes through the whole stack (MINUTES=10): nothing lost, memory flat"
-	@echo "make train  - retrain the classifier (installs the [train] extra: TensorFlow)"
+	@echo "make train  - retrain the classifiers and rewrite their held-out reports (installs the [train] extra)"
 
 system-deps:
 	@bash deploy/system-packages.sh
@@ -63,6 +63,7 @@ $(STAMPS)/train-venv: pyproject.toml
 
 train: system-deps model $(STAMPS)/train-venv
 	$(TRAIN_VENV)/bin/python -m formcheck.cli models train
+	$(TRAIN_VENV)/bin/python -m formcheck.cli models evaluate
 
 clean:
 	rm -rf $(VENV) $(STAMPS) .mypy_cache .ruff_cache .pytest_cache *.egg-info
