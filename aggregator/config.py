@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import zlib
 from pathlib import Path
 from typing import Any, Literal
@@ -108,6 +109,11 @@ class AggregatorConfig(Section):
         description="process: decoding, reps, grading and InfluxDB writes run in a worker process, so they do not "
         "compete with MQTT packet handling for one core; thread: all in one process (single-core boxes, tests).",
     )
+    worker_processes: int = Field(
+        0, ge=0, le=32,
+        description="Worker processes in 'process' mode. A station's messages always go to the same worker (crc32 "
+        "of the node id), each with its own InfluxDB connection. 0: one per CPU core, at most 4.",
+    )
     stats_interval_s: float = Field(10.0, gt=0, description="Seconds between aggregator_stats points.")
     heartbeat_file: Path | None = Field(
         None, description="Touched every stats interval while the worker loop runs (container health checks)."
@@ -118,6 +124,12 @@ class AggregatorConfig(Section):
     @classmethod
     def _ids(cls, value: str) -> str:
         return validated_id(value, "id")
+
+    def worker_process_count(self) -> int:
+        """``worker_processes``, with 0 resolved from the CPU cores this process may use."""
+        if self.worker_processes:
+            return self.worker_processes
+        return max(1, min(4, len(os.sched_getaffinity(0))))
 
 
 def load_config(

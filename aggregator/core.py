@@ -154,22 +154,30 @@ class ProcessingCore:
             self.outbox.ack(item)
 
     def stats_point(self, inbox: int = 0, inbox_dropped: int = 0) -> Point:
+        fields: dict[str, float | int | bool | str] = {**self.stats_fields(), "inbox": inbox,
+                                                       "inbox_dropped": inbox_dropped}
+        return Point("aggregator_stats", self.stats_tags(), fields, int(time.time() * 1000))
+
+    def stats_tags(self) -> dict[str, str]:
+        return {"site": self.config.site, "aggregator": self.config.id}
+
+    def stats_fields(self) -> dict[str, int]:
+        """This core's counters for ``aggregator_stats`` (all additive: worker processes' figures are summed)."""
         writer = self.writer.stats()
         totals = {k: 0 for k in ("frames", "duplicates", "gaps", "late", "seq_outliers", "resyncs", "clock_backwards")}
         for station in self.stations.values():
             for key in totals:
                 totals[key] += getattr(station.counters, key)
-        fields: dict[str, float | int | bool | str] = {
+        fields: dict[str, int] = {
             "messages": self.counters["messages"], "invalid": sum(self.invalid.values()),
             "reps": self.counters["reps"], "sets": self.counters["sets"], **totals,
             "write_errors": writer.write_errors_total, "points_written": writer.points_written,
             "points_rejected": writer.points_dropped_rejected, "points_overflow": writer.points_dropped_overflow,
-            "buffer": writer.buffer, "inbox": inbox, "inbox_dropped": inbox_dropped,
+            "buffer": writer.buffer,
             "notifications_sent": self.notifier.stats.sent, "notifications_failed": self.notifier.stats.failed,
         }
         fields.update({f"invalid_{reason}": self.invalid[reason] for reason in DROP_REASONS})
-        return Point("aggregator_stats", {"site": self.config.site, "aggregator": self.config.id}, fields,
-                     int(time.time() * 1000))
+        return fields
 
     def snapshot(self) -> dict[str, dict[str, int]]:
         """Counters for tools and benchmarks: core counters, invalid by reason, stream totals, writer figures."""

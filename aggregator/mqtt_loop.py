@@ -42,6 +42,7 @@ class FlowControlledLoop:
         self._min = reconnect_min_s
         self._max = reconnect_max_s
         self._stop = threading.Event()
+        self._disconnecting = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._last_error: str | None = None
 
@@ -52,8 +53,13 @@ class FlowControlledLoop:
         self._stop.set()
         self._thread.join(timeout)
 
+    def disconnect(self) -> None:
+        """Send DISCONNECT (from this loop's thread, like every write) and do not reconnect afterwards."""
+        self._disconnecting.set()
+        self._client.disconnect()
+
     def wait_disconnected(self, timeout: float) -> bool:
-        """After ``client.disconnect()``: wait until the DISCONNECT went out and the socket closed."""
+        """After :meth:`disconnect`: wait until the DISCONNECT went out and the socket closed."""
         deadline = time.monotonic() + timeout
         while self._client.socket() is not None and self._thread.is_alive() and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -63,6 +69,9 @@ class FlowControlledLoop:
         delay = self._min
         while not self._stop.is_set():
             if self._client.socket() is None:
+                if self._disconnecting.is_set():  # closed on request: wait for stop(), never reconnect
+                    self._stop.wait(_SELECT_TIMEOUT_S)
+                    continue
                 try:
                     self._client.reconnect()
                 except (OSError, ValueError) as exc:

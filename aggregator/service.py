@@ -17,23 +17,22 @@ Delivery guarantees (Telegraf's consumer model):
 * Bad input is acknowledged, dropped, counted by reason, and logged at most
   once a minute per reason.
 
-Two processes by default (``workers: process``): this one runs paho and the
-network loop; a worker process runs :class:`aggregator.core.ProcessingCore`.
-They exchange batches over a pipe: messages one way, publishes and acks (in
-arrival order) the other. ``workers: thread`` runs the core in a thread of
-this process instead (tests inspect its state; slower on more than one core).
+By default (``workers: process``) this process runs paho and the network loop
+and worker processes run :class:`aggregator.core.ProcessingCore`, stations
+spread over them (``workers.py``). They exchange batches over pipes:
+messages one way, publishes and acks (in arrival order) the other.
+``workers: thread`` runs one core in a thread of this process instead (tests
+inspect its state; slower on more than one core).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
 import signal
 import threading
 import time
 from collections import Counter
-from multiprocessing.connection import Connection
 from types import FrameType
 from typing import Any
 
@@ -48,8 +47,9 @@ from aggregator.influx import InfluxWriter, Point
 from aggregator.lean_client import LeanReceiveClient
 from aggregator.mqtt_loop import FlowControlledLoop
 from aggregator.station import Station, StationOutput
+from aggregator.workers import WorkerPool
 from formcheck.broker import connect_properties, make_client
-from formcheck.queues import DropQueue, QueueClosed
+from formcheck.queues import DropQueue
 from formcheck.ratelog import RateLimitedLog
 from protocol.messages import NodeState, NodeStatus
 from protocol.topics import REGISTRY, Topics
@@ -57,8 +57,6 @@ from protocol.topics import REGISTRY, Topics
 log = logging.getLogger(__name__)
 
 _CONSUMED = ("frames", "status", "session", "stats")
-_BATCH = 512            # messages per pipe send
-_FLUSH_S = 0.005        # longest wait before a partial batch of acks/publishes goes back
 
 
 class _ClientOutbox:
@@ -82,7 +80,6 @@ class Aggregator:
         self.topics = Topics(site=config.site, prefix=config.mqtt.prefix)
         self.connected = threading.Event()
         self.network_counters: Counter[str] = Counter()
-        self._worker_snapshot: dict[str, dict[str, int]] = {}  # last report from the worker process
         # Reads stop at receive_maximum unacknowledged QoS 1 messages (mqtt_loop.py), so they always fit;
         # QoS 0 stats are dropped first when the inbox is busy.
         self._inbox: DropQueue[Inbound] = DropQueue(config.mqtt.receive_maximum * 2 + 64)
@@ -95,11 +92,11 @@ class Aggregator:
         )
         self.fatal: str | None = None
         self.core: ProcessingCore | None = None
-        self._worker: _WorkerProcess | None = None
+        self._workers: WorkerPool | None = None
         if config.workers == "thread":
             self.core = ProcessingCore(config, _ClientOutbox(self), writer)
         else:
-            self._worker = _WorkerProcess(config, self)
+            self._workers = WorkerPool(config, self, config.worker_process_count())
 
     # Core state, for tests and tools (thread mode only: a worker process keeps its own).
 
@@ -114,7 +111,9 @@ class Aggregator:
 
     def snapshot(self) -> dict[str, dict[str, int]]:
         """Core counters: live in thread mode, as of the worker's last stats report in process mode."""
-        return self.core.snapshot() if self.core is not None else dict(self._worker_snapshot)
+        if self.core is not None:
+            return self.core.snapshot()
+        return self._workers.snapshot() if self._workers is not None else {}
 
     @property
     def invalid(self) -> Counter[str]:
@@ -131,9 +130,9 @@ class Aggregator:
         return self._require_core()._apply(decoded, received_ms)
 
     @property
-    def worker_pid(self) -> int | None:
-        """PID of the worker process (process mode, once started)."""
-        return self._worker.pid if self._worker is not None else None
+    def worker_pids(self) -> list[int | None]:
+        """PIDs of the worker processes (process mode, once started)."""
+        return self._workers.pids if self._workers is not None else []
 
     def _require_core(self) -> ProcessingCore:
         if self.core is None:
@@ -159,8 +158,8 @@ class Aggregator:
     def start(self) -> None:
         if self.core is not None:
             self.core.start()
-        if self._worker is not None:
-            self._worker.start()
+        if self._workers is not None:
+            self._workers.start()
         cfg = self.config.mqtt
         self._client.connect_async(
             cfg.host, cfg.port, keepalive=cfg.keepalive_s, clean_start=False,
@@ -181,8 +180,8 @@ class Aggregator:
                     if item is not None:
                         self.core.handle(item)
                 else:
-                    assert self._worker is not None
-                    self._worker.forward(self._inbox)
+                    assert self._workers is not None
+                    self._workers.forward(self._inbox)
                 if time.monotonic() >= next_stats:
                     next_stats += self.config.stats_interval_s
                     self._stats()
@@ -197,8 +196,8 @@ class Aggregator:
     def _stats(self) -> None:
         if self.core is not None:
             self.core.writer.submit([self.core.stats_point(len(self._inbox), self._inbox.dropped)])
-        elif self._worker is not None:
-            self._worker.request_stats(len(self._inbox), self._inbox.dropped)
+        elif self._workers is not None:
+            self._workers.request_stats(len(self._inbox), self._inbox.dropped)
 
     def _heartbeat(self) -> None:
         path = self.config.heartbeat_file
@@ -212,14 +211,14 @@ class Aggregator:
         # Unwritten points stay unacknowledged: the broker redelivers them to our next run.
         if self.core is not None:
             self.core.close()
-        if self._worker is not None:
-            self._worker.close(timeout=self.config.influx.timeout_s * 2 + 5)
+        if self._workers is not None:
+            self._workers.close(timeout=self.config.influx.timeout_s * 2 + 5)
         if self.connected.is_set():
             info = self._client.publish(self.topics.aggregator_status(), self._status("stopped"), qos=1, retain=True)
             with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(timeout=2.0)
             self.connected.clear()  # a disconnect we asked for is not worth a warning
-            self._client.disconnect()
+            self._loop.disconnect()
             self._loop.wait_disconnected(timeout=2.0)
         self._loop.stop()
 
@@ -240,6 +239,9 @@ class Aggregator:
             pending = self._pending
             items = [item for mid in mids if (item := pending.pop(mid, None)) is not None]
         self._send_acks(items)
+
+    def _worker_failed(self, reason: str) -> None:
+        self.fatal = self.fatal or reason
 
     def _send_acks(self, items: list[Inbound]) -> None:
         self._client.ack_many([item.mid for item in items])  # one write for the lot
@@ -281,193 +283,6 @@ class Aggregator:
 
     def _status(self, state: NodeState) -> bytes:
         return NodeStatus(state=state, node=self.config.id, ts=int(time.time() * 1000)).to_json()
-
-
-# -- worker process -----------------------------------------------------------------------------------------------
-
-
-class _WorkerProcess:
-    """The network side's handle on the worker process: batches out, acks and publishes back."""
-
-    def __init__(self, config: AggregatorConfig, aggregator: Aggregator) -> None:
-        self._config = config
-        self._agg = aggregator
-        context = multiprocessing.get_context("spawn")  # no fork after threads exist
-        self._conn, child = context.Pipe(duplex=True)
-        self._process = context.Process(
-            target=_worker_main, args=(config, child, logging.getLogger().level), name="aggregator-worker",
-            daemon=True,
-        )
-        self._child = child
-        self._closed = threading.Event()
-        self._send_lock = threading.Lock()
-        self._receiver = threading.Thread(target=self._receive, name="worker-replies", daemon=True)
-
-    def start(self) -> None:
-        self._process.start()
-        self._child.close()
-        self._receiver.start()
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid
-
-    def forward(self, inbox: DropQueue[Inbound]) -> None:
-        """Send what the inbox holds (waiting briefly for the first message) as one batch."""
-        try:
-            first = inbox.get(timeout=0.2)
-        except QueueClosed:
-            return
-        if first is None:
-            return
-        batch = [(first.topic, first.payload, first.mid, first.qos)]
-        while len(batch) < _BATCH:
-            item = inbox.get(timeout=0)
-            if item is None:
-                break
-            batch.append((item.topic, item.payload, item.mid, item.qos))
-        self._send(("items", batch))
-
-    def request_stats(self, inbox: int, inbox_dropped: int) -> None:
-        self._send(("stats", inbox, inbox_dropped))
-
-    def close(self, timeout: float) -> None:
-        self._send(("stop",))
-        if not self._closed.wait(timeout):
-            log.warning("worker did not finish in %.0f s; unwritten messages will be redelivered", timeout)
-        self._process.join(timeout=2.0)
-        if self._process.is_alive():
-            self._process.kill()
-        self._conn.close()
-
-    def _send(self, message: tuple[Any, ...]) -> None:
-        with self._send_lock:
-            try:
-                self._conn.send(message)
-            except (OSError, EOFError, ValueError):
-                self._agg.fatal = self._agg.fatal or "aggregator worker process is gone"
-
-    def _receive(self) -> None:
-        while True:
-            try:
-                message = self._conn.recv()
-            except (EOFError, OSError):
-                if not self._closed.is_set():
-                    self._agg.fatal = self._agg.fatal or "aggregator worker process exited unexpectedly"
-                self._closed.set()  # nothing more will come: do not wait for a goodbye at shutdown
-                return
-            kind = message[0]
-            if kind == "ops":
-                acks: list[int] = []  # consecutive acks leave as one write, still in order with publishes
-                for op in message[1]:
-                    if op[0] == "ack":
-                        acks.append(op[1])
-                    else:
-                        if acks:
-                            self._agg._ack_mids(acks)
-                            acks = []
-                        self._agg.publish(op[1], op[2], op[3], op[4])
-                if acks:
-                    self._agg._ack_mids(acks)
-            elif kind == "snapshot":
-                self._agg._worker_snapshot = message[1]
-            elif kind == "closed":
-                self._closed.set()
-                return
-
-
-class _PipeOutbox:
-    """Worker side: collects publishes and acks (in order) and sends them back in small batches."""
-
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-        self._ops: list[tuple[Any, ...]] = []
-        self._lock = threading.Lock()
-        self._send_lock = threading.Lock()  # one writer on the pipe at a time
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="outbox", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
-        with self._lock:
-            self._ops.append(("publish", topic, payload, qos, retain))
-        self._wake.set()
-
-    def ack(self, item: Inbound) -> None:
-        with self._lock:
-            self._ops.append(("ack", item.mid))
-            if len(self._ops) >= _BATCH:
-                self._wake.set()
-
-    def send(self, message: tuple[Any, ...]) -> None:
-        """Send a control message after the ops queued so far (keeps acks ahead of 'closed')."""
-        with self._send_lock:
-            self._flush_locked()
-            self._conn.send(message)
-
-    def flush(self) -> None:
-        with self._send_lock:
-            self._flush_locked()
-
-    def _flush_locked(self) -> None:
-        with self._lock:
-            ops, self._ops = self._ops, []
-        if ops:
-            self._conn.send(("ops", ops))
-
-    def close(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        self._thread.join(timeout=2.0)
-        self.flush()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(_FLUSH_S)
-            self._wake.clear()
-            try:
-                self.flush()
-            except (OSError, EOFError, ValueError):
-                return
-
-
-def _worker_main(config: AggregatorConfig, conn: Connection, log_level: int) -> None:
-    """Entry point of the worker process."""
-    # The parent decides when to stop; a Ctrl-C to the process group must not kill us mid-write.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    logging.basicConfig(level=log_level or logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s[worker]: %(message)s")
-    outbox = _PipeOutbox(conn)
-    core = ProcessingCore(config, outbox)
-    core.start()
-    outbox.start()
-    handled = 0
-    try:
-        while True:
-            try:
-                message = conn.recv()
-            except (EOFError, OSError):
-                break  # the network process is gone: store what we have, the rest is redelivered
-            if message[0] == "items":
-                for topic, payload, mid, qos in message[1]:
-                    core.handle(Inbound(topic, payload, mid, qos))
-                handled += len(message[1])
-            elif message[0] == "stats":
-                core.writer.submit([core.stats_point(message[1], message[2])])
-                outbox.send(("snapshot", core.snapshot()))
-            elif message[0] == "stop":
-                break
-    finally:
-        core.close()
-        outbox.close()
-        with contextlib.suppress(OSError, EOFError, ValueError):
-            outbox.send(("snapshot", core.snapshot()))
-            outbox.send(("closed",))
-        log.debug("worker handled %d messages", handled)
 
 
 def run_aggregator(config: AggregatorConfig) -> int:

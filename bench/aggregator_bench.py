@@ -173,7 +173,7 @@ def _aggregator_config(spec: dict[str, Any]) -> Any:
                  "session_expiry_s": SESSION_EXPIRY_S, "receive_maximum": RECEIVE_MAXIMUM},
         "influx": {"url": spec.get("influx_url", "http://127.0.0.1:8086"),
                    "database": spec.get("database", "formcheck")},
-        "log_level": "WARNING",
+        "log_level": "WARNING", "worker_processes": spec.get("worker_processes", 0),
     }, environ={})
 
 
@@ -556,7 +556,8 @@ def run_round(index: int, args: argparse.Namespace, load: Load, broker: Mosquitt
     # A database per round: what one aggregator run stored is counted on its own.
     database = f"bench{index + 1}"
     base = {"host": broker.host, "port": broker.port, "expected": expected, "sets": load.sets,
-            "filter": frames_filter, "influx_url": influx.url, "database": database}
+            "filter": frames_filter, "influx_url": influx.url, "database": database,
+            "worker_processes": args.worker_processes}
     services.reset()
     paho_result = run_child("paho", {**base, "client_id": CLIENT_IDS["paho"]}, rdir, timeout, args.stall, procs)
     paho = services.measure(Measured("paho", paho_result["received"], paho_result["last"] - paho_result["first"],
@@ -810,6 +811,8 @@ def main(argv: list[str] | None = None) -> int:
                         "kept (default 3)")
     parser.add_argument("--stall", type=float, default=15.0,
                         help="a consumer that makes no progress for this many seconds is stopped (default 15)")
+    parser.add_argument("--worker-processes", type=int, default=0, metavar="N",
+                        help="the aggregator's worker_processes (default 0: its own default, one per core, max 4)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--profile", type=Path, metavar="FILE",

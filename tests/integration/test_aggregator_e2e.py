@@ -12,11 +12,13 @@ from formcheck.local_services import Influxd, Mosquitto
 from tests.integration.mqtt_helpers import Recorder
 from tests.waiting import wait_until
 
-# (node, member, clip, complete reps in ground_truth.csv)
+# (node, member, clip, complete reps in ground_truth.csv). With two worker processes the two stations land on
+# different workers (crc32 of the node id: rack-1 -> 1, rack-4 -> 0), so the stats check below sees a real sum.
 STATIONS = (
     ("rack-1", "alice", "videos/squat/squat_side_bodyweight_a.mp4", 3),
-    ("rack-2", "bob", "videos/squat/squat_rear_barbell_c.mp4", 2),
+    ("rack-4", "bob", "videos/squat/squat_rear_barbell_c.mp4", 2),
 )
+WORKERS = 2
 
 
 def cli(*args: str) -> list[str]:
@@ -29,7 +31,7 @@ def test_clips_become_stored_reps_sets_and_notifications(
 ) -> None:
     broker = f"127.0.0.1:{mosquitto.port}"
     env = {**os.environ, "FORMCHECK_AGG__STATS_INTERVAL_S": "1", "FORMCHECK_AGG__MQTT__KEEPALIVE_S": "5",
-           "FORMCHECK_AGG__INFLUX__FLUSH_INTERVAL_S": "0.2"}
+           "FORMCHECK_AGG__INFLUX__FLUSH_INTERVAL_S": "0.2", "FORMCHECK_AGG__WORKER_PROCESSES": str(WORKERS)}
     for node, member, _, _ in STATIONS:
         subprocess.run(cli("checkin", "--node", node, "--member", member, "--broker", broker),
                        check=True, capture_output=True, timeout=30)
@@ -52,6 +54,22 @@ def test_clips_become_stored_reps_sets_and_notifications(
             return influxd.query('SELECT * FROM "set"', db="formcheck")
 
         assert wait_until(lambda: len(stored_sets()) == len(STATIONS), 60), stored_sets()
+
+        # aggregator_stats stays one series per aggregator: the workers' counters are summed into it.
+        def frames_stored() -> int:
+            rows = influxd.query('SELECT count(bad_p) FROM "frames"."frame"', db="formcheck")
+            return int(str(rows[0]["count"])) if rows else 0
+
+        def stats() -> dict[str, object]:
+            rows = influxd.query('SELECT last(frames) AS frames, last(sets) AS sets, last(reps) AS reps '
+                                 'FROM aggregator_stats', db="formcheck")
+            return rows[0] if rows else {}
+
+        assert wait_until(lambda: stats().get("frames") == frames_stored() and stats().get("sets") == len(STATIONS),
+                          20), (stats(), frames_stored())
+        assert stats()["reps"] == sum(n for *_, n in STATIONS)
+        series = influxd.query('SHOW SERIES FROM aggregator_stats', db="formcheck")
+        assert len(series) == 1, series
     finally:
         agg.send_signal(signal.SIGTERM)
         _, agg_err = agg.communicate(timeout=30)

@@ -28,10 +28,11 @@ def test_killed_worker_process_stops_the_aggregator(mosquitto: Mosquitto, influx
     thread = threading.Thread(target=lambda: outcome.append(agg.run(stop)), daemon=True)
     thread.start()
     try:
-        assert wait_until(lambda: agg.connected.is_set() and agg.worker_pid is not None, 20), "never came up"
+        up = wait_until(lambda: agg.connected.is_set() and bool(agg.worker_pids) and all(agg.worker_pids), 20)
+        assert up, "never came up"
         # The stats round trip shows the worker is alive and answering before we kill it.
         assert wait_until(lambda: bool(agg.snapshot()), 10), "worker never reported"
-        pid = agg.worker_pid
+        pid = agg.worker_pids[0]
         assert pid is not None and pid in [p.pid for p in psutil.Process().children()]
         killed_at = time.monotonic()
         os.kill(pid, signal.SIGKILL)

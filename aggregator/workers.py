@@ -1,0 +1,325 @@
+"""Worker processes (``workers: process``): the processing core runs beside the network process, not in it.
+
+The network process (``service.py``) receives MQTT messages; each worker
+process runs one :class:`aggregator.core.ProcessingCore` with its own
+InfluxDB writer. A station's messages always go to the same worker (crc32 of
+the node id modulo the number of workers), so per-station order, rep state
+and sessions live in exactly one place, and workers share nothing.
+
+Each worker has one duplex pipe. Messages go out in batches; publishes and
+acks (in the worker's order: an ack never overtakes the publish of the rep
+its frame completed) come back in batches. The network side acks by message
+id, so it does not matter which worker a message went to.
+
+``aggregator_stats`` stays one point per aggregator: every stats interval
+each worker reports its counters, the pool sums them, and worker 0 writes the
+sum (with the network side's inbox figures).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import signal
+import threading
+import time
+import zlib
+from collections import Counter
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any, Protocol
+
+from aggregator.config import AggregatorConfig
+from aggregator.core import Inbound, ProcessingCore
+from aggregator.influx import Point
+from formcheck.queues import DropQueue, QueueClosed
+
+log = logging.getLogger(__name__)
+
+BATCH = 512             # messages per pipe send
+FLUSH_S = 0.005         # longest wait before a partial batch of acks/publishes goes back
+
+Snapshot = dict[str, dict[str, int]]
+
+
+class NetworkSide(Protocol):
+    """What the workers' replies drive in the network process."""
+
+    def _ack_mids(self, mids: list[int]) -> None: ...
+    def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None: ...
+    def _worker_failed(self, reason: str) -> None: ...
+
+
+def worker_index(topic: str, workers: int, cache: dict[str, int]) -> int:
+    """The worker of the station a node topic belongs to (``{prefix}/{site}/nodes/{node}/{kind}``)."""
+    index = cache.get(topic)
+    if index is None:
+        parts = topic.rsplit("/", 2)
+        node = parts[-2] if len(parts) == 3 else ""
+        index = zlib.crc32(node.encode("utf-8", "surrogatepass")) % workers
+        if len(cache) >= 8192:  # topics come from outside: keep the cache bounded
+            cache.clear()
+        cache[topic] = index
+    return index
+
+
+def merge_snapshots(snapshots: list[Snapshot]) -> Snapshot:
+    merged: dict[str, Counter[str]] = {}
+    for snapshot in snapshots:
+        for section, values in snapshot.items():
+            merged.setdefault(section, Counter()).update(values)
+    return {section: dict(values) for section, values in merged.items()}
+
+
+class WorkerPool:
+    """The network side's handle on N worker processes."""
+
+    def __init__(self, config: AggregatorConfig, network: NetworkSide, processes: int) -> None:
+        self._config = config
+        self._workers = [_Worker(config, network, i, self._on_stats) for i in range(processes)]
+        self._topic_index: dict[str, int] = {}
+        self._stats_lock = threading.Lock()
+        self._stats_round = 0
+        self._stats_replies: dict[int, dict[str, int]] = {}
+        self._stats_inbox = (0, 0)
+
+    @property
+    def pids(self) -> list[int | None]:
+        return [w.pid for w in self._workers]
+
+    def start(self) -> None:
+        for worker in self._workers:
+            worker.start()
+
+    def snapshot(self) -> Snapshot:
+        """Counters summed over the workers, as of their last stats report."""
+        return merge_snapshots([w.snapshot for w in self._workers])
+
+    def forward(self, inbox: DropQueue[Inbound]) -> None:
+        """Send what the inbox holds (waiting briefly for the first message), one batch per worker."""
+        try:
+            first = inbox.get(timeout=0.2)
+        except QueueClosed:
+            return
+        if first is None:
+            return
+        count = len(self._workers)
+        batches: list[list[tuple[str, bytes, int, int]]] = [[] for _ in range(count)]
+        item: Inbound | None = first
+        taken = 0
+        while item is not None:
+            index = worker_index(item.topic, count, self._topic_index) if count > 1 else 0
+            batches[index].append((item.topic, item.payload, item.mid, item.qos))
+            taken += 1
+            if taken >= BATCH * count:
+                break
+            item = inbox.get(timeout=0)
+        for worker, batch in zip(self._workers, batches, strict=True):
+            if batch:
+                worker.send(("items", batch))
+
+    def request_stats(self, inbox: int, inbox_dropped: int) -> None:
+        with self._stats_lock:
+            self._stats_round += 1
+            self._stats_replies = {}
+            self._stats_inbox = (inbox, inbox_dropped)
+            round_ = self._stats_round
+        for worker in self._workers:
+            worker.send(("stats", round_))
+
+    def _on_stats(self, index: int, round_: int, fields: dict[str, int]) -> None:
+        with self._stats_lock:
+            if round_ != self._stats_round:
+                return  # a late reply to an earlier round: the next round carries its counters anyway
+            self._stats_replies[index] = fields
+            if len(self._stats_replies) < len(self._workers):
+                return
+            total: Counter[str] = Counter()
+            for reply in self._stats_replies.values():
+                total.update(reply)
+            inbox, dropped = self._stats_inbox
+        summed = dict(total)
+        summed["inbox"], summed["inbox_dropped"] = inbox, dropped
+        self._workers[0].send(("write_stats", summed, int(time.time() * 1000)))
+
+    def close(self, timeout: float) -> None:
+        for worker in self._workers:
+            worker.send(("stop",))
+        deadline = time.monotonic() + timeout
+        for worker in self._workers:
+            worker.finish(max(0.0, deadline - time.monotonic()))
+
+
+class _Worker:
+    """One worker process, its pipe and the thread that applies its replies."""
+
+    def __init__(self, config: AggregatorConfig, network: NetworkSide, index: int,
+                 on_stats: Callable[[int, int, dict[str, int]], None]) -> None:
+        self._network = network
+        self._index = index
+        self._on_stats = on_stats
+        self.snapshot: Snapshot = {}
+        context = multiprocessing.get_context("spawn")  # no fork after threads exist
+        self._conn, child = context.Pipe(duplex=True)
+        self._process = context.Process(
+            target=worker_main, args=(config, child, logging.getLogger().level, index),
+            name=f"aggregator-worker-{index}", daemon=True,
+        )
+        self._child = child
+        self._closed = threading.Event()
+        self._send_lock = threading.Lock()
+        self._receiver = threading.Thread(target=self._receive, name=f"worker-{index}-replies", daemon=True)
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
+    def start(self) -> None:
+        self._process.start()
+        self._child.close()
+        self._receiver.start()
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        with self._send_lock:
+            try:
+                self._conn.send(message)
+            except (OSError, EOFError, ValueError):
+                self._network._worker_failed(f"aggregator worker process {self._index} is gone")
+
+    def finish(self, timeout: float) -> None:
+        if not self._closed.wait(timeout):
+            log.warning("worker %d did not finish in %.0f s; unwritten messages will be redelivered",
+                        self._index, timeout)
+        self._process.join(timeout=2.0)
+        if self._process.is_alive():
+            self._process.kill()
+        self._conn.close()
+
+    def _receive(self) -> None:
+        network = self._network
+        while True:
+            try:
+                message = self._conn.recv()
+            except (EOFError, OSError):
+                if not self._closed.is_set():
+                    network._worker_failed(f"aggregator worker process {self._index} exited unexpectedly")
+                self._closed.set()  # nothing more will come: do not wait for a goodbye at shutdown
+                return
+            kind = message[0]
+            if kind == "ops":
+                acks: list[int] = []  # consecutive acks leave as one write, still in order with publishes
+                for op in message[1]:
+                    if op[0] == "ack":
+                        acks.append(op[1])
+                    else:
+                        if acks:
+                            network._ack_mids(acks)
+                            acks = []
+                        network.publish(op[1], op[2], op[3], op[4])
+                if acks:
+                    network._ack_mids(acks)
+            elif kind == "stats":
+                self.snapshot = message[3]
+                self._on_stats(self._index, message[1], message[2])
+            elif kind == "snapshot":
+                self.snapshot = message[1]
+            elif kind == "closed":
+                self._closed.set()
+                return
+
+
+class PipeOutbox:
+    """Worker side: collects publishes and acks (in order) and sends them back in small batches."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._ops: list[tuple[Any, ...]] = []
+        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()  # one writer on the pipe at a time
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="outbox", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+        with self._lock:
+            self._ops.append(("publish", topic, payload, qos, retain))
+        self._wake.set()
+
+    def ack(self, item: Inbound) -> None:
+        with self._lock:
+            self._ops.append(("ack", item.mid))
+            if len(self._ops) >= BATCH:
+                self._wake.set()
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        """Send a control message after the ops queued so far (keeps acks ahead of 'closed')."""
+        with self._send_lock:
+            self._flush_locked()
+            self._conn.send(message)
+
+    def flush(self) -> None:
+        with self._send_lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        with self._lock:
+            ops, self._ops = self._ops, []
+        if ops:
+            self._conn.send(("ops", ops))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=2.0)
+        self.flush()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(FLUSH_S)
+            self._wake.clear()
+            try:
+                self.flush()
+            except (OSError, EOFError, ValueError):
+                return
+
+
+def worker_main(config: AggregatorConfig, conn: Connection, log_level: int, index: int = 0) -> None:
+    """Entry point of a worker process."""
+    # The parent decides when to stop; a Ctrl-C to the process group must not kill us mid-write.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    logging.basicConfig(level=log_level or logging.INFO,
+                        format=f"%(asctime)s %(levelname)s %(name)s[worker {index}]: %(message)s")
+    outbox = PipeOutbox(conn)
+    core = ProcessingCore(config, outbox)
+    core.start()
+    outbox.start()
+    handled = 0
+    try:
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                break  # the network process is gone: store what we have, the rest is redelivered
+            kind = message[0]
+            if kind == "items":
+                for topic, payload, mid, qos in message[1]:
+                    core.handle(Inbound(topic, payload, mid, qos))
+                handled += len(message[1])
+            elif kind == "stats":
+                outbox.send(("stats", message[1], core.stats_fields(), core.snapshot()))
+            elif kind == "write_stats":
+                core.writer.submit([Point("aggregator_stats", core.stats_tags(), message[1], message[2])])
+            elif kind == "stop":
+                break
+    finally:
+        core.close()
+        outbox.close()
+        with contextlib.suppress(OSError, EOFError, ValueError):
+            outbox.send(("snapshot", core.snapshot()))
+            outbox.send(("closed",))
+        log.debug("worker %d handled %d messages", index, handled)
