@@ -758,6 +758,8 @@ def print_table(r: dict[str, Any]) -> None:
               f"{r['broker_cpu_s'][key]:>14.2f}{r['influxd_cpu_s'][key]:>15.2f}")
     print(f"(aggregator over its first 90 % of frames, without the final flush interval: "
           f"{r['aggregator_msgs_per_s_first_90pct']:.0f} msgs/s)")
+    print("(b uses paho's stock receive path; the aggregator's client parses PUBLISH packets itself and batches "
+          "PUBACKs: aggregator/lean_client.py)")
     if r["rounds"] > 1:
         per = "; ".join(f"{key} " + "/".join(f"{c['msgs_per_s'][key]:.0f}" for c in r["per_round"])
                         for key in labels)
