@@ -105,6 +105,14 @@ def cmd_models_train(args: argparse.Namespace) -> int:
     return int(train_main(exercise=args.exercise))
 
 
+def cmd_models_evaluate(args: argparse.Namespace) -> int:
+    try:
+        from models.training.evaluate import evaluate_main
+    except ImportError as exc:
+        raise CliError(f"evaluation needs the [train] extra (pip install -e '.[train]'): {exc}") from exc
+    return int(evaluate_main(exercise=args.exercise))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from formcheck.demo import run_demo
     from formcheck.local_services import ServiceError
@@ -279,9 +287,14 @@ def build_parser() -> argparse.ArgumentParser:
     build = models_sub.add_parser("build", help="build the pose landmarker bundle from the mediapipe 0.10.21 wheel")
     build.add_argument("--out", type=Path, default=POSE_MODEL)
     build.set_defaults(func=cmd_models_build)
-    train = models_sub.add_parser("train", help="train the phase/form classifier from the data set")
-    train.add_argument("--exercise", default="squat", choices=["squat", "pushup", "curl"])
+    train = models_sub.add_parser("train", help="train the phase/form classifiers from the data set")
+    train.add_argument("--exercise", default="all", choices=["all", "squat", "pushup", "curl"])
     train.set_defaults(func=cmd_models_train)
+    evaluate = models_sub.add_parser(
+        "evaluate", help="held-out evaluation (split by clip/person), baselines, figures and models/REPORT_*.md"
+    )
+    evaluate.add_argument("--exercise", default="all", choices=["all", "squat", "pushup", "curl"])
+    evaluate.set_defaults(func=cmd_models_evaluate)
 
     demo = sub.add_parser("demo", help="the whole loop on this machine: broker, database, aggregator, two edge nodes")
     demo.add_argument("--clip", type=Path, help="play this video at one station instead of the two sample clips")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -63,3 +64,33 @@ def score(truth: IntArray, predicted: IntArray, labels: tuple[str, ...]) -> Scor
     confusion = np.zeros((k, k), dtype=np.int64)
     np.add.at(confusion, (truth.astype(np.int64), predicted.astype(np.int64)), 1)
     return Scores(labels=labels, confusion=confusion)
+
+
+FloatArray = npt.NDArray[np.float64]
+
+
+def roc_curve(truth: IntArray, scores: npt.NDArray[np.floating[Any]]) -> tuple[FloatArray, FloatArray]:
+    """False and true positive rates of ``scores >= t`` for every distinct threshold t (class 1 = positive).
+
+    Starts at (0, 0) and ends at (1, 1); tied scores move both rates in one step.
+    """
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    s = np.asarray(scores, dtype=np.float64)[order]
+    t = np.asarray(truth)[order] == 1
+    positives, negatives = int(t.sum()), int((~t).sum())
+    if positives == 0 or negatives == 0:
+        raise ValueError("a ROC curve needs both classes in the truth")
+    # Indices where the score changes: thresholds between distinct values.
+    last_of_run = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]
+    tp = np.cumsum(t)[last_of_run]
+    fp = np.cumsum(~t)[last_of_run]
+    return np.r_[0.0, fp / negatives], np.r_[0.0, tp / positives]
+
+
+def roc_auc(truth: IntArray, scores: npt.NDArray[np.floating[Any]]) -> float | None:
+    """Area under the ROC curve (trapezoids: ties count one half), or None when a class is absent."""
+    t = np.asarray(truth)
+    if not ((t == 1).any() and (t == 0).any()):
+        return None
+    fpr, tpr = roc_curve(truth, scores)
+    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))

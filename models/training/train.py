@@ -21,7 +21,6 @@ Needs the ``[train]`` extra (TensorFlow); TensorFlow is imported lazily so the
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 import json
 import os
@@ -30,7 +29,6 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -39,13 +37,13 @@ import numpy.typing as npt
 
 from edge_node.classifier import MODEL_PHASES, HeldOutMetrics, ModelManifest, PhaseFormClassifier
 from edge_node.features import FEATURE_SPEC_VERSION, feature_names, feature_spec_hash
-from formcheck.paths import MODELS_DIR, POSE_MODEL, DataMissingError, classifier_model, require_data_dir
+from formcheck.paths import DataMissingError, classifier_model, require_data_dir
 from models.training import labels as labelling
 from models.training.dataset import Clip, data_files, load_clips, split_by_rep
 from models.training.labels import IGNORE, FrameLabels, LabelRules, depth_signal, label_clip
 from models.training.metrics import Scores, score
-from models.training.rep_eval import ClipRepCount, RepCountTotals, evaluate_clip, frame_messages, run_station
-from models.training.report import ClipSummary, GroupResult, RunSummary, render_report
+from models.training.rep_eval import ClipRepCount, evaluate_clip, frame_messages, run_station
+from models.training.report import ClipSummary
 from protocol.messages import EXERCISES, Exercise
 
 if TYPE_CHECKING:
@@ -187,6 +185,9 @@ def fit(train: FrameSet, config: TrainConfig) -> keras.Model:
     """Train on ``train`` from a fixed seed: the same frames give the same model."""
     import keras
 
+    # A fresh Keras state per model: layer name counters and seed generators otherwise carry over from the
+    # models built before in the same process, and the same frames would give different bytes.
+    keras.backend.clear_session()
     keras.utils.set_random_seed(config.seed)
     mean = train.x.mean(axis=0)
     std = np.maximum(train.x.std(axis=0), _MIN_STD)
@@ -352,10 +353,6 @@ def verify_export(model: keras.Model, path: Path, vectors: FloatArray) -> float:
     return float(diffs.max()) if np.isfinite(diffs).all() else float("inf")
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _clip_summary(clip: Clip, lab: FrameLabels) -> ClipSummary:
     usable = clip.features.present
     return ClipSummary(
@@ -405,18 +402,6 @@ def _held_out(phase: Scores, form: Scores, frames: int, method: str) -> HeldOutM
     )
 
 
-def _print_summary(run: RunSummary, model_path: Path, report_path: Path) -> None:
-    rows = [("phase", run.pooled_phase, run.baseline_phase), ("form", run.pooled_form, run.baseline_form)]
-    print(f"{run.exercise}: held-out ({len(run.groups)} leave-one-group-out folds, {len(run.clips)} clips)")
-    print(f"{'head':<6} {'frames':>7} {'accuracy':>9} {'macro-F1':>9} {'baseline acc':>13} {'baseline F1':>12}")
-    for name, s, b in rows:
-        print(f"{name:<6} {s.frames:>7} {s.accuracy:>9.3f} {s.macro_f1:>9.3f} {b.accuracy:>13.3f} {b.macro_f1:>12.3f}")
-    print(RepCountTotals.of(run.rep_counts).one_line())
-    print(f"training: cross-validation {run.seconds_cv:.0f} s, held-out rep counting {run.seconds_reps:.1f} s, "
-          f"final {run.seconds_final:.0f} s; export check max diff {run.export_max_diff:.1e}")
-    print(f"model:  {model_path}\nreport: {report_path}")
-
-
 def _exercise(name: str) -> Exercise:
     for exercise in EXERCISES:
         if exercise == name:
@@ -424,114 +409,100 @@ def _exercise(name: str) -> Exercise:
     raise ValueError(f"unknown exercise {name!r}")
 
 
-def run_training(exercise: str, out_dir: Path | None, config: TrainConfig, rules: LabelRules) -> RunSummary:
-    """Label, cross-validate, train the final model, export, verify and write the report."""
+@dataclass(frozen=True)
+class Prepared:
+    """Clips of one exercise with their derived labels and the labelled frames."""
+
+    exercise: Exercise
+    clips: tuple[Clip, ...]
+    groups: tuple[str, ...]
+    frame_labels: tuple[FrameLabels, ...]
+    frames: FrameSet
+
+
+def prepare(exercise: str, rules: LabelRules) -> Prepared:
+    """Load the clips (one held-out group per person; per rep when there is one person only) and label them."""
     data_dir = require_data_dir()
-    _deterministic_tf()
     clips = load_clips(exercise, data_dir)
     if len({c.group for c in clips}) == 1:
         # One person only (curl): hold out one rep at a time. Optimistic (same person, camera and session),
         # and the report says so.
         clips = [part for clip in clips for part in split_by_rep(clip)]
-    groups = [c.group for c in clips]
+    groups = tuple(c.group for c in clips)
     if len(set(groups)) < 2:
-        raise DataMissingError(f"held-out evaluation needs {exercise} clips of at least two people, "
+        raise DataMissingError(f"held-out evaluation needs {exercise} clips of at least two people (or reps), "
                                f"found {len(set(groups))} group(s)")
-    frame_labels = [clip_labels(c, rules) for c in clips]
-    frames = build_frame_set(clips, frame_labels)
+    frame_labels = tuple(clip_labels(c, rules) for c in clips)
+    return Prepared(exercise=_exercise(exercise), clips=tuple(clips), groups=groups, frame_labels=frame_labels,
+                    frames=build_frame_set(clips, frame_labels))
 
-    started = time.monotonic()
-    cv = cross_validate(frames, groups, config, [c.features.vectors for c in clips])
-    held_out = cv.frames
-    seconds_cv = time.monotonic() - started
-    started = time.monotonic()
-    rep_counts = held_out_rep_counts(_exercise(exercise), clips, frame_labels, frames, cv)
-    seconds_reps = time.monotonic() - started
-    pooled_phase, pooled_form = head_scores(frames, held_out)
-    baseline_phase, baseline_form = head_scores(frames, majority_baseline(frames))
-    frame_group = np.array([groups[c] for c in frames.clip])
-    group_results: list[GroupResult] = []
-    for group in sorted(set(groups)):
-        phase_scores, form_scores = head_scores(frames, held_out, frame_group == group)
-        members = tuple(c.truth.name for c in clips if c.group == group)
-        group_results.append(GroupResult(group=group, clips=members, phase=phase_scores, form=form_scores))
 
-    started = time.monotonic()
-    model = fit(frames, config)
-    seconds_final = time.monotonic() - started
+def write_manifest(path: Path, manifest: ModelManifest) -> None:
+    path.with_suffix(".json").write_text(json.dumps(manifest.model_dump(mode="json"), indent=2) + "\n")
 
-    model_path = model_path_for(exercise, out_dir)
+
+def train_final(prep: Prepared, out_dir: Path | None, config: TrainConfig) -> tuple[Path, float]:
+    """Train the shipped model on every labelled frame, export it, check the export; (model path, max diff).
+
+    The manifest carries no time stamp, so the same data and code give byte-identical files; its
+    ``held_out`` figures are filled in by ``formcheck models evaluate``.
+    """
+    _deterministic_tf()
+    model = fit(prep.frames, config)
+    model_path = model_path_for(prep.exercise, out_dir)
     export_tflite(model, model_path)
-    method = _evaluation_method(clips)
-    scored = int(((frames.phase != IGNORE) | (frames.bad != IGNORE)).sum())
     manifest = ModelManifest.model_validate({
-        "name": model_path.stem, "version": MODEL_VERSION, "exercise": exercise,
+        "name": model_path.stem, "version": MODEL_VERSION, "exercise": prep.exercise,
         "feature_spec_version": FEATURE_SPEC_VERSION, "feature_spec_hash": feature_spec_hash(),
         "input_size": len(feature_names()), "phases": list(MODEL_PHASES), "bad_threshold": BAD_THRESHOLD,
-        "trained_on": data_files(clips), "held_out": _held_out(pooled_phase, pooled_form, scored, method),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "trained_on": data_files(prep.clips),
     })
-    model_path.with_suffix(".json").write_text(json.dumps(manifest.model_dump(mode="json"), indent=2) + "\n")
+    write_manifest(model_path, manifest)
     # Frames spread over a whole clip with reps, so every phase is exercised, not only the opening stance.
-    sample = next(c for c in clips if c.truth.complete_reps > 0).features
+    sample = next(c for c in prep.clips if c.truth.complete_reps > 0).features
     present = sample.vectors[sample.present]
     vectors = present[np.linspace(0, len(present) - 1, min(_VERIFY_FRAMES, len(present))).astype(int)]
     max_diff = verify_export(model, model_path, vectors)
     if max_diff > EXPORT_TOLERANCE:
         raise RuntimeError(f"exported model differs from Keras by {max_diff:.2e} (> {EXPORT_TOLERANCE})")
-
-    return RunSummary(
-        exercise=exercise,
-        created=manifest.created,
-        data_dir=str(data_dir),
-        data_files=tuple(data_files(clips)),
-        pose_model=f"{POSE_MODEL.name} (sha256 {_sha256(POSE_MODEL)[:16]})",
-        feature_spec=f"v{FEATURE_SPEC_VERSION} / {feature_spec_hash()}, {len(feature_names())} inputs",
-        label_rules=f"{(labelling.__doc__ or '').strip()}\n\nNumbers used: `{rules}`.",
-        evaluation_method=method,
-        train_config=(f"`{config}`; phase and form losses weighted per class (n / (k · n_class) on each "
-                      "training fold); frames whose label is excluded get weight 0 for that head. "
-                      f"{config.epochs} epochs, no early stopping."),
-        bad_threshold=BAD_THRESHOLD,
-        clips=tuple(_clip_summary(c, lab) for c, lab in zip(clips, frame_labels, strict=True)),
-        phase_labels=MODEL_PHASES,
-        pooled_phase=pooled_phase,
-        pooled_form=pooled_form,
-        baseline_phase=baseline_phase,
-        baseline_form=baseline_form,
-        groups=tuple(group_results),
-        fault_groups=_fault_groups(clips),
-        model_path=str(model_path.relative_to(MODELS_DIR.parent) if model_path.is_relative_to(MODELS_DIR.parent)
-                       else model_path),
-        export_max_diff=max_diff,
-        seconds_cv=seconds_cv,
-        seconds_final=seconds_final,
-        rep_counts=rep_counts,
-        seconds_reps=seconds_reps,
-    )
+    return model_path, max_diff
 
 
-def train_main(exercise: str = "squat", out_dir: Path | None = None) -> int:
-    """Train and export the classifier of ``exercise``; prints a summary and returns an exit code.
-
-    ``out_dir`` receives the model, manifest and report instead of ``models/artifacts`` and ``models/``.
-    """
-    # Cheap checks first, so a wrong name or a missing data set is reported even without TensorFlow.
+def _selected(exercise: str) -> list[str] | None:
+    """Exercises named by ``exercise`` ('all' = every exercise with data), or None after printing an error."""
+    if exercise == "all":
+        return list(TRAINED_EXERCISES)
     if exercise not in EXERCISES:
-        print(f"unknown exercise {exercise!r}: choose one of {', '.join(EXERCISES)}", file=sys.stderr)
+        print(f"unknown exercise {exercise!r}: choose one of all, {', '.join(EXERCISES)}", file=sys.stderr)
+        return None
+    return [exercise]
+
+
+TRAINED_EXERCISES: Final = ("squat", "pushup", "curl")
+"""Exercises the data set has clips of (``lunge`` has none yet)."""
+
+
+def train_main(exercise: str = "all", out_dir: Path | None = None) -> int:
+    """Train and export the classifier of ``exercise`` ('all': each in turn); returns an exit code.
+
+    ``out_dir`` receives the model and manifest instead of ``models/artifacts``.
+    """
+    names = _selected(exercise)
+    if names is None:
         return 2
+    # Cheap checks first, so a missing data set is reported even without TensorFlow.
     try:
         require_data_dir()
         if importlib.util.find_spec("tensorflow") is None:
             print("training needs TensorFlow: run 'make train' (own venv with the 'train' extra)", file=sys.stderr)
             return 2
-        run = run_training(exercise, out_dir, TrainConfig(), LabelRules())
+        for name in names:
+            started = time.monotonic()
+            prep = prepare(name, LabelRules())
+            path, max_diff = train_final(prep, out_dir, TrainConfig())
+            print(f"{name}: trained on {len(prep.frames)} frames of {len(prep.clips)} clip(s) in "
+                  f"{time.monotonic() - started:.0f} s; TFLite matches Keras within {max_diff:.1e}\n  model: {path}")
     except DataMissingError as exc:
         print(str(exc), file=sys.stderr)
         return 2
-    report_path = (out_dir or MODELS_DIR) / f"REPORT_{exercise}.md"
-    report_path.parent.mkdir(parents=True, exist_ok=True)
-    report_path.write_text(render_report(run))
-    _print_summary(run, model_path_for(exercise, out_dir), report_path)
     return 0
-

@@ -28,3 +28,19 @@ def test_other_exercises_have_no_squat_rules() -> None:
 def test_knees_in_needs_a_frontal_view() -> None:
     side_on = {**NEUTRAL, "knee_width": 0.5, "view_yaw": 80.0}
     assert frame_faults("squat", "bottom", side_on, RULES) == []
+
+
+def test_pushup_hips_sag_and_pike_from_the_side_only() -> None:
+    side = {"hip_sag": 0.0, "view_yaw": 85.0}
+    assert frame_faults("pushup", "bottom", side, RULES) == []
+    assert frame_faults("pushup", "descending", {**side, "hip_sag": RULES.hips_sag_deg + 5}, RULES) == ["hips_sag"]
+    assert frame_faults("pushup", "ascending", {**side, "hip_sag": -RULES.hips_pike_deg - 5}, RULES) == ["hips_pike"]
+    head_on = {"hip_sag": -60.0, "view_yaw": 5.0}
+    assert frame_faults("pushup", "bottom", head_on, RULES) == []
+    assert frame_faults("pushup", "standing", {**side, "hip_sag": 40.0}, RULES) == []
+
+
+def test_curl_swinging_when_the_trunk_leaves_vertical() -> None:
+    assert frame_faults("curl", "ascending", {"trunk_lean": 5.0}, RULES) == []
+    assert frame_faults("curl", "bottom", {"trunk_lean": RULES.swing_lean_deg + 1}, RULES) == ["swinging"]
+    assert frame_faults("curl", "standing", {"trunk_lean": 40.0}, RULES) == []

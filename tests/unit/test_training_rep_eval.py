@@ -272,11 +272,11 @@ def test_totals_over_clips() -> None:
 def test_report_has_the_rep_counting_section() -> None:
     scores = Scores(labels=("good", "bad"), confusion=np.array([[3, 0], [1, 1]], dtype=np.int64))
     run = RunSummary(
-        exercise="squat", created="now", data_dir="/data", data_files=(), pose_model="pose", feature_spec="v1",
+        exercise="squat", data_fingerprint="ground_truth.csv sha256 0", data_files=(), pose_model="pose",
+        feature_spec="v1",
         label_rules="rules", evaluation_method="method", train_config="config", bad_threshold=0.5, clips=(),
         phase_labels=("good", "bad"), pooled_phase=scores, pooled_form=scores, baseline_phase=scores,
-        baseline_form=scores, groups=(), fault_groups=(), model_path="m.tflite", export_max_diff=0.0,
-        seconds_cv=1.0, seconds_final=1.0,
+        baseline_form=scores, groups=(), fault_groups=(), model_path="m.tflite", model_sha256="0" * 64,
         rep_counts=(counted("clip_b", (30, 90), (31,), ("too_deep", "good"), ("bad",), (0, None)),),
     )
     text = render_report(run)

@@ -1,0 +1,191 @@
+"""``formcheck models evaluate``: held-out quality of each exercise's classifier, written as a report.
+
+Split by clip and person, never by frame (:func:`models.training.train.cross_validate`):
+every frame is predicted by a fold model that never saw that person (for an
+exercise with one person only, that rep). Per class precision, recall, F1 and
+the confusion matrix for phase and form, ROC AUC of ``bad_p`` for form, the
+same scores for a majority-class and a rule-only baseline on the same frames,
+held-out rep counting through the live station logic, two PNG figures and
+``models/REPORT_<exercise>.md``. The committed model's manifest gets the
+held-out figures.
+
+Deterministic: fixed seeds, deterministic TensorFlow ops, no time stamps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import sys
+import time
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+
+from edge_node.classifier import MODEL_PHASES, ModelLoadError, load_manifest
+from edge_node.features import FEATURE_SPEC_VERSION, feature_names, feature_spec_hash
+from formcheck.paths import MODELS_DIR, POSE_MODEL, DataMissingError, require_data_dir
+from models.training import labels as labelling
+from models.training.dataset import GROUND_TRUTH, data_files
+from models.training.labels import IGNORE, LabelRules
+from models.training.metrics import Scores, roc_auc, score
+from models.training.plots import confusion_png, roc_png
+from models.training.rep_eval import RepCountTotals
+from models.training.report import GroupResult, RunSummary, render_report
+from models.training.rule_baseline import rule_bad, rule_phases
+from models.training.train import (
+    BAD_THRESHOLD,
+    FORM_LABELS,
+    Prepared,
+    TrainConfig,
+    _clip_summary,
+    _deterministic_tf,
+    _evaluation_method,
+    _fault_groups,
+    _held_out,
+    _selected,
+    cross_validate,
+    head_scores,
+    held_out_rep_counts,
+    majority_baseline,
+    model_path_for,
+    prepare,
+    write_manifest,
+)
+
+FIGURES_DIR: Final = "reports"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _rule_scores(prep: Prepared) -> tuple[Scores, Scores]:
+    """Rule-baseline scores on exactly the labelled frames the model is scored on."""
+    phases, bads = [], []
+    for c, clip in enumerate(prep.clips):
+        keep = prep.frames.clip == c
+        if not keep.any():
+            continue
+        lab = prep.frame_labels[c]
+        kept = clip.features.present & ((lab.phase != IGNORE) | (lab.bad != IGNORE))
+        phase = rule_phases(prep.exercise, clip.features.measures, clip.poses.fps)
+        phases.append(phase[kept])
+        bads.append(rule_bad(prep.exercise, clip.features.measures, phase)[kept])
+    phase_pred = np.concatenate(phases)
+    bad_pred = np.concatenate(bads)
+    f = prep.frames
+    # A frame the rules cannot judge (no depth measure) counts as standing / good: never dropped from the score.
+    phase_pred = np.where(phase_pred == IGNORE, labelling.STANDING, phase_pred)
+    bad_pred = np.where(bad_pred == IGNORE, 0, bad_pred)
+    has_phase, has_form = f.phase != IGNORE, f.bad != IGNORE
+    return (score(f.phase[has_phase], phase_pred[has_phase], MODEL_PHASES),
+            score(f.bad[has_form], bad_pred[has_form], FORM_LABELS))
+
+
+def run_evaluation(exercise: str, out_dir: Path | None, config: TrainConfig, rules: LabelRules) -> RunSummary:
+    """Cross-validate, score, plot; update the manifest's held-out figures; return the report's content."""
+    data_dir = require_data_dir()
+    model_path = model_path_for(exercise, out_dir)
+    manifest = load_manifest(model_path) if model_path.is_file() else None
+    if manifest is None:
+        raise ModelLoadError(f"no {exercise} model at {model_path}: run 'formcheck models train' first")
+    _deterministic_tf()
+    prep = prepare(exercise, rules)
+    frames = prep.frames
+    cv = cross_validate(frames, prep.groups, config, [c.features.vectors for c in prep.clips])
+    rep_counts = held_out_rep_counts(prep.exercise, prep.clips, prep.frame_labels, frames, cv)
+    pooled_phase, pooled_form = head_scores(frames, cv.frames)
+    baseline_phase, baseline_form = head_scores(frames, majority_baseline(frames))
+    rule_phase, rule_form = _rule_scores(prep)
+    has_form = frames.bad != IGNORE
+    auc = roc_auc(frames.bad[has_form], cv.frames.bad_p[has_form])
+
+    frame_group = np.array([prep.groups[c] for c in frames.clip])
+    groups: list[GroupResult] = []
+    for group in sorted(set(prep.groups)):
+        phase_scores, form_scores = head_scores(frames, cv.frames, frame_group == group)
+        members = tuple(c.truth.name for c in prep.clips if c.group == group)
+        groups.append(GroupResult(group=group, clips=members, phase=phase_scores, form=form_scores))
+
+    report_dir = out_dir or MODELS_DIR
+    figures: list[tuple[str, str]] = []
+    confusion = report_dir / FIGURES_DIR / f"{exercise}_confusion.png"
+    confusion_png(confusion, f"{exercise}: held-out frames", [
+        ("phase, model", pooled_phase), ("phase, rules", rule_phase), ("form, model", pooled_form),
+    ])
+    figures.append(("Confusion matrices (held-out)", f"{FIGURES_DIR}/{confusion.name}"))
+    if auc is not None:
+        roc = report_dir / FIGURES_DIR / f"{exercise}_roc.png"
+        fp = rule_form.confusion[0, 1] / max(1, int(rule_form.confusion[0].sum()))
+        tp = rule_form.confusion[1, 1] / max(1, int(rule_form.confusion[1].sum()))
+        roc_png(roc, f"{exercise}: form (bad) on held-out frames", frames.bad[has_form],
+                cv.frames.bad_p[has_form], auc, (float(fp), float(tp)))
+        figures.append(("ROC curve of bad_p (held-out)", f"{FIGURES_DIR}/{roc.name}"))
+
+    method = _evaluation_method(prep.clips)
+    scored = int(((frames.phase != IGNORE) | (frames.bad != IGNORE)).sum())
+    write_manifest(model_path, manifest.model_copy(
+        update={"held_out": _held_out(pooled_phase, pooled_form, scored, method)}))
+    truth_sha = _sha256(data_dir / GROUND_TRUTH)[:16]
+    return RunSummary(
+        exercise=exercise,
+        data_fingerprint=f"{GROUND_TRUTH} sha256 {truth_sha}",
+        data_files=tuple(data_files(prep.clips)),
+        pose_model=f"{POSE_MODEL.name} (sha256 {_sha256(POSE_MODEL)[:16]})",
+        feature_spec=f"v{FEATURE_SPEC_VERSION} / {feature_spec_hash()}, {len(feature_names())} inputs",
+        label_rules=f"{(labelling.__doc__ or '').strip()}\n\nNumbers used: `{rules}`.",
+        evaluation_method=method,
+        train_config=(f"`{config}`; phase and form losses weighted per class (n / (k · n_class) on each "
+                      "training fold); frames whose label is excluded get weight 0 for that head. "
+                      f"{config.epochs} epochs, no early stopping."),
+        bad_threshold=BAD_THRESHOLD,
+        clips=tuple(_clip_summary(c, lab) for c, lab in zip(prep.clips, prep.frame_labels, strict=True)),
+        phase_labels=MODEL_PHASES,
+        pooled_phase=pooled_phase, pooled_form=pooled_form,
+        baseline_phase=baseline_phase, baseline_form=baseline_form,
+        groups=tuple(groups),
+        fault_groups=_fault_groups(prep.clips),
+        model_path=str(model_path.relative_to(MODELS_DIR.parent) if model_path.is_relative_to(MODELS_DIR.parent)
+                       else model_path),
+        model_sha256=_sha256(model_path),
+        rep_counts=rep_counts,
+        rule_phase=rule_phase, rule_form=rule_form, form_auc=auc, figures=tuple(figures),
+    )
+
+
+def _print_summary(run: RunSummary, report_path: Path, seconds: float) -> None:
+    print(f"{run.exercise}: held-out ({len(run.groups)} leave-one-group-out folds, {len(run.clips)} clips/parts, "
+          f"{seconds:.0f} s)")
+    print(f"{'head':<6} {'frames':>7} {'accuracy':>9} {'macro-F1':>9} {'majority F1':>12} {'rules F1':>9}")
+    for name, s, b, r in (("phase", run.pooled_phase, run.baseline_phase, run.rule_phase),
+                          ("form", run.pooled_form, run.baseline_form, run.rule_form)):
+        rule = f"{r.macro_f1:>9.3f}" if r is not None else f"{'-':>9}"
+        print(f"{name:<6} {s.frames:>7} {s.accuracy:>9.3f} {s.macro_f1:>9.3f} {b.macro_f1:>12.3f} {rule}")
+    print(f"form ROC AUC: {run.form_auc:.3f}" if run.form_auc is not None else "form ROC AUC: n/a (no bad frames)")
+    print(RepCountTotals.of(run.rep_counts).one_line())
+    print(f"report: {report_path}")
+
+
+def evaluate_main(exercise: str = "all", out_dir: Path | None = None) -> int:
+    """Evaluate ``exercise`` ('all': each in turn) and write its report; returns an exit code."""
+    names = _selected(exercise)
+    if names is None:
+        return 2
+    try:
+        require_data_dir()
+        if importlib.util.find_spec("tensorflow") is None:
+            print("evaluation trains fold models and needs TensorFlow: run 'make train'", file=sys.stderr)
+            return 2
+        for name in names:
+            started = time.monotonic()
+            run = run_evaluation(name, out_dir, TrainConfig(), LabelRules())
+            report_path = (out_dir or MODELS_DIR) / f"REPORT_{name}.md"
+            report_path.parent.mkdir(parents=True, exist_ok=True)
+            report_path.write_text(render_report(run))
+            _print_summary(run, report_path, time.monotonic() - started)
+    except (DataMissingError, ModelLoadError) as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    return 0
