@@ -5,13 +5,14 @@ PY     := $(VENV)/bin/python
 STAMPS := .stamps
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint typecheck unit integration reliability bench soak model system-deps venv train clean help
+.PHONY: demo test lint typecheck unit integration reliability bench soak bench-latency model system-deps venv train clean help
 
 help:
 	@echo "make demo   - run an edge node on a sample clip against a local broker and show what it publishes"
 	@echo "make test   - lint, type-check and run the whole test suite"
 	@echo "make bench  - edge benchmark: pose alone vs full pipeline, fps ratio and peak memory"
 	@echo "make soak   - 10 stations at 30 frames/s for 10 minutes through the whole stack (MINUTES=10): nothing lost, memory flat"
+	@echo "make bench-latency - rep latency, capture -> MQTT and -> InfluxDB, p50/p95/p99 at 10 stations x 30 fps"
 	@echo "make train  - retrain the classifiers and rewrite their held-out reports (installs the [train] extra)"
 
 system-deps:
@@ -51,6 +52,9 @@ bench: venv model
 MINUTES ?= 10
 soak: venv
 	$(PY) -m bench.soak --minutes $(MINUTES)
+
+bench-latency: venv
+	$(PY) -m bench.latency_bench
 
 # Training gets its own venv: when TensorFlow is importable, `import mediapipe`
 # loads it too (+500 MB resident), which an edge node must never pay for.

@@ -54,6 +54,21 @@ def tree_rss_mb(pid: int) -> float | None:
     return round(total / 2**20, 1)
 
 
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of ``pid`` and its live children so far; 0 once gone."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
+
+
 def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.05) -> bool:
     """Poll until ``predicate()`` is truthy or ``timeout`` passed; True when it held."""
     deadline = time.monotonic() + timeout
