@@ -112,7 +112,8 @@ class AggregatorConfig(Section):
     worker_processes: int = Field(
         0, ge=0, le=32,
         description="Worker processes in 'process' mode. A station's messages always go to the same worker (crc32 "
-        "of the node id), each with its own InfluxDB connection. 0: one per CPU core, at most 4.",
+        "of the node id), each with its own InfluxDB connection and an even share of influx.buffer_max_points. 0: one "
+        "per CPU core, at most 4.",
     )
     stats_interval_s: float = Field(10.0, gt=0, description="Seconds between aggregator_stats points.")
     heartbeat_file: Path | None = Field(

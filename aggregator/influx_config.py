@@ -88,7 +88,8 @@ class InfluxSection(BaseModel):
         100_000,
         ge=1,
         description="Points held in memory while InfluxDB is slow or down. Beyond it the oldest frame points are "
-        "dropped (counted) and submitting reps/sets blocks until there is room.",
+        "dropped (counted) and submitting reps/sets blocks until there is room. The aggregator's total: split evenly "
+        "over its worker processes.",
     )
     retry_min_s: float = Field(0.5, gt=0, description="First wait before retrying a failed write.")
     retry_max_s: float = Field(30.0, gt=0, description="Longest wait between retries (exponential backoff cap).")

@@ -11,6 +11,9 @@ acks (in the worker's order: an ack never overtakes the publish of the rep
 its frame completed) come back in batches. The network side acks by message
 id, so it does not matter which worker a message went to.
 
+``influx.buffer_max_points`` is the aggregator's total: each worker's writer
+gets an even share, so memory stays bounded whatever the number of workers.
+
 ``aggregator_stats`` stays one point per aggregator: every stats interval
 each worker reports its counters, the pool sums them, and worker 0 writes the
 sum (with the network side's inbox figures).
@@ -77,7 +80,11 @@ class WorkerPool:
 
     def __init__(self, config: AggregatorConfig, network: NetworkSide, processes: int) -> None:
         self._config = config
-        self._workers = [_Worker(config, network, i, self._on_stats) for i in range(processes)]
+        # The InfluxDB buffer limit bounds the aggregator's memory: each worker's writer gets an even share.
+        share = config.influx.model_copy(update={"buffer_max_points": max(1, config.influx.buffer_max_points
+                                                                              // processes)})
+        worker_config = config.model_copy(update={"influx": share})
+        self._workers = [_Worker(worker_config, network, i, self._on_stats) for i in range(processes)]
         self._topic_index: dict[str, int] = {}
         self._stats_lock = threading.Lock()
         self._stats_round = 0
