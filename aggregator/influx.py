@@ -128,6 +128,8 @@ def _field_value(key: str, value: object) -> str:
         return repr(value)
     if type(value) is str:
         return '"' + value.translate(_STRING_ESCAPES) + '"'
+    if type(value) is int and _INT64_MIN <= value <= _INT64_MAX:
+        return f"{value}i"
     # bool before int: bool is an int subclass, and 'true' must not become '1i'. numpy's bool is no
     # numbers.Integral but comes out of any comparison on arrays.
     if isinstance(value, bool) or (type(value).__module__ == "numpy" and type(value).__name__ in ("bool_", "bool")):
