@@ -14,8 +14,7 @@ import functools
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from aggregator.config import AggregatorConfig
 from aggregator.decoder import DROP_REASONS, ClockPolicy, Decoded, Dropped, decode
@@ -37,9 +36,11 @@ from protocol.topics import REGISTRY, Topics
 log = logging.getLogger("aggregator.service")
 
 
-@dataclass(frozen=True)
-class Inbound:
-    """One MQTT message as received: what the core needs, and what identifies its acknowledgement."""
+class Inbound(NamedTuple):
+    """One MQTT message as received: what the core needs, and what identifies its acknowledgement.
+
+    A named tuple: one is built per message on the network thread, several times cheaper than a frozen dataclass.
+    """
 
     topic: str
     payload: bytes

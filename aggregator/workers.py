@@ -105,23 +105,18 @@ class WorkerPool:
 
     def forward(self, inbox: DropQueue[Inbound]) -> None:
         """Send what the inbox holds (waiting briefly for the first message), one batch per worker."""
+        count = len(self._workers)
         try:
-            first = inbox.get(timeout=0.2)
+            items = inbox.get_batch(BATCH * count, timeout=0.2)
         except QueueClosed:
             return
-        if first is None:
+        if not items:
             return
-        count = len(self._workers)
         batches: list[list[tuple[str, bytes, int, int]]] = [[] for _ in range(count)]
-        item: Inbound | None = first
-        taken = 0
-        while item is not None:
-            index = worker_index(item.topic, count, self._topic_index) if count > 1 else 0
+        cache = self._topic_index
+        for item in items:
+            index = worker_index(item.topic, count, cache) if count > 1 else 0
             batches[index].append((item.topic, item.payload, item.mid, item.qos))
-            taken += 1
-            if taken >= BATCH * count:
-                break
-            item = inbox.get(timeout=0)
         for worker, batch in zip(self._workers, batches, strict=True):
             if batch:
                 worker.send(("items", batch))

@@ -80,6 +80,18 @@ class DropQueue(Generic[T]):
                 return item
             raise QueueClosed
 
+    def get_batch(self, max_items: int, timeout: float | None = None) -> list[T]:
+        """Up to ``max_items`` items in order, waiting only for the first; [] on timeout; QueueClosed as ``get``."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._closed or bool(self._items), timeout):
+                return []
+            if not self._items:
+                raise QueueClosed
+            items = self._items
+            batch = [items.popleft() for _ in range(min(max_items, len(items)))]
+            self._cond.notify_all()
+            return batch
+
     def close(self) -> None:
         """No more items will come; consumers drain what is left, then get QueueClosed."""
         with self._cond:

@@ -37,3 +37,23 @@ def test_snapshots_are_summed_per_section() -> None:
         {},
     ])
     assert merged == {"counters": {"messages": 12, "reps": 1}, "invalid": {"schema": 2}, "writer": {"buffer": 3}}
+
+
+def test_inbox_batches_keep_order_and_respect_the_limit() -> None:
+    from formcheck.queues import DropQueue, QueueClosed
+
+    queue: DropQueue[int] = DropQueue(100)
+    for i in range(10):
+        queue.put(i)
+    assert queue.get_batch(4, timeout=0) == [0, 1, 2, 3]
+    assert queue.get_batch(100, timeout=0) == [4, 5, 6, 7, 8, 9]
+    assert queue.get_batch(5, timeout=0.01) == []
+    queue.put(10)
+    queue.close()
+    assert queue.get_batch(5, timeout=0) == [10]  # drained first, then closed
+    try:
+        queue.get_batch(5, timeout=0)
+    except QueueClosed:
+        pass
+    else:
+        raise AssertionError("a closed, drained queue must raise QueueClosed")
