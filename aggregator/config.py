@@ -113,7 +113,7 @@ class AggregatorConfig(Section):
         0, ge=0, le=32,
         description="Worker processes in 'process' mode. A station's messages always go to the same worker (crc32 "
         "of the node id), each with its own InfluxDB connection and an even share of influx.buffer_max_points. 0: one "
-        "per CPU core, at most 4.",
+        "per CPU core but one (left for the network process, Mosquitto and InfluxDB), at least 1, at most 4.",
     )
     stats_interval_s: float = Field(10.0, gt=0, description="Seconds between aggregator_stats points.")
     heartbeat_file: Path | None = Field(
@@ -130,7 +130,7 @@ class AggregatorConfig(Section):
         """``worker_processes``, with 0 resolved from the CPU cores this process may use."""
         if self.worker_processes:
             return self.worker_processes
-        return max(1, min(4, len(os.sched_getaffinity(0))))
+        return max(1, min(4, len(os.sched_getaffinity(0)) - 1))
 
 
 def load_config(

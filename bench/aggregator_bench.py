@@ -814,7 +814,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stall", type=float, default=15.0,
                         help="a consumer that makes no progress for this many seconds is stopped (default 15)")
     parser.add_argument("--worker-processes", type=int, default=0, metavar="N",
-                        help="the aggregator's worker_processes (default 0: its own default, one per core, max 4)")
+                        help="the aggregator's worker_processes (default 0: the aggregator default: cores - 1, 1 to 4)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--profile", type=Path, metavar="FILE",
