@@ -12,7 +12,7 @@ def test_defaults() -> None:
     cfg = InfluxSection()
     assert cfg.url == "http://127.0.0.1:8086"
     assert (cfg.database, cfg.frame_retention, cfg.default_retention) == ("formcheck", "7d", "INF")
-    assert (cfg.batch_size, cfg.flush_interval_s, cfg.timeout_s, cfg.buffer_max_points) == (500, 0.5, 5.0, 100_000)
+    assert (cfg.batch_size, cfg.flush_interval_s, cfg.timeout_s, cfg.buffer_max_points) == (500, 0.1, 5.0, 100_000)
     assert (cfg.retry_min_s, cfg.retry_max_s, cfg.create_database, cfg.gzip) == (0.5, 30.0, True, False)
     assert cfg.username is None and cfg.password is None
 
