@@ -230,10 +230,11 @@ class EdgeFleet:
 
     @classmethod
     def start(cls, broker: Mosquitto, workdir: Path, stations: int, seconds: float, t0_ms: int, seed: int,
-              set_reps: int) -> EdgeFleet:
+              set_reps: int, record_late: bool = False) -> EdgeFleet:
         result = workdir / "edges.json"
         spec = {"host": broker.host, "port": broker.port, "stations": stations, "seconds": seconds,
-                "t0_ms": t0_ms, "seed": seed, "set_reps": set_reps, "result": str(result)}
+                "t0_ms": t0_ms, "seed": seed, "set_reps": set_reps, "result": str(result),
+                "record_late": record_late}
         spec_path = workdir / "edges.spec.json"
         spec_path.write_text(json.dumps(spec))
         log = workdir / "edges.log"

@@ -11,7 +11,8 @@ The plan is a pure function of its arguments, so the parent process can rebuild 
 the expected counts, or which frame closed which rep) without talking to this one.
 
 Run by the benchmarks as ``python -m bench.paced_publisher SPEC.json``; the result (published, dropped and
-refused counts per station, how late frames were handed over) is written to the path named in the spec.
+refused counts per station, how late frames were handed over; with ``record_late`` in the spec, for every
+frame) is written to the path named in the spec.
 SIGTERM stops early, cleanly (``stopped`` status, queues drained for a bounded time).
 """
 
@@ -107,6 +108,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     connected = sum(p.start() for p in publishers.values())
     handed = 0
     late_ms: list[float] = []
+    # Per station, in seq order: how late each frame was handed over (only when the spec asks: it is large).
+    late_by_node: dict[str, list[float]] | None = {p.node: [] for p in plans} if spec.get("record_late") else None
     max_queue = 0
     for frame in merged(plans, set_reps):
         delay = frame.ts / 1000 - time.time()
@@ -117,7 +120,10 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         publisher = publishers[frame.node]
         publisher.enqueue(frame)
         handed += 1
-        late_ms.append(time.time() * 1000 - frame.ts)
+        late = time.time() * 1000 - frame.ts
+        late_ms.append(late)
+        if late_by_node is not None:
+            late_by_node[frame.node].append(round(late, 2))
         if handed % 300 == 0:
             max_queue = max(max_queue, *(len(p.queue) for p in publishers.values()))
     for publisher in publishers.values():
@@ -135,6 +141,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         "rejected": {node: p.rejected for node, p in publishers.items()},
         "max_out_queue": max_queue,
         "late_ms": {"p50": pct(0.5), "p99": pct(0.99), "max": round(late_ms[-1], 2) if late_ms else 0.0},
+        "late_by_node": late_by_node,
     }
 
 
