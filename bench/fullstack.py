@@ -32,6 +32,7 @@ from bench.paced_publisher import PREFIX, SITE
 from formcheck.local_services import Influxd, Mosquitto, ServiceError, running_influxd, running_mosquitto
 from protocol.messages import SessionMessage
 from protocol.topics import Topics
+from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 TOPICS = Topics(site=SITE, prefix=PREFIX)
@@ -67,17 +68,6 @@ def tree_cpu_s(pid: int) -> float:
             times = proc.cpu_times()
             total += times.user + times.system
     return total
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.05) -> bool:
-    """Poll until ``predicate()`` is truthy or ``timeout`` passed; True when it held."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
 
 
 @dataclass
@@ -184,7 +174,7 @@ class AggregatorProcess:
         agg = cls(proc, log)
         status = Subscriber(broker, (TOPICS.aggregator_status(),), "agg-status").start()
         try:
-            ready = wait_for(lambda: proc.poll() is not None or any(
+            ready = wait_until(lambda: proc.poll() is not None or any(
                 m.payload and m.json().get("state") == "online" for m in status.snapshot()), timeout)
         finally:
             status.stop()
@@ -192,7 +182,7 @@ class AggregatorProcess:
             agg.stop()
             raise ServiceError(f"aggregator did not come online within {timeout:.0f} s: {agg.tail()}")
         # The database is created by the writer thread at start; queries before it exist would fail.
-        if not wait_for(lambda: any(r.get("name") == DATABASE for r in influxd.query("SHOW DATABASES")), timeout):
+        if not wait_until(lambda: any(r.get("name") == DATABASE for r in influxd.query("SHOW DATABASES")), timeout):
             agg.stop()
             raise ServiceError(f"aggregator did not create database {DATABASE!r} within {timeout:.0f} s")
         return agg
@@ -285,3 +275,25 @@ def percentile(values: list[float], q: float) -> float:
 
 def load_average() -> tuple[float, float, float]:
     return os.getloadavg()
+
+
+def run_and_report(name: str, run: Callable[[], dict[str, Any]], report: Callable[[dict[str, Any]], None],
+                   as_json: bool) -> tuple[dict[str, Any] | None, int]:
+    """Run a benchmark and print its result (JSON or ``report``): (result, exit status so far).
+
+    A run that could not be done (a service did not start, a process hung) is one line on stderr and status 2;
+    an interrupted one 130; a result with ``errors`` 2. Every process was stopped by then.
+    """
+    try:
+        result = run()
+    except (ServiceError, TimeoutError, RuntimeError, OSError) as exc:
+        print(f"{name} failed: {exc}", file=sys.stderr)
+        return None, 2
+    except KeyboardInterrupt:
+        print(f"{name} interrupted (processes stopped)", file=sys.stderr)
+        return None, 130
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        report(result)
+    return result, 2 if result["errors"] else 0

@@ -33,7 +33,6 @@ not start, reps missing).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import threading
@@ -50,12 +49,13 @@ from bench.fullstack import (
     influx_rows,
     load_average,
     percentile,
+    run_and_report,
     running_services,
     tree_cpu_s,
-    wait_for,
 )
 from bench.paced_publisher import StationPlan, station_plan
 from formcheck.local_services import Influxd, ServiceError
+from tests.waiting import wait_until
 
 MQTT_TARGET_MS = 250.0
 INFLUX_TARGET_MS = 1500.0
@@ -143,14 +143,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             fleet = EdgeFleet.start(broker, workdir, args.stations, seconds, t0_ms, args.seed, 0, record_late=True)
             closing = closing_frames(plans, 0)  # computed while the edges run: the same frames, replayed here
             # CPU over the steady part of the run: what a shorter flush interval costs.
-            wait_for(lambda: time.time() >= t0_ms / 1000, START_DELAY_S + 5, interval=0.01)
+            wait_until(lambda: time.time() >= t0_ms / 1000, START_DELAY_S + 5, interval=0.01)
             cpu0 = (time.monotonic(), tree_cpu_s(agg.pid), tree_cpu_s(influxd.pid))
             edges = fleet.wait(timeout=seconds + START_DELAY_S + 60)
             wall = time.monotonic() - cpu0[0]
             cpu = {"aggregator_pct": round(100 * (tree_cpu_s(agg.pid) - cpu0[1]) / wall, 1),
                    "influxd_pct": round(100 * (tree_cpu_s(influxd.pid) - cpu0[2]) / wall, 1)}
             expected = sum(p.reps for p in plans)
-            got_all = wait_for(lambda: len(poller.first_seen) >= expected and len(reps_sub.snapshot()) >= expected,
+            got_all = wait_until(lambda: len(poller.first_seen) >= expected and len(reps_sub.snapshot()) >= expected,
                                30, interval=0.2)
             if not got_all:
                 errors.append(f"reps: expected {expected}, on MQTT {len(reps_sub.snapshot())}, in InfluxDB "
@@ -251,22 +251,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.stations < 1 or args.seconds < 10 or args.poll_ms <= 0:
         parser.error("need at least 1 station, 10 s and a positive poll interval")
-    try:
-        result = run(args)
-    except (ServiceError, TimeoutError, RuntimeError, OSError) as exc:
-        print(f"latency benchmark failed: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("latency benchmark interrupted (processes stopped)", file=sys.stderr)
-        return 130
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print_report(result)
-    if result["errors"]:
-        return 2
+    result, status = run_and_report("latency benchmark", lambda: run(args), print_report, args.json)
+    if result is None or status:
+        return status
     return 1 if args.check and not all(result["met"].values()) else 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -30,7 +30,6 @@ Checks (exit status 1 when one fails, 2 when the run itself could not be done):
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -47,12 +46,13 @@ from bench.fullstack import (
     check_in,
     influx_rows,
     load_average,
+    run_and_report,
     running_services,
-    wait_for,
 )
 from bench.load import FPS
 from bench.paced_publisher import station_plan
 from formcheck.local_services import Influxd, ServiceError
+from tests.waiting import wait_until
 
 START_DELAY_S = 3.0  # between launching the edge process and the first capture time: time to connect
 DRAIN_S = 60.0       # after the last frame, for the last writes and the 'stopped' sets to land
@@ -147,13 +147,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 stored = stored_checks(influxd, plans)
                 return len(stored["reps"]) >= expected_reps and len(stored["sets"]) >= expected_sets
 
-            drained = wait_for(all_stored, DRAIN_S, interval=1.0)
+            drained = wait_until(all_stored, DRAIN_S, interval=1.0)
             drain_s = time.time() - last_frame_at
             time.sleep(2.0)  # anything extra (a duplicate) would arrive now
             stored = stored_checks(influxd, plans)
             # A stats point written after everything landed carries the final counters.
             settled_ms = int(time.time() * 1000)
-            wait_for(lambda: bool(influx_rows(
+            wait_until(lambda: bool(influx_rows(
                 influxd, f"SELECT messages FROM aggregator_stats WHERE time > {settled_ms}ms")), 30, interval=1.0)
             stats = influx_rows(influxd, "SELECT * FROM aggregator_stats")
         finally:
@@ -326,22 +326,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.stations < 1 or args.minutes <= 0 or args.set_reps < 1:
         parser.error("need at least 1 station, a positive duration and at least 1 rep per set")
-    try:
-        result = run(args)
-    except (ServiceError, TimeoutError, RuntimeError, OSError) as exc:
-        print(f"soak failed: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("soak interrupted (processes stopped)", file=sys.stderr)
-        return 130
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print_report(result)
-    if result["errors"]:
-        return 2
+    result, status = run_and_report("soak", lambda: run(args), print_report, args.json)
+    if result is None or status:
+        return status
     return 0 if all(result["checks"].values()) else 1
-
 
 if __name__ == "__main__":
     sys.exit(main())
