@@ -27,6 +27,7 @@ from edge_node.classifier import MODEL_PHASES, ModelLoadError, load_manifest
 from edge_node.features import FEATURE_SPEC_VERSION, feature_names, feature_spec_hash
 from formcheck.paths import MODELS_DIR, POSE_MODEL, DataMissingError, require_data_dir
 from models.training import labels as labelling
+from models.training.augment import AugmentConfig, config_for, describe
 from models.training.dataset import GROUND_TRUTH, data_files
 from models.training.labels import IGNORE, LabelRules
 from models.training.metrics import Scores, roc_auc, score
@@ -84,7 +85,9 @@ def _rule_scores(prep: Prepared) -> tuple[Scores, Scores]:
             score(f.bad[has_form], bad_pred[has_form], FORM_LABELS))
 
 
-def run_evaluation(exercise: str, out_dir: Path | None, config: TrainConfig, rules: LabelRules) -> RunSummary:
+def run_evaluation(
+    exercise: str, out_dir: Path | None, config: TrainConfig, rules: LabelRules, augment: AugmentConfig
+) -> RunSummary:
     """Cross-validate, score, plot; update the manifest's held-out figures; return the report's content."""
     data_dir = require_data_dir()
     model_path = model_path_for(exercise, out_dir)
@@ -92,9 +95,9 @@ def run_evaluation(exercise: str, out_dir: Path | None, config: TrainConfig, rul
     if manifest is None:
         raise ModelLoadError(f"no {exercise} model at {model_path}: run 'formcheck models train' first")
     _deterministic_tf()
-    prep = prepare(exercise, rules)
+    prep = prepare(exercise, rules, augment)
     frames = prep.frames
-    cv = cross_validate(frames, prep.groups, config, [c.features.vectors for c in prep.clips])
+    cv = cross_validate(frames, prep.groups, config, [c.features.vectors for c in prep.clips], prep.augmented)
     rep_counts = held_out_rep_counts(prep.exercise, prep.clips, prep.frame_labels, frames, cv)
     pooled_phase, pooled_form = head_scores(frames, cv.frames)
     baseline_phase, baseline_form = head_scores(frames, majority_baseline(frames))
@@ -125,6 +128,7 @@ def run_evaluation(exercise: str, out_dir: Path | None, config: TrainConfig, rul
         figures.append(("ROC curve of bad_p (held-out)", f"{FIGURES_DIR}/{roc.name}"))
 
     method = _evaluation_method(prep.clips)
+    augmented = 0 if prep.augmented is None else len(prep.augmented)
     scored = int(((frames.phase != IGNORE) | (frames.bad != IGNORE)).sum())
     write_manifest(model_path, manifest.model_copy(
         update={"held_out": _held_out(pooled_phase, pooled_form, scored, method)}))
@@ -139,7 +143,10 @@ def run_evaluation(exercise: str, out_dir: Path | None, config: TrainConfig, rul
         evaluation_method=method,
         train_config=(f"`{config}`; phase and form losses weighted per class (n / (k · n_class) on each "
                       "training fold); frames whose label is excluded get weight 0 for that head. "
-                      f"{config.epochs} epochs, no early stopping."),
+                      f"{config.epochs} epochs, no early stopping. Augmentation (`models/training/augment.py`, "
+                      f"training folds only, copies of a held-out group's clips never train its fold): "
+                      f"{describe(augment)} (`{augment}`); {augmented} augmented frames besides the "
+                      f"{len(frames)} labelled ones."),
         bad_threshold=BAD_THRESHOLD,
         clips=tuple(_clip_summary(c, lab) for c, lab in zip(prep.clips, prep.frame_labels, strict=True)),
         phase_labels=MODEL_PHASES,
@@ -151,6 +158,7 @@ def run_evaluation(exercise: str, out_dir: Path | None, config: TrainConfig, rul
                        else model_path),
         model_sha256=_sha256(model_path),
         rep_counts=rep_counts,
+        model_version=manifest.version, model_change=describe(augment),
         rule_phase=rule_phase, rule_form=rule_form, form_auc=auc, figures=tuple(figures),
     )
 
@@ -180,7 +188,7 @@ def evaluate_main(exercise: str = "all", out_dir: Path | None = None) -> int:
             return 2
         for name in names:
             started = time.monotonic()
-            run = run_evaluation(name, out_dir, TrainConfig(), LabelRules())
+            run = run_evaluation(name, out_dir, TrainConfig(), LabelRules(), config_for(name))
             report_path = (out_dir or MODELS_DIR) / f"REPORT_{name}.md"
             report_path.parent.mkdir(parents=True, exist_ok=True)
             report_path.write_text(render_report(run))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from models.training.history import HISTORY, NOTES
 from models.training.metrics import Scores
 from models.training.rep_eval import BOTTOM_TOLERANCE, ClipRepCount, RepCountTotals
 
@@ -59,6 +60,9 @@ class RunSummary:
     model_path: str
     model_sha256: str
     rep_counts: tuple[ClipRepCount, ...] = ()
+    model_version: str = ""
+    model_change: str = ""
+    """What this model changed against the last row of ``models.training.history.HISTORY``."""
     rule_phase: Scores | None = None
     rule_form: Scores | None = None
     form_auc: float | None = None
@@ -199,6 +203,22 @@ def _rules(run: RunSummary) -> list[str]:
     ]
 
 
+def _changes(run: RunSummary) -> list[str]:
+    """Earlier models' held-out figures next to this run's: what each change did."""
+    form_present = sum(1 for c in run.pooled_form.per_class() if c.support > 0) == 2
+    rows = [(p.model, p.change, p.phase_macro_f1, p.form_macro_f1, "yes" if p.kept else "no, measured only")
+            for p in HISTORY.get(run.exercise, ())]
+    rows.append((f"{run.model_version} (this report)", run.model_change, f"**{run.pooled_phase.macro_f1:.3f}**",
+                 f"**{run.pooled_form.macro_f1:.3f}**" if form_present else "-", "shipped"))
+    return [
+        "## Changes against earlier models (held-out macro-F1, same folds)",
+        "",
+        *_table(("model", "change", "phase macro-F1", "form macro-F1", "kept"), rows),
+        "",
+        *([NOTES, ""] if NOTES else []),
+    ]
+
+
 def _figures(run: RunSummary) -> list[str]:
     out: list[str] = []
     for caption, path in run.figures:
@@ -237,6 +257,7 @@ def render_report(run: RunSummary) -> str:
         "",
         *_targets(run),
         "",
+        *_changes(run),
         *_rules(run),
         *_figures(run),
         "### Phase, per class (pooled held-out frames)",

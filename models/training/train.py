@@ -2,8 +2,11 @@
 
 Model: the raw ``FeatureWindow`` vector → standardisation baked in as a Keras
 ``Normalization`` layer (mean/std of the training frames) → small MLP → two
-heads: phase softmax over ``MODEL_PHASES`` and bad-form sigmoid. Gaussian
-noise on the standardised features is the only augmentation (training only).
+heads: phase softmax over ``MODEL_PHASES`` and bad-form sigmoid. Training
+frames of squat and push-up are augmented with simulated camera changes
+(:mod:`models.training.augment`: mirroring, yaw, distance, jitter, dropped
+landmarks), and all get Gaussian noise on the standardised features; held-out
+frames never are.
 
 Evaluation is leave-one-group-out: a group is a clip, or all clips of one
 person where the data README says so. Every frame's held-out prediction comes
@@ -39,7 +42,8 @@ from edge_node.classifier import MODEL_PHASES, HeldOutMetrics, ModelManifest, Ph
 from edge_node.features import FEATURE_SPEC_VERSION, feature_names, feature_spec_hash
 from formcheck.paths import DataMissingError, classifier_model, require_data_dir
 from models.training import labels as labelling
-from models.training.dataset import Clip, data_files, load_clips, split_by_rep
+from models.training.augment import AugmentConfig, augmented_copies, config_for
+from models.training.dataset import Clip, ClipFeatures, clip_features, data_files, load_clips, split_by_rep
 from models.training.labels import IGNORE, FrameLabels, LabelRules, depth_signal, label_clip
 from models.training.metrics import Scores, score
 from models.training.rep_eval import ClipRepCount, evaluate_clip, frame_messages, run_station
@@ -52,7 +56,7 @@ if TYPE_CHECKING:
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
 
-MODEL_VERSION: Final = "1.0.0"
+MODEL_VERSION: Final = "1.1.0"
 BAD_THRESHOLD: Final = 0.5
 FORM_LABELS: Final = ("good", "bad")
 EXPORT_TOLERANCE: Final = 1e-4
@@ -113,28 +117,51 @@ def clip_labels(clip: Clip, rules: LabelRules) -> FrameLabels:
     return label_clip(depth_signal(t.exercise, clip.features.measures), t.bottom_frames, t.form, t.partial_reps, rules)
 
 
-def _kept_frames(clip: Clip, lab: FrameLabels) -> npt.NDArray[np.bool_]:
+def _kept_frames(features: ClipFeatures, lab: FrameLabels) -> npt.NDArray[np.bool_]:
     """Frames of a clip that go into the ``FrameSet``: a person and at least one label."""
-    keep: npt.NDArray[np.bool_] = clip.features.present & ((lab.phase != IGNORE) | (lab.bad != IGNORE))
+    keep: npt.NDArray[np.bool_] = features.present & ((lab.phase != IGNORE) | (lab.bad != IGNORE))
     return keep
 
 
-def build_frame_set(clips: Sequence[Clip], frame_labels: Sequence[FrameLabels]) -> FrameSet:
-    """Frames that carry at least one label, with their feature vectors."""
-    parts: list[FrameSet] = []
-    for i, (clip, lab) in enumerate(zip(clips, frame_labels, strict=True)):
-        keep = _kept_frames(clip, lab)
-        x = clip.features.vectors[keep]
-        if not np.isfinite(x).all():
-            raise ValueError(f"non-finite features in {clip.truth.name}")
-        parts.append(FrameSet(x=x, phase=lab.phase[keep], bad=lab.bad[keep],
-                              clip=np.full(int(keep.sum()), i, dtype=np.int64)))
+def concat_frame_sets(parts: Sequence[FrameSet]) -> FrameSet:
+    """One ``FrameSet`` of ``parts`` in order (clip indices kept as they are)."""
     return FrameSet(
         x=np.concatenate([p.x for p in parts]).astype(np.float32),
         phase=np.concatenate([p.phase for p in parts]),
         bad=np.concatenate([p.bad for p in parts]),
         clip=np.concatenate([p.clip for p in parts]),
     )
+
+
+def _labelled_frames(index: int, name: str, features: ClipFeatures, lab: FrameLabels) -> FrameSet:
+    keep = _kept_frames(features, lab)
+    x = features.vectors[keep]
+    if not np.isfinite(x).all():
+        raise ValueError(f"non-finite features in {name}")
+    return FrameSet(x=x, phase=lab.phase[keep], bad=lab.bad[keep], clip=np.full(int(keep.sum()), index, dtype=np.int64))
+
+
+def build_frame_set(clips: Sequence[Clip], frame_labels: Sequence[FrameLabels]) -> FrameSet:
+    """Frames that carry at least one label, with their feature vectors."""
+    return concat_frame_sets([_labelled_frames(i, clip.truth.name, clip.features, lab)
+                              for i, (clip, lab) in enumerate(zip(clips, frame_labels, strict=True))])
+
+
+def build_augmented_set(
+    clips: Sequence[Clip], frame_labels: Sequence[FrameLabels], config: AugmentConfig
+) -> FrameSet | None:
+    """Augmented copies of every clip's labelled frames, with the source clip's labels and clip index.
+
+    A camera change does not change the movement, so each copy keeps its source frame's phase and form;
+    the copies' features come from the same ``clip_features`` (``FeatureWindow`` and ``no_person`` gate)
+    as the originals. ``clip`` is the source clip, so a fold drops the copies of its held-out group.
+    """
+    parts = [
+        _labelled_frames(i, f"{clip.truth.name} (augmented)", clip_features(poses), lab)
+        for i, (clip, lab) in enumerate(zip(clips, frame_labels, strict=True))
+        for poses in augmented_copies(clip.poses, i, config)
+    ]
+    return concat_frame_sets(parts) if parts else None
 
 
 def balanced_weights(labels: IntArray, classes: int) -> FloatArray:
@@ -235,6 +262,15 @@ def predict_clip(model: keras.Model, vectors: FloatArray) -> Predictions:
     return out
 
 
+def fold_training_set(frames: FrameSet, groups: Sequence[str], held_out: str, augmented: FrameSet | None) -> FrameSet:
+    """Training frames of the fold that holds ``held_out`` out: other groups' frames and their augmented copies."""
+    own = np.array([groups[c] == held_out for c in frames.clip], dtype=bool)
+    if augmented is None:
+        return frames.subset(~own)
+    own_copies = np.array([groups[c] == held_out for c in augmented.clip], dtype=bool)
+    return concat_frame_sets([frames.subset(~own), augmented.subset(~own_copies)])
+
+
 @dataclass(frozen=True)
 class CrossValidation:
     """Held-out outputs: per labelled frame of the ``FrameSet``, and per frame of each whole clip."""
@@ -245,12 +281,14 @@ class CrossValidation:
 
 
 def cross_validate(
-    frames: FrameSet, groups: Sequence[str], config: TrainConfig, clip_vectors: Sequence[FloatArray] = ()
+    frames: FrameSet, groups: Sequence[str], config: TrainConfig, clip_vectors: Sequence[FloatArray] = (),
+    augmented: FrameSet | None = None,
 ) -> CrossValidation:
     """Leave-one-group-out predictions for every frame (``groups[clip]`` names a clip's group).
 
     ``clip_vectors[c]`` (all frames of clip ``c``, NaN rows where there is no person) are predicted by the
-    same fold model that predicts the clip's labelled frames, for the held-out rep counting.
+    same fold model that predicts the clip's labelled frames, for the held-out rep counting. ``augmented``
+    frames (``clip`` = source clip) join the training folds of every group but their own source's.
     """
     phase_p = np.zeros((len(frames), len(MODEL_PHASES)), dtype=np.float32)
     bad_p = np.zeros(len(frames), dtype=np.float32)
@@ -262,7 +300,7 @@ def cross_validate(
         members = [c for c, vectors in enumerate(clip_vectors) if groups[c] == group and _model_runs(vectors).any()]
         if not held_out.any() and not members:
             continue
-        model = fit(frames.subset(~held_out), config)
+        model = fit(fold_training_set(frames, groups, group, augmented), config)
         if held_out.any():
             preds = predict(model, frames.x[held_out])
             phase_p[held_out] = preds.phase_p
@@ -284,7 +322,7 @@ def held_out_rep_counts(
     results: list[ClipRepCount] = []
     for c, (clip, lab, preds) in enumerate(zip(clips, frame_labels, cv.clips, strict=True)):
         rows = frames.clip == c
-        keep = _kept_frames(clip, lab)
+        keep = _kept_frames(clip.features, lab)
         if rows.any():
             diff = float(np.abs(np.concatenate([
                 (preds.phase_p[keep] - cv.frames.phase_p[rows]).ravel(), preds.bad_p[keep] - cv.frames.bad_p[rows],
@@ -418,9 +456,11 @@ class Prepared:
     groups: tuple[str, ...]
     frame_labels: tuple[FrameLabels, ...]
     frames: FrameSet
+    augmented: FrameSet | None
+    """Augmented copies of the labelled frames (training only; ``clip`` = source clip), None without."""
 
 
-def prepare(exercise: str, rules: LabelRules) -> Prepared:
+def prepare(exercise: str, rules: LabelRules, augment: AugmentConfig) -> Prepared:
     """Load the clips (one held-out group per person; per rep when there is one person only) and label them."""
     data_dir = require_data_dir()
     clips = load_clips(exercise, data_dir)
@@ -434,7 +474,8 @@ def prepare(exercise: str, rules: LabelRules) -> Prepared:
                                f"found {len(set(groups))} group(s)")
     frame_labels = tuple(clip_labels(c, rules) for c in clips)
     return Prepared(exercise=_exercise(exercise), clips=tuple(clips), groups=groups, frame_labels=frame_labels,
-                    frames=build_frame_set(clips, frame_labels))
+                    frames=build_frame_set(clips, frame_labels),
+                    augmented=build_augmented_set(clips, frame_labels, augment))
 
 
 def write_manifest(path: Path, manifest: ModelManifest) -> None:
@@ -448,7 +489,7 @@ def train_final(prep: Prepared, out_dir: Path | None, config: TrainConfig) -> tu
     ``held_out`` figures are filled in by ``formcheck models evaluate``.
     """
     _deterministic_tf()
-    model = fit(prep.frames, config)
+    model = fit(prep.frames if prep.augmented is None else concat_frame_sets([prep.frames, prep.augmented]), config)
     model_path = model_path_for(prep.exercise, out_dir)
     export_tflite(model, model_path)
     manifest = ModelManifest.model_validate({
@@ -498,9 +539,10 @@ def train_main(exercise: str = "all", out_dir: Path | None = None) -> int:
             return 2
         for name in names:
             started = time.monotonic()
-            prep = prepare(name, LabelRules())
+            prep = prepare(name, LabelRules(), config_for(name))
             path, max_diff = train_final(prep, out_dir, TrainConfig())
-            print(f"{name}: trained on {len(prep.frames)} frames of {len(prep.clips)} clip(s) in "
+            copies = 0 if prep.augmented is None else len(prep.augmented)
+            print(f"{name}: trained on {len(prep.frames)} frames (+{copies} augmented) of {len(prep.clips)} clip(s) in "
                   f"{time.monotonic() - started:.0f} s; TFLite matches Keras within {max_diff:.1e}\n  model: {path}")
     except DataMissingError as exc:
         print(str(exc), file=sys.stderr)
