@@ -42,6 +42,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 
+from formcheck.paho_compat import TolerantPubackClient
+
 RawMessageCallback = Callable[[str, bytes, int, int, bool], None]
 
 _RECV_CHUNK = 65536
@@ -104,7 +106,7 @@ def parse_publish(command: int, packet: bytes | bytearray, mqtt5: bool) -> Publi
     return PublishPacket(topic, bytes(packet[pos:]), mid, qos, bool(command & 0x08))
 
 
-class LeanReceiveClient(mqtt.Client):
+class LeanReceiveClient(TolerantPubackClient):
     """paho ``Client`` with buffered reads, a lean QoS 0/1 receive path and batched acks (module docstring)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -60,9 +60,12 @@ class EdgePublisher:
         self._session_topic = topics.node(node_id, "session")
         self.queue: DropQueue[FrameMessage] = DropQueue(cfg.out_queue, cfg.drop_policy)
         self.connected = threading.Event()
-        self.published = 0
+        self.published = 0  # frames handed to the broker
         self.rejected = 0
-        self.refused = 0  # frames the broker refused (PUBACK failure) or could never accept (packet too large)
+        # One counter per writing thread: frames the broker could never accept (bigger than its announced Maximum
+        # Packet Size, sender thread) and frames it refused in the PUBACK (paho's network thread).
+        self.too_large = 0
+        self.refused_by_puback = 0
         self._max_packet_size: int | None = None  # from CONNACK (MQTT 5), when the broker announces one
         self._last_refusal: str | None = None
         self._stopping = False
@@ -171,6 +174,16 @@ class EdgePublisher:
                 log.warning("frame seq=%d not published: %s", frame.seq, mqtt.error_string(info.rc))
                 break
 
+    @property
+    def refused(self) -> int:
+        """Frames the broker refused or could never accept."""
+        return self.too_large + self.refused_by_puback
+
+    @property
+    def accepted(self) -> int:
+        """Frames the broker took (handed over and not refused in the PUBACK)."""
+        return self.published - self.refused_by_puback
+
     def _too_large(self, payload: bytes) -> bool:
         """True (counted, logged at growing intervals) when the broker's Maximum Packet Size cannot take it.
 
@@ -181,10 +194,10 @@ class EdgePublisher:
         # PUBLISH: fixed header (<= 5), topic length (2) + topic, packet id (2), properties length (1).
         if limit is None or len(payload) + len(self._frames_topic) + 10 <= limit:
             return False
-        self.refused += 1
-        if growing_interval(self.refused):
+        self.too_large += 1
+        if growing_interval(self.too_large):
             log.warning("%d frame(s) larger than the broker's maximum packet size (%d bytes) dropped so far",
-                        self.refused, limit)
+                        self.too_large, limit)
         return True
 
     def _status(self, state: NodeState) -> bytes:
@@ -225,9 +238,11 @@ class EdgePublisher:
             return
         # MQTT 5 brokers refuse single messages in the PUBACK (too large, not authorised): count them and log at
         # growing intervals, never one line per frame.
-        self.refused += 1
-        if growing_interval(self.refused):
-            log.warning("broker refused %d message(s) so far, latest: %s", self.refused, reason)
+        self.refused_by_puback += 1
+        if growing_interval(self.refused_by_puback):
+            unlisted = getattr(client, "last_unlisted_reason", None)
+            detail = f"reason code 0x{unlisted:02X}" if unlisted is not None else str(reason)
+            log.warning("broker refused %d message(s) so far, latest: %s", self.refused_by_puback, detail)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         if self._on_session is None or message.topic != self._session_topic:

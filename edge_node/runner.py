@@ -103,7 +103,7 @@ def run_edge(config: EdgeConfig, stop: threading.Event | None = None) -> int:
     log.info(
         "stopped: %d frames captured, %d classified, %d dropped by capture, %d published, %d dropped unpublished, "
         "%d refused by the broker",
-        capture.captured, processor.timings.frames, frames.dropped, publisher.published, publisher.queue.dropped,
+        capture.captured, processor.timings.frames, frames.dropped, publisher.accepted, publisher.queue.dropped,
         publisher.refused,
     )
     return 0

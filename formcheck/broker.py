@@ -12,6 +12,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from pydantic import Field, SecretStr, field_validator
 
+from formcheck.paho_compat import TolerantPubackClient
 from formcheck.settings import ConfigError, Section, validated_id
 from protocol.topics import DEFAULT_PREFIX
 
@@ -68,7 +69,7 @@ def make_client(cfg: BrokerSection, client_id: str, *, manual_ack: bool = ...) -
 def make_client(cfg: BrokerSection, client_id: str, *, manual_ack: bool = ..., client_class: type[ClientT]) -> ClientT:
     ...
 def make_client(cfg: BrokerSection, client_id: str, *, manual_ack: bool = False,
-                client_class: type[mqtt.Client] = mqtt.Client) -> mqtt.Client:
+                client_class: type[mqtt.Client] = TolerantPubackClient) -> mqtt.Client:
     """An MQTT 5 paho client (of ``client_class``) with credentials, TLS and reconnect backoff from ``cfg``."""
     client = client_class(
         CallbackAPIVersion.VERSION2, client_id=cfg.client_id or client_id, protocol=mqtt.MQTTv5,

@@ -165,20 +165,11 @@ def test_edge_finishes_clip_against_size_limited_broker(
 SUMMARY = re.compile(r"(\d+) classified, .* (\d+) published, (\d+) dropped unpublished, (\d+) refused by the broker")
 
 
-MESSAGE_SIZE_LIMIT_BUG = (
-    "BUG: with 'message_size_limit 300' Mosquitto 2.0.11 answers an oversized QoS 1 frame (~450 B) with a PUBACK "
-    "whose reason code paho 2.2.0 cannot parse ('Received malformed packet: Expected exactly one name, found []', "
-    "consistent with 0x95 Packet too large, which MQTT 5 does not allow in a PUBACK); paho closes the connection "
-    "('disconnected from broker (Protocol error)'), reconnects and re-sends the same in-flight frames with DUP, "
-    "forever. The broker does not announce a Maximum Packet Size in CONNACK for message_size_limit, so "
-    "EdgePublisher._too_large (edge_node/publisher.py) never triggers and _on_publish never sees a refusal. "
-    "Observed on a 96-frame clip: 3+ connections (one a second, one WARNING each, unbounded on a live camera), "
-    "summary '96 published, 0 dropped unpublished, 0 refused by the broker' while no frame reached the broker. "
-    "Expected: one connection, the refused frames counted in 'refused by the broker'."
-)
+# With message_size_limit Mosquitto 2.0.11 refuses an oversized QoS 1 frame with PUBACK reason 0x95, which MQTT 5
+# does not list for PUBACK: stock paho 2.2.0 calls the packet malformed and reconnects forever, re-sending the same
+# frames. formcheck/paho_compat.py counts it as a refusal instead; this case proves it (it was a strict xfail).
 SIZE_LIMITS = [
-    pytest.param("message_size_limit 300", id="message_size_limit",
-                 marks=pytest.mark.xfail(strict=True, reason=MESSAGE_SIZE_LIMIT_BUG)),
+    pytest.param("message_size_limit 300", id="message_size_limit"),
     pytest.param("max_packet_size 300", id="max_packet_size"),
 ]
 
