@@ -24,7 +24,7 @@ from typing import Final
 import numpy as np
 
 from edge_node.classifier import MODEL_PHASES, ModelLoadError, load_manifest
-from edge_node.features import FEATURE_SPEC_VERSION, feature_names, feature_spec_hash
+from edge_node.features import FEATURE_SPEC_VERSION, MOTION_LAGS, feature_names, feature_spec_hash
 from formcheck.paths import MODELS_DIR, POSE_MODEL, DataMissingError, require_data_dir
 from models.training import labels as labelling
 from models.training.augment import AugmentConfig, config_for, describe
@@ -158,7 +158,9 @@ def run_evaluation(
                        else model_path),
         model_sha256=_sha256(model_path),
         rep_counts=rep_counts,
-        model_version=manifest.version, model_change=describe(augment),
+        model_version=manifest.version,
+        model_change=(f"motion at lags {', '.join(str(lag) for lag in MOTION_LAGS)} ({len(feature_names())} "
+                      f"inputs); {describe(augment)}"),
         rule_phase=rule_phase, rule_form=rule_form, form_auc=auc, figures=tuple(figures),
     )
 

@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
 
-MODEL_VERSION: Final = "1.1.0"
+MODEL_VERSION: Final = "1.2.0"
 BAD_THRESHOLD: Final = 0.5
 FORM_LABELS: Final = ("good", "bad")
 EXPORT_TOLERANCE: Final = 1e-4
