@@ -15,7 +15,6 @@ Deterministic: fixed seeds, deterministic TensorFlow ops, no time stamps.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -45,13 +44,13 @@ from models.training.train import (
     _evaluation_method,
     _fault_groups,
     _held_out,
-    _selected,
     cross_validate,
     head_scores,
     held_out_rep_counts,
     majority_baseline,
     model_path_for,
     prepare,
+    ready_exercises,
     write_manifest,
 )
 
@@ -180,14 +179,10 @@ def _print_summary(run: RunSummary, report_path: Path, seconds: float) -> None:
 
 def evaluate_main(exercise: str = "all", out_dir: Path | None = None) -> int:
     """Evaluate ``exercise`` ('all': each in turn) and write its report; returns an exit code."""
-    names = _selected(exercise)
+    names = ready_exercises(exercise, "evaluation trains fold models and needs TensorFlow: run 'make train'")
     if names is None:
         return 2
     try:
-        require_data_dir()
-        if importlib.util.find_spec("tensorflow") is None:
-            print("evaluation trains fold models and needs TensorFlow: run 'make train'", file=sys.stderr)
-            return 2
         for name in names:
             started = time.monotonic()
             run = run_evaluation(name, out_dir, TrainConfig(), LabelRules(), config_for(name))

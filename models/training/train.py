@@ -519,6 +519,25 @@ def _selected(exercise: str) -> list[str] | None:
     return [exercise]
 
 
+def ready_exercises(exercise: str, without_tensorflow: str) -> list[str] | None:
+    """The exercises to train or evaluate, or None after a one-line error (unknown name, no data, no TensorFlow).
+
+    Cheap checks first, so a missing data set is reported even without TensorFlow.
+    """
+    names = _selected(exercise)
+    if names is None:
+        return None
+    try:
+        require_data_dir()
+    except DataMissingError as exc:
+        print(str(exc), file=sys.stderr)
+        return None
+    if importlib.util.find_spec("tensorflow") is None:
+        print(without_tensorflow, file=sys.stderr)
+        return None
+    return names
+
+
 TRAINED_EXERCISES: Final = ("squat", "pushup", "curl")
 """Exercises the data set has clips of (``lunge`` has none yet)."""
 
@@ -528,15 +547,10 @@ def train_main(exercise: str = "all", out_dir: Path | None = None) -> int:
 
     ``out_dir`` receives the model and manifest instead of ``models/artifacts``.
     """
-    names = _selected(exercise)
+    names = ready_exercises(exercise, "training needs TensorFlow: run 'make train' (own venv with the 'train' extra)")
     if names is None:
         return 2
-    # Cheap checks first, so a missing data set is reported even without TensorFlow.
     try:
-        require_data_dir()
-        if importlib.util.find_spec("tensorflow") is None:
-            print("training needs TensorFlow: run 'make train' (own venv with the 'train' extra)", file=sys.stderr)
-            return 2
         for name in names:
             started = time.monotonic()
             prep = prepare(name, LabelRules(), config_for(name))
