@@ -460,7 +460,8 @@ def _py_spy() -> str:
 def summarize_profile(path: Path, top: int = 12) -> dict[str, Any]:
     """Per thread: share of samples, and the functions with the most self and inclusive samples.
 
-    Reads py-spy's raw output (``thread (tid): name;frame;frame... count`` per line).
+    Reads py-spy's raw output with ``--subprocesses`` (``process PID:"cmd";...;thread (tid): name;frame;... count``
+    per line); threads are named after their process: ``worker`` (spawned) or ``network``.
     """
     threads: Counter[str] = Counter()
     own: dict[str, Counter[str]] = defaultdict(Counter)
@@ -470,11 +471,17 @@ def summarize_profile(path: Path, top: int = 12) -> dict[str, Any]:
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
-        head, *lines = stack.split(";")
+        parts = stack.split(";")
+        processes = [p for p in parts if p.startswith("process ")]
+        heads = [p for p in parts if p.startswith("thread (")]
+        if not heads:
+            continue
         # 'func (file.py:123)' -> 'func (file.py)': one entry per function, whatever line was running.
-        frames = [re.sub(r":\d+\)$", ")", frame) for frame in lines]
-        thread = re.sub(r"^thread \(\d+\):?\s*", "", head) or head
-        thread = re.sub(r"-bench-aggregator$", "", thread)
+        frames = [re.sub(r":\d+\)$", ")", frame) for frame in parts if not frame.startswith(("process ", "thread ("))]
+        name = re.sub(r"^thread \(\d+\):?\s*", "", heads[0]) or heads[0]
+        name = re.sub(r"-bench-aggregator$", "", name)
+        role = "worker" if processes and "spawn_main" in processes[-1] else "network"
+        thread = f"{role} {name}"
         threads[thread] += count
         if frames:
             own[thread][frames[-1]] += count
@@ -784,7 +791,7 @@ def print_table(r: dict[str, Any]) -> None:
               f"{a['max_inbox']}, max writer buffer {a['max_writer_buffer']} points, "
               f"{a['writer']['write_errors']} write errors")
     if "profile" in r:
-        print(f"\nprofile of the aggregator process in round 1 (py-spy, GIL-holding samples): {r['profile']['file']}")
+        print(f"\nprofile of the aggregator processes in round 1 (py-spy, GIL-holding samples): {r['profile']['file']}")
         for thread, info in r["profile"]["threads"].items():
             if info["share"] < 0.02:
                 continue
