@@ -42,7 +42,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 
-from formcheck.paho_compat import TolerantPubackClient
+from formcheck.paho_compat import TolerantPubackClient, require_paho_internals
 
 RawMessageCallback = Callable[[str, bytes, int, int, bool], None]
 
@@ -54,9 +54,7 @@ _REQUIRED_INTERNALS = ("_handle_publish", "_sock_recv", "_packet_queue", "_send_
 
 def check_paho_internals() -> None:
     """Raise RuntimeError if this paho release lacks what the lean path overrides."""
-    missing = [name for name in _REQUIRED_INTERNALS if not hasattr(mqtt.Client, name)]
-    if missing:
-        raise RuntimeError(f"installed paho-mqtt lacks {', '.join(missing)}: the aggregator needs paho-mqtt 2.x")
+    require_paho_internals(*_REQUIRED_INTERNALS)
 
 
 class PublishPacket:

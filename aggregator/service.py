@@ -233,14 +233,14 @@ class Aggregator:
                 self._pending.pop(item.mid, None)
             self._send_acks([item])
 
-    def _ack_mids(self, mids: list[int]) -> None:
+    def ack_mids(self, mids: list[int]) -> None:
         """Acknowledge pending QoS 1 messages by id (ids no longer pending, e.g. redelivered twice, are skipped)."""
         with self._pending_lock:
             pending = self._pending
             items = [item for mid in mids if (item := pending.pop(mid, None)) is not None]
         self._send_acks(items)
 
-    def _worker_failed(self, reason: str) -> None:
+    def worker_failed(self, reason: str) -> None:
         self.fatal = self.fatal or reason
 
     def _send_acks(self, items: list[Inbound]) -> None:

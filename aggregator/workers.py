@@ -49,9 +49,9 @@ Snapshot = dict[str, dict[str, int]]
 class NetworkSide(Protocol):
     """What the workers' replies drive in the network process."""
 
-    def _ack_mids(self, mids: list[int]) -> None: ...
+    def ack_mids(self, mids: list[int]) -> None: ...
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None: ...
-    def _worker_failed(self, reason: str) -> None: ...
+    def worker_failed(self, reason: str) -> None: ...
 
 
 def worker_index(topic: str, workers: int, cache: dict[str, int]) -> int:
@@ -187,7 +187,7 @@ class _Worker:
             try:
                 self._conn.send(message)
             except (OSError, EOFError, ValueError):
-                self._network._worker_failed(f"aggregator worker process {self._index} is gone")
+                self._network.worker_failed(f"aggregator worker process {self._index} is gone")
 
     def finish(self, timeout: float) -> None:
         if not self._closed.wait(timeout):
@@ -205,7 +205,7 @@ class _Worker:
                 message = self._conn.recv()
             except (EOFError, OSError):
                 if not self._closed.is_set():
-                    network._worker_failed(f"aggregator worker process {self._index} exited unexpectedly")
+                    network.worker_failed(f"aggregator worker process {self._index} exited unexpectedly")
                 self._closed.set()  # nothing more will come: do not wait for a goodbye at shutdown
                 return
             kind = message[0]
@@ -216,11 +216,11 @@ class _Worker:
                         acks.append(op[1])
                     else:
                         if acks:
-                            network._ack_mids(acks)
+                            network.ack_mids(acks)
                             acks = []
                         network.publish(op[1], op[2], op[3], op[4])
                 if acks:
-                    network._ack_mids(acks)
+                    network.ack_mids(acks)
             elif kind == "stats":
                 self.snapshot = message[3]
                 self._on_stats(self._index, message[1], message[2])

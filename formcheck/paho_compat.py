@@ -30,6 +30,13 @@ from paho.mqtt.reasoncodes import ReasonCode
 _UNSPECIFIED_ERROR = 0x80
 
 
+def require_paho_internals(*names: str) -> None:
+    """Raise RuntimeError when this paho release lacks internals a subclass here overrides or calls."""
+    missing = [name for name in names if not hasattr(mqtt.Client, name)]
+    if missing:
+        raise RuntimeError(f"installed paho-mqtt lacks {', '.join(missing)}: formcheck needs paho-mqtt 2.x")
+
+
 def unlisted_puback_failure(packet: bytes | bytearray) -> tuple[int, int] | None:
     """``(mid, reason)`` of an MQTT 5 PUBACK body whose failure reason PUBACK does not list; else None."""
     if len(packet) < 3:
@@ -49,6 +56,7 @@ class TolerantPubackClient(mqtt.Client):
     """paho ``Client``; a PUBACK failure code paho cannot name counts as a refusal, not a protocol error."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        require_paho_internals("_handle_pubackcomp", "_do_on_publish")  # methods: instance state cannot be checked here
         super().__init__(*args, **kwargs)
         self.last_unlisted_reason: int | None = None
 
