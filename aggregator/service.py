@@ -49,7 +49,7 @@ from aggregator.mqtt_loop import FlowControlledLoop
 from aggregator.station import Station, StationOutput
 from aggregator.workers import WorkerPool
 from formcheck.broker import connect_properties, make_client
-from formcheck.queues import DropQueue
+from formcheck.queues import DropQueue, QueueClosed
 from formcheck.ratelog import RateLimitedLog
 from protocol.messages import NodeState, NodeStatus
 from protocol.topics import REGISTRY, Topics
@@ -57,6 +57,7 @@ from protocol.topics import REGISTRY, Topics
 log = logging.getLogger(__name__)
 
 _CONSUMED = ("frames", "status", "session", "stats")
+_THREAD_BATCH = 512  # messages handed to the core at once in thread mode (one InfluxDB submission)
 
 
 class _ClientOutbox:
@@ -68,8 +69,8 @@ class _ClientOutbox:
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
         self._agg.publish(topic, payload, qos, retain)
 
-    def ack(self, item: Inbound) -> None:
-        self._agg._ack(item)
+    def ack_many(self, items: list[Inbound]) -> None:
+        self._agg.ack_mids([item.mid for item in items])
 
 
 class Aggregator:
@@ -176,9 +177,12 @@ class Aggregator:
         try:
             while not stop.is_set() and self.fatal is None:
                 if self.core is not None:
-                    item = self._inbox.get(timeout=0.2)
-                    if item is not None:
-                        self.core.handle(item)
+                    try:
+                        items = self._inbox.get_batch(_THREAD_BATCH, timeout=0.2)
+                    except QueueClosed:
+                        break
+                    if items:
+                        self.core.handle_batch(items)
                 else:
                     assert self._workers is not None
                     self._workers.forward(self._inbox)
@@ -226,12 +230,6 @@ class Aggregator:
 
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
         self._client.publish(topic, payload, qos=qos, retain=retain)
-
-    def _ack(self, item: Inbound) -> None:
-        if item.qos > 0:
-            with self._pending_lock:
-                self._pending.pop(item.mid, None)
-            self._send_acks([item])
 
     def ack_mids(self, mids: list[int]) -> None:
         """Acknowledge pending QoS 1 messages by id (ids no longer pending, e.g. redelivered twice, are skipped)."""

@@ -212,8 +212,8 @@ class _Worker:
             if kind == "ops":
                 acks: list[int] = []  # consecutive acks leave as one write, still in order with publishes
                 for op in message[1]:
-                    if op[0] == "ack":
-                        acks.append(op[1])
+                    if op[0] == "acks":
+                        acks += op[1]
                     else:
                         if acks:
                             network.ack_mids(acks)
@@ -251,11 +251,10 @@ class PipeOutbox:
             self._ops.append(("publish", topic, payload, qos, retain))
         self._wake.set()
 
-    def ack(self, item: Inbound) -> None:
+    def ack_many(self, items: list[Inbound]) -> None:
         with self._lock:
-            self._ops.append(("ack", item.mid))
-            if len(self._ops) >= BATCH:
-                self._wake.set()
+            self._ops.append(("acks", [item.mid for item in items]))
+        self._wake.set()
 
     def send(self, message: tuple[Any, ...]) -> None:
         """Send a control message after the ops queued so far (keeps acks ahead of 'closed')."""
@@ -309,8 +308,7 @@ def worker_main(config: AggregatorConfig, conn: Connection, log_level: int, inde
                 break  # the network process is gone: store what we have, the rest is redelivered
             kind = message[0]
             if kind == "items":
-                for topic, payload, mid, qos in message[1]:
-                    core.handle(Inbound(topic, payload, mid, qos))
+                core.handle_batch([Inbound(topic, payload, mid, qos) for topic, payload, mid, qos in message[1]])
                 handled += len(message[1])
             elif kind == "stats":
                 outbox.send(("stats", message[1], core.stats_fields(), core.snapshot()))
