@@ -19,9 +19,10 @@ from typing import NamedTuple, Protocol
 
 from aggregator.config import AggregatorConfig
 from aggregator.decoder import DROP_REASONS, ClockPolicy, Decoded, Dropped, decode
-from aggregator.influx import InfluxWriter, Point
+from aggregator.influx import InfluxWriter, Line, Point
 from aggregator.notifier import Notifier
 from aggregator.points import (
+    frame_line,
     frame_point,
     node_stats_point,
     node_status_point,
@@ -106,7 +107,7 @@ class ProcessingCore:
         received_ms = int(time.time() * 1000)
         topics, clock, max_bytes = self.topics, self._clock, self.config.mqtt.max_payload_bytes
         owns = self.config.partition.owns
-        points: list[Point] = []
+        points: list[Point | Line] = []
         outs: list[StationOutput] = []
         acks: list[Inbound] = []
         for item in items:
@@ -128,7 +129,7 @@ class ProcessingCore:
         # Through the writer even with nothing to store: acks must go out in arrival order.
         self.writer.submit(points, on_done=functools.partial(self._stored, outs, acks))
 
-    def _apply(self, decoded: Decoded, received_ms: int) -> tuple[list[Point], StationOutput]:
+    def _apply(self, decoded: Decoded, received_ms: int) -> tuple[list[Point | Line], StationOutput]:
         """One valid message → the points to store and what the station produced (reps, sets).
 
         Sessions and node statuses are stored as ``session`` and ``node_status`` points, at the message's own
@@ -138,9 +139,13 @@ class ProcessingCore:
         site = self.config.site
         payload = decoded.payload
         station = self.station(decoded.node)
+        points: list[Point | Line]
         if isinstance(payload, FrameMessage):
             out = station.on_frame(payload)
-            points = [frame_point(site, payload)]
+            try:
+                points = [frame_line(site, payload)]
+            except (ValueError, TypeError):
+                points = [frame_point(site, payload)]  # the writer refuses it, counts it and logs why
         elif isinstance(payload, NodeStats):
             return [node_stats_point(site, payload)], StationOutput()
         elif isinstance(payload, SessionMessage) or (payload is None and decoded.kind == "session"):

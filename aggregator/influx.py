@@ -50,7 +50,7 @@ import urllib.parse
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from aggregator.influx_config import InfluxSection, duration_seconds
 from formcheck.ratelog import RateLimitedLog
@@ -179,23 +179,39 @@ def encode_line(point: Point) -> str:
     Tags and fields are sorted by key (InfluxDB's canonical tag order), so equal points encode to equal bytes.
     Tags with an empty value are left out: InfluxDB treats a missing tag and an empty one alike.
     """
-    _name(point.measurement, "measurement")
-    if point.measurement.startswith("#"):
-        raise ValueError(f"measurement {point.measurement!r} starts with '#', which makes the line a comment")
-    parts = [point.measurement.translate(_MEASUREMENT_ESCAPES)]
-    for key in sorted(point.tags):
-        value = point.tags[key]
-        if value == "":
-            continue
-        parts.append(_escaped_tag(key, value))
-    if not point.fields:
-        raise ValueError(f"point {point.measurement!r} has no fields")
-    fields = _encode_fields(point.fields)
-    if isinstance(point.ts_ms, bool) or not isinstance(point.ts_ms, int):
-        raise TypeError(f"ts_ms must be an int, not {type(point.ts_ms).__name__}")
-    if not _MIN_TS_MS <= point.ts_ms <= _MAX_TS_MS:
-        raise ValueError(f"timestamp {point.ts_ms} ms is outside InfluxDB's range")
-    return f"{''.join(parts)} {fields} {point.ts_ms}"
+    return encode_series_line(series_key(point.measurement, tuple(sorted(point.tags.items()))), point.fields,
+                              point.ts_ms)
+
+
+@functools.lru_cache(maxsize=4096)
+def series_key(measurement: str, tags: tuple[tuple[str, str], ...]) -> str:
+    """Measurement and tags (``tags`` sorted by key) as they start a line; a station's series repeat on every
+    point, so this is built and checked once per series."""
+    _name(measurement, "measurement")
+    if measurement.startswith("#"):
+        raise ValueError(f"measurement {measurement!r} starts with '#', which makes the line a comment")
+    return measurement.translate(_MEASUREMENT_ESCAPES) + "".join(
+        _escaped_tag(key, value) for key, value in tags if value != "")
+
+
+def encode_series_line(series: str, fields: Mapping[str, object], ts_ms: int) -> str:
+    """A line from a ``series_key`` and the point's fields and time (the hot path of frames: no ``Point``)."""
+    if not fields:
+        raise ValueError(f"point {series!r} has no fields")
+    encoded = _encode_fields(fields)
+    if type(ts_ms) is not int:
+        raise TypeError(f"ts_ms must be an int, not {type(ts_ms).__name__}")
+    if not _MIN_TS_MS <= ts_ms <= _MAX_TS_MS:
+        raise ValueError(f"timestamp {ts_ms} ms is outside InfluxDB's range")
+    return f"{series} {encoded} {ts_ms}"
+
+
+class Line(NamedTuple):
+    """A point already encoded by ``encode_series_line``: the writer sends it as it is."""
+
+    text: str
+    durable: bool = True
+    retention: Retention = "default"
 
 
 # --- responses -------------------------------------------------------------------------------------------------
@@ -453,20 +469,24 @@ class InfluxWriter:
     def __exit__(self, *exc: object) -> None:
         self.close(timeout=self.config.timeout_s)
 
-    def submit(self, points: Sequence[Point], on_done: Callable[[], None] | None = None) -> None:
+    def submit(self, points: Sequence[Point | Line], on_done: Callable[[], None] | None = None) -> None:
         """Queue ``points``; ``on_done`` fires once, in submission order, when all are stored or rejected.
 
         Blocks while durable points do not fit in the buffer; raises ``WriterClosedError`` when closing.
         """
-        encoded: list[tuple[str, Point]] = []
+        encoded: list[Line] = []
         invalid = 0
         for point in points:
+            if type(point) is Line:
+                encoded.append(point)
+                continue
+            assert isinstance(point, Point)
             try:
-                encoded.append((encode_line(point), point))
+                encoded.append(Line(encode_line(point), point.durable, point.retention))
             except (ValueError, TypeError) as exc:
                 invalid += 1
                 self._ratelog("invalid", f"InfluxDB point not written (a bug upstream): {exc}", logging.ERROR)
-        durable = sum(1 for _, p in encoded if p.durable)
+        durable = sum(1 for line in encoded if line.durable)
         with self._cond:
             self._counters.rejected += invalid
             self._wait_for_room(durable)
@@ -474,10 +494,10 @@ class InfluxWriter:
             sub = _Submission(self._seq_submitted, len(encoded), on_done)
             self._subs.append(sub)
             now = time.monotonic()
-            for line, point in encoded:
-                entry = _Entry(line, point.retention, point.durable, sub, now)
+            for text, durable_point, retention in encoded:
+                entry = _Entry(text, retention, durable_point, sub, now)
                 self._queue.append(entry)
-                if not point.durable:
+                if not durable_point:
                     self._frames.append(entry)
             was_empty = self._queued == 0
             self._queued += len(encoded)

@@ -10,21 +10,39 @@ every (re)connect overwrites its own point, and only a message without a usable 
 from __future__ import annotations
 
 from aggregator.decoder import ClockPolicy
-from aggregator.influx import Point
+from aggregator.influx import Line, Point, encode_series_line, series_key
 from protocol.messages import FrameMessage, NodeStats, NodeStatus, RepMessage, SessionMessage, SetMessage
 
 # Frame telemetry is best effort (short retention, droppable under overload); the rest is durable.
 
 
 def frame_point(site: str, frame: FrameMessage) -> Point:
+    return Point("frame", _frame_tags(site, frame), _frame_fields(frame), frame.ts, durable=False,
+                 retention="frames")
+
+
+def frame_line(site: str, frame: FrameMessage) -> Line:
+    """``frame_point`` already encoded, the same bytes as ``encode_line(frame_point(...))``.
+
+    Every message is a frame: skipping the ``Point`` and building each station's series key once saves a
+    fifth of a frame's processing. Raises ValueError/TypeError where ``encode_line`` does.
+    """
+    series = series_key("frame", tuple(sorted(_frame_tags(site, frame).items())))
+    return Line(encode_series_line(series, _frame_fields(frame), frame.ts), durable=False, retention="frames")
+
+
+def _frame_tags(site: str, frame: FrameMessage) -> dict[str, str]:
+    return {"site": site, "node": frame.node, "exercise": frame.exercise}
+
+
+def _frame_fields(frame: FrameMessage) -> dict[str, float | int | bool | str]:
     fields: dict[str, float | int | bool | str] = {
         "phase": frame.phase, "form": frame.form, "bad_p": frame.bad_p, "vis": frame.vis, "seq": frame.seq,
     }
     fields.update(frame.angles)  # already floats: the schema's Finite type converts JSON integers
     if frame.faults:
         fields["faults"] = ",".join(frame.faults)
-    return Point("frame", {"site": site, "node": frame.node, "exercise": frame.exercise}, fields, frame.ts,
-                 durable=False, retention="frames")
+    return fields
 
 
 def rep_point(site: str, rep: RepMessage) -> Point:

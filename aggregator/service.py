@@ -43,7 +43,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from aggregator.config import AggregatorConfig
 from aggregator.core import Inbound, ProcessingCore
 from aggregator.decoder import Decoded
-from aggregator.influx import InfluxWriter, Point
+from aggregator.influx import InfluxWriter, Line, Point
 from aggregator.lean_client import LeanReceiveClient
 from aggregator.mqtt_loop import FlowControlledLoop
 from aggregator.station import Station, StationOutput
@@ -127,7 +127,7 @@ class Aggregator:
     def station(self, node: str) -> Station:
         return self._require_core().station(node)
 
-    def _apply(self, decoded: Decoded, received_ms: int) -> tuple[list[Point], StationOutput]:
+    def _apply(self, decoded: Decoded, received_ms: int) -> tuple[list[Point | Line], StationOutput]:
         return self._require_core()._apply(decoded, received_ms)
 
     @property

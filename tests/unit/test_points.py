@@ -7,13 +7,15 @@ on every aggregator (re)connect overwrites its point (its own ``ts``) or adds an
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aggregator.config import load_config
 from aggregator.decoder import ClockPolicy, Decoded
-from aggregator.influx import Point, encode_line
-from aggregator.points import event_ts, node_status_point, session_point
+from aggregator.influx import Line, Point, encode_line
+from aggregator.points import event_ts, frame_line, frame_point, node_status_point, session_point
 from aggregator.service import Aggregator
-from protocol.messages import NodeStatus, SessionMessage
+from protocol.messages import FAULTS, Fault, FrameMessage, NodeStatus, SessionMessage
 from tests.unit.synthetic_frames import BOOT, NODE, TS0, rep_segments, restamp, squat_clip
 
 SITE = "main"
@@ -185,3 +187,32 @@ def test_apply_statuses(aggregator: Aggregator) -> None:
 def test_apply_cleared_status_topic_stores_nothing(aggregator: Aggregator) -> None:
     points, out = aggregator._apply(Decoded(NODE, "status", None), TS0)
     assert points == [] and not out.sets and not out.reps
+
+
+# -- frames: the encoded fast path is the generic one --------------------------------------------------------
+
+
+angle_names = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=32)
+finite = st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(10**6), 10**6)
+
+
+@settings(max_examples=300)
+@given(angles=st.dictionaries(angle_names, finite, max_size=12), faults=st.lists(st.sampled_from(FAULTS), unique=True),
+       node=st.from_regex(r"\A[a-z0-9][a-z0-9_-]{0,15}\Z"), site=st.sampled_from(["main", "gym b", "a,b=c"]),
+       form=st.sampled_from(["good", "bad"]), seq=st.integers(0, 2**40))
+def test_frame_line_is_encode_line_of_frame_point(angles: dict[str, float], faults: list[Fault], node: str,
+                                                  site: str, form: str, seq: int) -> None:
+    frame = FrameMessage.model_validate({
+        "node": node, "boot": BOOT, "seq": seq, "ts": TS0, "exercise": "squat", "phase": "bottom",
+        "phase_p": {"bottom": 1.0}, "form": form, "bad_p": 0.25, "faults": faults, "angles": angles, "vis": 0.5,
+    })
+    point = frame_point(site, frame)
+    try:
+        expected = encode_line(point)
+    except (ValueError, TypeError) as exc:  # e.g. an angle named "time" or holding a line break
+        with pytest.raises(type(exc)):
+            frame_line(site, frame)
+        return
+    line = frame_line(site, frame)
+    assert line == Line(expected, durable=False, retention="frames")
+    assert (line.durable, line.retention) == (point.durable, point.retention)
