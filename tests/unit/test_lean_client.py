@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import select
+import socket
 import struct
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+import paho.mqtt.client as mqtt
 from paho.mqtt import _packet
-from paho.mqtt.enums import MQTTProtocolVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from aggregator.lean_client import LeanReceiveClient, check_paho_internals, parse_publish
 
@@ -84,3 +87,56 @@ def test_malformed_packets_raise_value_error(body: bytes) -> None:
 def test_this_paho_has_the_overridden_internals() -> None:
     check_paho_internals()  # raises on a paho release the lean path was not written for
     assert LeanReceiveClient._handle_publish is not LeanReceiveClient.__mro__[1]._handle_publish  # type: ignore[attr-defined]
+
+
+def _publish_packet(topic: str, payload: bytes, qos: int, mid: int, props: list[tuple[int, bytes]]) -> bytes:
+    encoded = topic.encode()
+    body = struct.pack("!H", len(encoded)) + encoded + (struct.pack("!H", mid) if qos else b"")
+    body += _property_block(props) + payload
+    return bytes([0x30 | (qos << 1)]) + _varint(len(body)) + body
+
+
+_PINGRESP = b"\xd0\x00"
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    messages=st.lists(st.tuples(st.text(min_size=1, max_size=30).filter(lambda t: "\x00" not in t),
+                                st.binary(max_size=300), st.sampled_from([0, 1]), st.integers(1, 65535),
+                                st.lists(_PROPS, max_size=2, unique_by=lambda p: p[0]), st.booleans()),
+                      min_size=1, max_size=40),
+    cuts=st.lists(st.integers(1, 70_000), max_size=6),
+)
+def test_a_byte_stream_cut_anywhere_delivers_every_publish_once_in_order(
+    messages: list[tuple[str, bytes, int, int, list[tuple[int, bytes]], bool]], cuts: list[int],
+) -> None:
+    """Whole packets in the read buffer take the in-place path, the rest paho's; the result must not differ."""
+    stream = b"".join(_publish_packet(t, p, q, m, props) + (_PINGRESP if ping else b"")
+                      for t, p, q, m, props, ping in messages)
+    expected = [(t, p, m if q else 0, q) for t, p, q, m, _, _ in messages]
+    client = LeanReceiveClient(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5, manual_ack=True)
+    received: list[tuple[str, bytes, int, int]] = []
+    client.on_raw_message = lambda topic, payload, mid, qos, dup: received.append((topic, payload, mid, qos))
+    ours, broker = socket.socketpair()
+    try:
+        ours.setblocking(False)
+        client._sock = ours  # type: ignore[assignment]
+        # The broker's writes arrive in pieces cut at arbitrary offsets, as TCP may deliver them.
+        offsets = sorted({0, len(stream), *(c % (len(stream) + 1) for c in cuts)})
+        for start, stop in zip(offsets, offsets[1:], strict=False):
+            broker.sendall(stream[start:stop])
+            for _ in range(10 * len(messages) + 10):
+                if client.loop_read() != mqtt.MQTT_ERR_SUCCESS:
+                    break
+                if client.buffered() == 0 and not _readable(ours):
+                    break
+        assert received == expected
+        assert client.buffered() == 0
+    finally:
+        client._sock = None
+        ours.close()
+        broker.close()
+
+
+def _readable(sock: socket.socket) -> bool:
+    return bool(select.select([sock], [], [], 0)[0])
