@@ -31,7 +31,7 @@ class AggregatorMqtt(BrokerSection):
         4000, ge=1, le=65535,
         description="Most QoS 1 messages unacknowledged at once (we stop reading beyond it; it bounds the inbox, "
         "~1 KB each). Messages are acked only after their InfluxDB write, so throughput is at most this divided by "
-        "the write latency: 1000 capped a 2-core box at ~8,400 msgs/s, 4000 at ~11,000.",
+        "the write latency: 1000 capped a 2-core box at ~8,400 msgs/s, where 4000 leaves the CPU as the limit.",
     )
     max_payload_bytes: int = Field(65_536, ge=256, description="Larger payloads are dropped and counted.")
 
