@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import select
 import socket
 import struct
 
+import paho.mqtt.client as mqtt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-import paho.mqtt.client as mqtt
 from paho.mqtt import _packet
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
@@ -123,7 +124,7 @@ def test_a_byte_stream_cut_anywhere_delivers_every_publish_once_in_order(
         client._sock = ours  # type: ignore[assignment]
         # The broker's writes arrive in pieces cut at arbitrary offsets, as TCP may deliver them.
         offsets = sorted({0, len(stream), *(c % (len(stream) + 1) for c in cuts)})
-        for start, stop in zip(offsets, offsets[1:], strict=False):
+        for start, stop in itertools.pairwise(offsets):
             broker.sendall(stream[start:stop])
             for _ in range(10 * len(messages) + 10):
                 if client.loop_read() != mqtt.MQTT_ERR_SUCCESS:
