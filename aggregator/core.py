@@ -17,11 +17,14 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import NamedTuple, Protocol
 
+from pydantic import ValidationError
+
 from aggregator.config import AggregatorConfig
 from aggregator.decoder import DROP_REASONS, ClockPolicy, Decoded, Dropped, decode
-from aggregator.influx import InfluxWriter, Line, Point
+from aggregator.influx import InfluxError, InfluxWriter, Line, Point, influxql_string
 from aggregator.notifier import Notifier
 from aggregator.points import (
+    checkpoint_points,
     frame_line,
     frame_point,
     node_stats_point,
@@ -30,12 +33,15 @@ from aggregator.points import (
     session_point,
     set_point,
 )
-from aggregator.station import Station, StationOutput
+from aggregator.station import OpenSetCheckpoint, Station, StationOutput
 from formcheck.ratelog import RateLimitedLog
 from protocol.messages import FrameMessage, NodeStats, NodeStatus, SessionMessage
 from protocol.topics import REGISTRY, Topics
 
 log = logging.getLogger("aggregator.service")
+
+RESUME_TIMEOUT_S = 2.0  # longest the processing waits for the open set checkpoints
+RESUME_RETRY_S = 30.0  # after a failed read, the earliest next attempt
 
 
 class Inbound(NamedTuple):
@@ -70,6 +76,8 @@ class ProcessingCore:
         self.stations: dict[str, Station] = {}
         self.counters: Counter[str] = Counter()
         self.invalid: Counter[str] = Counter()
+        self._checkpoints: dict[str, OpenSetCheckpoint] | None = None  # node → open set left by a predecessor
+        self._checkpoints_retry_at = 0.0
         self._clock = ClockPolicy(int(config.clock.max_future_s * 1000), int(config.clock.max_age_s * 1000))
         self._ratelog = RateLimitedLog(log)
 
@@ -88,7 +96,59 @@ class ProcessingCore:
             station = Station(node, rep_config=self.config.reps, set_config=self.config.sets,
                               grading=self.config.grading)
             self.stations[node] = station
+            if self.config.sets.resume_open_sets:
+                self._resume(station)
         return station
+
+    def _resume(self, station: Station) -> None:
+        """Reopen the set a previous aggregator left open at this station (see ``points.checkpoint_points``).
+
+        Runs once per station, before its first message. Without it, an aggregator restarted in the middle of a
+        set (a crash, an upgrade) would split the set: the reps stored before would never get a ``set`` row and
+        the rest would start a new set at rep 1.
+        """
+        checkpoints = self._open_sets()
+        checkpoint = checkpoints.pop(station.node, None) if checkpoints is not None else None
+        if checkpoint is None:
+            return
+        station.resume(checkpoint)
+        self.counters["sets_resumed"] += 1
+        log.info("station %s: resumed open set %s at rep %d (member %s)", station.node, checkpoint.set_id,
+                 len(checkpoint.reps), checkpoint.member)
+
+    def _open_sets(self) -> dict[str, OpenSetCheckpoint] | None:
+        """The site's open set checkpoints, read once (one query for all stations); None while unreadable.
+
+        If InfluxDB cannot answer within ``RESUME_TIMEOUT_S``, the stations created meanwhile start afresh and
+        the query is tried again at the next new station ``RESUME_RETRY_S`` later at the earliest, so that a hung
+        InfluxDB costs the processing thread one timeout, not one per station.
+        """
+        if self._checkpoints is not None or time.monotonic() < self._checkpoints_retry_at:
+            return self._checkpoints
+        q = (f'SELECT "closed", "state" FROM "open_set" WHERE "site" = {influxql_string(self.config.site)} '
+             'GROUP BY "node" ORDER BY time DESC LIMIT 1')
+        try:
+            series = self.writer.query(q, timeout_s=min(self.config.influx.timeout_s, RESUME_TIMEOUT_S))
+        except InfluxError as exc:
+            if "database not found" in exc.message:  # a first start: nothing to resume
+                self._checkpoints = {}
+                return self._checkpoints
+            self.counters["resume_failed"] += 1
+            self._checkpoints_retry_at = time.monotonic() + RESUME_RETRY_S
+            log.warning("open sets not read from InfluxDB (%s): sets in progress at new stations start afresh", exc)
+            return None
+        checkpoints: dict[str, OpenSetCheckpoint] = {}
+        for tags, rows in series:
+            if not rows or rows[0].get("closed") is not False:
+                continue
+            try:
+                checkpoints[tags.get("node", "")] = OpenSetCheckpoint.model_validate_json(str(rows[0].get("state")))
+            except ValidationError as exc:
+                self.counters["resume_failed"] += 1
+                log.warning("station %s: unreadable open set checkpoint, not resumed: %s", tags.get("node"),
+                            str(exc).splitlines()[0])
+        self._checkpoints = checkpoints
+        return checkpoints
 
     def handle(self, item: Inbound) -> None:
         self.handle_batch((item,))
@@ -163,6 +223,8 @@ class ProcessingCore:
         else:
             return [], StationOutput()
         points += [rep_point(site, r) for r in out.reps] + [set_point(site, s) for s in out.sets]
+        if (out.reps or out.sets) and self.config.sets.resume_open_sets:
+            points += checkpoint_points(site, station.node, out.sets, station.checkpoint(), changed=bool(out.reps))
         self.counters["reps"] += len(out.reps)
         self.counters["sets"] += len(out.sets)
         return points, out
@@ -191,7 +253,8 @@ class ProcessingCore:
     def stats_fields(self) -> dict[str, int]:
         """This core's counters for ``aggregator_stats`` (all additive: worker processes' figures are summed)."""
         writer = self.writer.stats()
-        totals = {k: 0 for k in ("frames", "duplicates", "gaps", "late", "seq_outliers", "resyncs", "clock_backwards")}
+        totals = {k: 0 for k in ("frames", "duplicates", "gaps", "late", "seq_outliers", "resyncs", "clock_backwards",
+                                 "replayed_reps")}
         for station in self.stations.values():
             for key in totals:
                 totals[key] += getattr(station.counters, key)
@@ -202,6 +265,7 @@ class ProcessingCore:
             "points_rejected": writer.points_dropped_rejected, "points_overflow": writer.points_dropped_overflow,
             "buffer": writer.buffer,
             "notifications_sent": self.notifier.stats.sent, "notifications_failed": self.notifier.stats.failed,
+            "sets_resumed": self.counters["sets_resumed"], "resume_failed": self.counters["resume_failed"],
         }
         fields.update({f"invalid_{reason}": self.invalid[reason] for reason in DROP_REASONS})
         return fields

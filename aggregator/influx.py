@@ -356,8 +356,19 @@ def _shard_duration(seconds: int | None) -> str:
     return "1h"
 
 
+def influxql_string(value: str) -> str:
+    """``value`` as an InfluxQL string literal."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def _query(http_: _Http, q: str, db: str | None = None) -> list[dict[str, object]]:
     """One InfluxQL statement over POST /query; the first series' rows as dicts; errors raise InfluxError."""
+    series = _query_series(http_, q, db)
+    return series[0][1] if series else []
+
+
+def _query_series(http_: _Http, q: str, db: str | None = None) -> list[tuple[dict[str, str], list[dict[str, object]]]]:
+    """One InfluxQL statement over POST /query; every series as (its GROUP BY tags, its rows as dicts)."""
     params = {"q": q, **({"db": db} if db else {})}
     status, body = http_.post("/query", params, b"", {"Content-Length": "0"})
     if status in (401, 403):
@@ -370,11 +381,9 @@ def _query(http_: _Http, q: str, db: str | None = None) -> list[dict[str, object
     result = (data.get("results") or [{}])[0]
     if "error" in result or "error" in data:
         raise InfluxError("4xx", f"{q}: {result.get('error') or data.get('error')}")
-    series = result.get("series") or []
-    if not series:
-        return []
-    columns = series[0]["columns"]
-    return [dict(zip(columns, row, strict=True)) for row in series[0].get("values") or []]
+    return [(dict(one.get("tags") or {}),
+             [dict(zip(one["columns"], row, strict=True)) for row in one.get("values") or []])
+            for one in result.get("series") or []]
 
 
 # --- writer ------------------------------------------------------------------------------------------------------
@@ -555,6 +564,18 @@ class InfluxWriter:
                 buffer=self._buffered,
                 last_error=c.last_error,
             )
+
+    def query(self, q: str, timeout_s: float | None = None) -> list[tuple[dict[str, str], list[dict[str, object]]]]:
+        """One InfluxQL statement on the writer's database, over a connection of its own (safe from any thread).
+
+        Every series as (its GROUP BY tags, its rows as dicts); raises ``InfluxError``.
+        """
+        config = self.config if timeout_s is None else self.config.model_copy(update={"timeout_s": timeout_s})
+        conn = _Http(config)
+        try:
+            return _query_series(conn, q, db=self.config.database)
+        finally:
+            conn.close()
 
     def ensure_database(self) -> None:
         """Create the database and the 'frames'/'default' retention policies, or align their durations.

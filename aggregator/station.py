@@ -39,6 +39,11 @@ class SetConfig(BaseModel):
     seen_window: int = Field(
         4096, ge=16, description="Recent seq numbers remembered per node to recognise duplicates."
     )
+    resume_open_sets: bool = Field(
+        True, description="Checkpoint each open set in InfluxDB (measurement open_set) and, after a restart, "
+        "continue it instead of splitting it in two. Off: a set in progress when the aggregator stops is never "
+        "summarised and the rest of it starts a new set.",
+    )
 
 
 @dataclass
@@ -62,6 +67,7 @@ class StreamCounters:
     seq_outliers: int = 0  # seq jumps that elapsed capture time cannot explain: dropped
     resyncs: int = 0       # times the tracker re-anchored on a stream that kept arriving "late"
     clock_backwards: int = 0
+    replayed_reps: int = 0  # reps of a resumed set seen again in redelivered frames: not counted twice
 
 
 @dataclass
@@ -74,6 +80,27 @@ class _OpenSet:
     bad_frames: int = 0
     partial_reps: int = 0
     last_rep_end_ts: int = 0
+    resumed: bool = False  # restored from a checkpoint: redelivered frames may repeat its last rep
+
+
+class OpenSetCheckpoint(BaseModel):
+    """What an open set needs to go on after the aggregator restarts (stored with every rep, see core.py).
+
+    The reps' fault frame lists are left out when the checkpoint would grow too large for one InfluxDB string
+    field; the set summary needs only which faults each rep had.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    set_id: str
+    member: str
+    exercise: Exercise
+    session_exercise: Exercise | None = None
+    reps: list[RepMessage]
+    rep_frames: int = Field(ge=0)
+    bad_frames: int = Field(ge=0)
+    partial_reps: int = Field(ge=0)
+    last_rep_end_ts: int
 
 
 class _BootSeqs:
@@ -253,6 +280,38 @@ class Station:
         self._detector = RepDetector(self._detector.exercise, self.rep_config)
         return out
 
+    # -- restarts of the aggregator ---------------------------------------
+
+    def checkpoint(self) -> OpenSetCheckpoint | None:
+        """The open set as it stands (None when no set is open)."""
+        current = self._set
+        if current is None:
+            return None
+        return OpenSetCheckpoint(
+            set_id=current.set_id, member=current.member, exercise=current.exercise,
+            session_exercise=self.session_exercise, reps=list(current.reps), rep_frames=current.rep_frames,
+            bad_frames=current.bad_frames, partial_reps=current.partial_reps,
+            last_rep_end_ts=current.last_rep_end_ts,
+        )
+
+    def resume(self, checkpoint: OpenSetCheckpoint) -> None:
+        """Reopen the set a previous aggregator left open, before this station's first message.
+
+        The member comes back with it, so the retained session the broker redelivers continues the set instead
+        of ending it as a member change. A rep that starts before the set's last rep ended is a redelivery of
+        frames the previous aggregator had already turned into that rep (stored, but not yet acknowledged when
+        it died), and is not counted again.
+        """
+        self.member = checkpoint.member
+        self.session_exercise = checkpoint.session_exercise
+        self._set = _OpenSet(
+            set_id=checkpoint.set_id, member=checkpoint.member, exercise=checkpoint.exercise,
+            reps=list(checkpoint.reps), rep_frames=checkpoint.rep_frames, bad_frames=checkpoint.bad_frames,
+            partial_reps=checkpoint.partial_reps, last_rep_end_ts=checkpoint.last_rep_end_ts, resumed=True,
+        )
+        if checkpoint.exercise != self._detector.exercise:
+            self._detector = RepDetector(checkpoint.exercise, self.rep_config)
+
     # -- sets --------------------------------------------------------------
 
     def _on_rep_event(self, event: RepEvent) -> StationOutput:
@@ -264,6 +323,9 @@ class Station:
                 self._pending_partials += 1
             return out
         frames = event.rep.frames
+        if self._set is not None and self._set.resumed and frames[0].ts <= self._set.last_rep_end_ts:
+            self.counters.replayed_reps += 1
+            return out
         if self._set is None:
             first = frames[0]
             self._set = _OpenSet(

@@ -183,8 +183,9 @@ def test_bad_payloads_are_dropped_counted_and_do_not_disturb_the_stream(
     stored_ts = {r["time"] for r in influxd.query('SELECT seq FROM "frames"."frame"', db=DB)}
     assert stored_ts == valid_ts
     measurements = {r["name"] for r in influxd.query("SHOW MEASUREMENTS", db=DB)}
-    # node_status: the stream's own online/stopped statuses (valid messages) are stored too.
-    assert measurements == {"frame", "rep", "set", "aggregator_stats", "node_status"}, measurements
+    # node_status: the stream's own online/stopped statuses (valid messages) are stored too; open_set: the
+    # checkpoints of its set.
+    assert measurements == {"frame", "rep", "set", "aggregator_stats", "node_status", "open_set"}, measurements
 
     # -- logged, rate-limited: one warning per reason, no errors -------------------------------------------------
     drop_lines = Counter(

@@ -134,7 +134,9 @@ def test_status_without_boot_and_with_an_implausible_time() -> None:
 
 @pytest.fixture
 def aggregator() -> Aggregator:
-    return Aggregator(load_config(None, {"id": "unit", "site": SITE, "workers": "thread"}, environ={}))
+    # No InfluxDB here: no open set checkpoints (tests/integration/test_set_resume.py has those).
+    return Aggregator(load_config(None, {"id": "unit", "site": SITE, "workers": "thread",
+                                         "sets": {"resume_open_sets": False}}, environ={}))
 
 
 def open_set(agg: Aggregator, boot: str = BOOT) -> None:

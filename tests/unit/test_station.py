@@ -8,8 +8,9 @@ from statistics import mean
 import pytest
 
 from aggregator.grading import GradingConfig, main_fault, set_grade
-from aggregator.station import GUEST, SetConfig, Station, StationOutput
-from protocol.messages import FrameMessage, SessionMessage
+from aggregator.points import checkpoint_points
+from aggregator.station import GUEST, OpenSetCheckpoint, SetConfig, Station, StationOutput
+from protocol.messages import FrameMessage, RepMessage, SessionMessage
 from tests.unit.synthetic_frames import (
     BOOT,
     NODE,
@@ -418,3 +419,64 @@ def test_one_frame_stamped_far_ahead_does_not_freeze_the_stream() -> None:
     out.extend(station.flush())
     assert len(out.reps) == 3
     assert station.counters.clock_backwards == 1
+
+
+# -- an aggregator restarted in the middle of a set -------------------------------------------------------------
+
+
+def _checkpoint_after_restart(station: Station) -> OpenSetCheckpoint:
+    """What the next aggregator reads back: the open set's checkpoint as stored (JSON, fault frames left out)."""
+    points = checkpoint_points("main", NODE, [], station.checkpoint(), changed=True)
+    assert [(p.measurement, p.fields["closed"]) for p in points] == [("open_set", False)]
+    return OpenSetCheckpoint.model_validate_json(str(points[0].fields["state"]))
+
+
+@pytest.mark.parametrize("redelivered_from", ["next_frame", "start_of_last_rep", "start_of_set"])
+def test_resumed_set_equals_the_undisturbed_set(redelivered_from: str) -> None:
+    """The first aggregator dies after rep 3 of 5; the broker redelivers what it had not acknowledged yet (from
+    just after rep 3, from the start of rep 3, or everything), the next one resumes from the checkpoint."""
+    frames = squat_clip(rep_segments(5, options={"faults": ["knees_in"], "form": "bad"})).frames
+    undisturbed = run_all(frames)
+    first = Station(NODE)
+    first.on_session(SessionMessage(member="m-7", exercise="squat"))
+    reps: list[RepMessage] = []
+    cut = 0
+    for i, f in enumerate(frames):
+        reps += first.on_frame(f).reps
+        if len(reps) == 3:
+            cut = i + 1
+            break
+    checkpoint = _checkpoint_after_restart(first)
+    start = {"next_frame": cut, "start_of_last_rep": frames.index(next(f for f in frames if f.seq ==
+                                                                         reps[-1].start_seq)),
+             "start_of_set": 0}[redelivered_from]
+
+    second = Station(NODE)
+    second.resume(checkpoint)
+    out = second.on_session(SessionMessage(member="m-7", exercise="squat"))  # the retained session, redelivered
+    assert not out.sets
+    out.extend(feed(second, frames[start:]))
+    out.extend(second.flush())
+    reps += out.reps
+
+    assert [r.rep_index for r in reps] == [1, 2, 3, 4, 5]
+    assert len({r.start_ts for r in reps}) == 5
+    assert [r.score for r in reps] == [r.score for r in undisturbed.reps]
+    # A fresh detector has no smoothing history: a rep may be seen to start a frame later, never more.
+    assert all(abs(a.start_ts - b.start_ts) <= 34 for a, b in zip(reps, undisturbed.reps, strict=True))
+    [resumed] = out.sets
+    [expected] = undisturbed.sets
+    assert resumed.model_dump(exclude={"member"}) == expected.model_dump(exclude={"member"})
+    assert resumed.member == "m-7" and resumed.main_fault == expected.main_fault != ""
+    assert second.counters.replayed_reps == {"next_frame": 0, "start_of_last_rep": 1, "start_of_set": 3}[
+        redelivered_from]
+
+
+def test_a_closed_set_leaves_nothing_to_resume() -> None:
+    frames = squat_clip(rep_segments(2)).frames
+    station = Station(NODE)
+    out = feed(station, frames)
+    out.extend(station.flush())
+    [ended] = out.sets
+    points = checkpoint_points("main", NODE, out.sets, station.checkpoint(), changed=bool(out.reps))
+    assert [(p.measurement, p.fields["closed"], p.ts_ms) for p in points] == [("open_set", True, ended.start_ts)]
