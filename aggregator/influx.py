@@ -72,7 +72,11 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _MEASUREMENT_ESCAPES = str.maketrans({",": "\\,", " ": "\\ "})
 _TAG_ESCAPES = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ "})
 _FIELD_KEY_ESCAPES = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ ", '"': '\\"'})
-_STRING_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"'})
+
+
+def _string_field(value: str) -> str:
+    # Two str.replace calls: several times faster than str.translate on long strings (open set checkpoints).
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 @dataclass(frozen=True)
@@ -127,7 +131,7 @@ def _field_value(key: str, value: object) -> str:
             raise ValueError(f"field {key!r}: {value} cannot be stored (NaN and infinity are not valid)")
         return repr(value)
     if type(value) is str:
-        return '"' + value.translate(_STRING_ESCAPES) + '"'
+        return _string_field(value)
     if type(value) is int and _INT64_MIN <= value <= _INT64_MAX:
         return f"{value}i"
     # bool before int: bool is an int subclass, and 'true' must not become '1i'. numpy's bool is no
@@ -145,7 +149,7 @@ def _field_value(key: str, value: object) -> str:
             raise ValueError(f"field {key!r}: {real} cannot be stored (NaN and infinity are not valid)")
         return repr(real)
     if isinstance(value, str):
-        return '"' + value.translate(_STRING_ESCAPES) + '"'
+        return _string_field(value)
     raise TypeError(f"field {key!r}: unsupported type {type(value).__name__}")
 
 

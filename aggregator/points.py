@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from aggregator.decoder import ClockPolicy
 from aggregator.influx import Line, Point, encode_series_line, series_key
-from aggregator.station import OpenSetCheckpoint
+from aggregator.station import Checkpoint
 from protocol.messages import FrameMessage, NodeStats, NodeStatus, RepMessage, SessionMessage, SetMessage
 
 # Frame telemetry is best effort (short retention, droppable under overload); the rest is durable.
@@ -125,27 +125,22 @@ def node_status_point(site: str, status: NodeStatus, received_ms: int, clock: Cl
                  event_ts(status.ts, received_ms, clock))
 
 
-def checkpoint_points(site: str, node: str, ended: list[SetMessage], open_set: OpenSetCheckpoint | None,
+def checkpoint_points(site: str, node: str, ended: list[SetMessage], open_set: Checkpoint | None,
                       changed: bool) -> list[Point]:
     """``open_set`` points: where a restarted aggregator picks up the station's open set (``Station.resume``).
 
     One point per set, at the set's start, so each checkpoint overwrites the last: ``closed`` once the set
-    ended, else the set's state as JSON (``changed``: a rep was added). Written with the rep that changed the
-    set, so a checkpoint is never older than the reps stored. The reps' fault frame lists are left out: the
-    set summary needs only which faults each rep had, and the state must fit one string field (64 KB).
+    ended, else the set's state (``Station.checkpoint``) when ``changed`` (a rep was added). Written with the
+    rep that changed the set, so a checkpoint is never older than the reps stored.
     """
     tags = {"site": site, "node": node}
     points = [Point("open_set", tags, {"set_id": s.set_id, "closed": True, "state": ""}, s.start_ts) for s in ended]
-    if open_set is not None and changed and open_set.reps:
-        light = open_set.model_copy(update={"reps": [
-            rep.model_copy(update={"faults": {key: [] for key in rep.faults}}) for rep in open_set.reps]})
-        state = light.model_dump_json(exclude_none=True)
+    if open_set is not None and changed:
         # Past one string field (hundreds of reps) the set cannot be resumed: say so rather than leave an older,
         # shorter state behind, which would resume the set without its latest reps.
-        resumable = len(state) <= CHECKPOINT_MAX_BYTES
+        resumable = len(open_set.state) <= CHECKPOINT_MAX_BYTES
         points.append(Point("open_set", tags, {"set_id": open_set.set_id, "closed": not resumable,
-                                               "state": state if resumable else ""},
-                            open_set.reps[0].start_ts))
+                                               "state": open_set.state if resumable else ""}, open_set.start_ts))
     return points
 
 

@@ -11,9 +11,10 @@ A node that stops cleanly (``stopped``) ends its set as complete.
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -81,13 +82,27 @@ class _OpenSet:
     partial_reps: int = 0
     last_rep_end_ts: int = 0
     resumed: bool = False  # restored from a checkpoint: redelivered frames may repeat its last rep
+    rep_json: list[str] = field(default_factory=list)  # each rep as checkpointed, encoded once
+
+
+def _checkpoint_rep_json(rep: RepMessage) -> str:
+    # The fault frame lists can be long and the set summary needs only which faults a rep had.
+    return rep.model_copy(update={"faults": {name: [] for name in rep.faults}}).model_dump_json(exclude_none=True)
+
+
+class Checkpoint(NamedTuple):
+    """An open set's checkpoint as stored: ``state`` is an ``OpenSetCheckpoint`` as JSON."""
+
+    set_id: str
+    start_ts: int  # the set's first rep: one point per set, each checkpoint overwrites the previous one
+    state: str
 
 
 class OpenSetCheckpoint(BaseModel):
     """What an open set needs to go on after the aggregator restarts (stored with every rep, see core.py).
 
-    The reps' fault frame lists are left out when the checkpoint would grow too large for one InfluxDB string
-    field; the set summary needs only which faults each rep had.
+    The reps' fault frame lists are left out (the set summary needs only which faults each rep had), so the
+    checkpoint of a set of a hundred reps still fits one InfluxDB string field.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -282,17 +297,22 @@ class Station:
 
     # -- restarts of the aggregator ---------------------------------------
 
-    def checkpoint(self) -> OpenSetCheckpoint | None:
-        """The open set as it stands (None when no set is open)."""
+    def checkpoint(self) -> Checkpoint | None:
+        """The open set as it stands (None when no set is open or it has no rep yet).
+
+        Written with every rep, so each rep is encoded once and the state is spliced from those.
+        """
         current = self._set
-        if current is None:
+        if current is None or not current.reps:
             return None
-        return OpenSetCheckpoint(
-            set_id=current.set_id, member=current.member, exercise=current.exercise,
-            session_exercise=self.session_exercise, reps=list(current.reps), rep_frames=current.rep_frames,
-            bad_frames=current.bad_frames, partial_reps=current.partial_reps,
-            last_rep_end_ts=current.last_rep_end_ts,
-        )
+        head = json.dumps({
+            "set_id": current.set_id, "member": current.member, "exercise": current.exercise,
+            "session_exercise": self.session_exercise, "rep_frames": current.rep_frames,
+            "bad_frames": current.bad_frames, "partial_reps": current.partial_reps,
+            "last_rep_end_ts": current.last_rep_end_ts,
+        }, separators=(",", ":"))
+        state = f'{head[:-1]},"reps":[{",".join(current.rep_json)}]}}'
+        return Checkpoint(current.set_id, current.reps[0].start_ts, state)
 
     def resume(self, checkpoint: OpenSetCheckpoint) -> None:
         """Reopen the set a previous aggregator left open, before this station's first message.
@@ -308,6 +328,7 @@ class Station:
             set_id=checkpoint.set_id, member=checkpoint.member, exercise=checkpoint.exercise,
             reps=list(checkpoint.reps), rep_frames=checkpoint.rep_frames, bad_frames=checkpoint.bad_frames,
             partial_reps=checkpoint.partial_reps, last_rep_end_ts=checkpoint.last_rep_end_ts, resumed=True,
+            rep_json=[_checkpoint_rep_json(rep) for rep in checkpoint.reps],
         )
         if checkpoint.exercise != self._detector.exercise:
             self._detector = RepDetector(checkpoint.exercise, self.rep_config)
@@ -337,6 +358,7 @@ class Station:
         rep = grade_rep(event.rep, node=self.node, member=current.member, set_id=current.set_id,
                         rep_index=len(current.reps) + 1, config=self.grading)
         current.reps.append(rep)
+        current.rep_json.append(_checkpoint_rep_json(rep))
         current.rep_frames += len(frames)
         current.bad_frames += sum(f.form == "bad" for f in frames)
         current.last_rep_end_ts = rep.end_ts
