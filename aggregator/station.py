@@ -81,6 +81,8 @@ class _OpenSet:
     bad_frames: int = 0
     partial_reps: int = 0
     last_rep_end_ts: int = 0
+    boot: str = ""  # the edge process whose frames the reps came from (a set never spans two)
+    last_rep_end_seq: int = -1
     resumed: bool = False  # restored from a checkpoint: redelivered frames may repeat its last rep
     rep_json: list[str] = field(default_factory=list)  # each rep as checkpointed, encoded once
 
@@ -116,6 +118,8 @@ class OpenSetCheckpoint(BaseModel):
     bad_frames: int = Field(ge=0)
     partial_reps: int = Field(ge=0)
     last_rep_end_ts: int
+    boot: str = Field("", description="Edge boot id of the set's frames.")
+    last_rep_end_seq: int = Field(-1, description="seq of the last rep's last frame (of that boot).")
 
 
 class _BootSeqs:
@@ -238,8 +242,9 @@ class Station:
         verdict = self._seq.accept(frame.boot, frame.seq, frame.ts, self.counters)
         if verdict in ("duplicate", "late", "outlier"):
             return out
-        if verdict == "new_boot":
-            # The edge process restarted: whatever was open cannot be finished.
+        other_boot = self._set is not None and self._set.resumed and self._set.boot != frame.boot
+        if verdict == "new_boot" or other_boot:
+            # The edge process restarted (here, or while no aggregator ran): what was open cannot be finished.
             out.extend(self._end_set("restart", complete=False))
             self._detector = RepDetector(self._detector.exercise, self.rep_config)
             self._last_ts = 0
@@ -309,7 +314,8 @@ class Station:
             "set_id": current.set_id, "member": current.member, "exercise": current.exercise,
             "session_exercise": self.session_exercise, "rep_frames": current.rep_frames,
             "bad_frames": current.bad_frames, "partial_reps": current.partial_reps,
-            "last_rep_end_ts": current.last_rep_end_ts,
+            "last_rep_end_ts": current.last_rep_end_ts, "boot": current.boot,
+            "last_rep_end_seq": current.last_rep_end_seq,
         }, separators=(",", ":"))
         state = f'{head[:-1]},"reps":[{",".join(current.rep_json)}]}}'
         return Checkpoint(current.set_id, current.reps[0].start_ts, state)
@@ -328,6 +334,7 @@ class Station:
             set_id=checkpoint.set_id, member=checkpoint.member, exercise=checkpoint.exercise,
             reps=list(checkpoint.reps), rep_frames=checkpoint.rep_frames, bad_frames=checkpoint.bad_frames,
             partial_reps=checkpoint.partial_reps, last_rep_end_ts=checkpoint.last_rep_end_ts, resumed=True,
+            boot=checkpoint.boot, last_rep_end_seq=checkpoint.last_rep_end_seq,
             rep_json=[_checkpoint_rep_json(rep) for rep in checkpoint.reps],
         )
         if checkpoint.exercise != self._detector.exercise:
@@ -344,7 +351,9 @@ class Station:
                 self._pending_partials += 1
             return out
         frames = event.rep.frames
-        if self._set is not None and self._set.resumed and frames[0].ts <= self._set.last_rep_end_ts:
+        current = self._set
+        if (current is not None and current.resumed and frames[0].boot == current.boot
+                and frames[0].seq <= current.last_rep_end_seq):
             self.counters.replayed_reps += 1
             return out
         if self._set is None:
@@ -362,6 +371,7 @@ class Station:
         current.rep_frames += len(frames)
         current.bad_frames += sum(f.form == "bad" for f in frames)
         current.last_rep_end_ts = rep.end_ts
+        current.boot, current.last_rep_end_seq = frames[0].boot, rep.end_seq
         out.reps.append(rep)
         return out
 

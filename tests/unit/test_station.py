@@ -480,3 +480,18 @@ def test_a_closed_set_leaves_nothing_to_resume() -> None:
     [ended] = out.sets
     points = checkpoint_points("main", NODE, out.sets, station.checkpoint(), changed=bool(out.reps))
     assert [(p.measurement, p.fields["closed"], p.ts_ms) for p in points] == [("open_set", True, ended.start_ts)]
+
+
+def test_a_resumed_set_of_an_edge_process_that_restarted_meanwhile_is_aborted() -> None:
+    """The edge node restarted while no aggregator ran: its new frames (new boot) cannot continue the old set."""
+    first = Station(NODE)
+    done = feed(first, squat_clip(rep_segments(2)).frames)
+    assert len(done.reps) == 2 and not done.sets
+    second = Station(NODE)
+    second.resume(_checkpoint_after_restart(first))
+    later = restamp(squat_clip(rep_segments(1), ts0=TS0 + 60_000).frames, boot=BOOT2)
+    out = feed(second, later)
+    out.extend(second.flush())
+    aborted, fresh = out.sets
+    assert (aborted.reps, aborted.complete, aborted.ended_by) == (2, False, "restart")
+    assert (fresh.reps, fresh.complete) == (1, True) and fresh.set_id.startswith(f"{NODE}-{BOOT2}-")
