@@ -16,10 +16,10 @@ three things for the aggregator:
   64 KiB ``recv``. The caller must treat :meth:`buffered` bytes as readable
   data (``mqtt_loop.py`` does), since ``select`` cannot see them.
 * **Lean PUBLISH handling.** QoS 0/1 PUBLISH packets with a topic name go
-  straight to :attr:`on_raw_message` as ``(topic, payload, mid, qos, dup)``
-  without building paho objects; one already whole in the read buffer is
+  straight to :attr:`on_raw_messages` as ``(topic, payload, mid, qos, dup)``
+  without building paho objects; those already whole in the read buffer are
   framed and parsed in place (``_packet_read``), without paho's byte-by-byte
-  reads. Anything else (QoS 2, a topic alias with an empty topic, a topic
+  reads, and handed over as one batch. Anything else (QoS 2, a topic alias with an empty topic, a topic
   that is not UTF-8, a packet split across reads, no raw callback set) takes
   paho's own path, so behaviour there is unchanged.
 * **Batched acks, written by the network thread only.** :meth:`ack_many`
@@ -48,7 +48,9 @@ from paho.mqtt.enums import MQTTErrorCode
 
 from formcheck.paho_compat import TolerantPubackClient, require_paho_internals
 
-RawMessageCallback = Callable[[str, bytes, int, int, bool], None]
+RawMessage = tuple[str, bytes, int, int, bool]  # topic, payload, mid, qos, dup
+RawMessagesCallback = Callable[[list[RawMessage]], None]
+MAX_BATCH = 256  # PUBLISH packets handed over per call (a 64 KiB read holds ~130 frames)
 
 _RECV_CHUNK = 65536
 _PUBACK = 0x40
@@ -118,7 +120,7 @@ class LeanReceiveClient(TolerantPubackClient):
         missing = [name for name in _REQUIRED_STATE if not hasattr(self, name)]
         if missing:
             raise RuntimeError(f"installed paho-mqtt lacks {', '.join(missing)}: formcheck needs paho-mqtt 2.x")
-        self.on_raw_message: RawMessageCallback | None = None
+        self.on_raw_messages: RawMessagesCallback | None = None
         self._rx = b""
         self._rx_pos = 0
         self._rx_sock: Any = None
@@ -157,54 +159,72 @@ class LeanReceiveClient(TolerantPubackClient):
         return chunk
 
     def _packet_read(self) -> MQTTErrorCode:
-        """A QoS 0/1 PUBLISH already whole in the read buffer is handled in place; anything else goes to paho.
+        """QoS 0/1 PUBLISH packets already whole in the read buffer are handled in place, as one batch; anything
+        else goes to paho.
 
         paho reads a packet in three or more calls (command byte, each length byte, body), appends the body to a
-        bytearray and builds a fresh state dict per packet: at tens of thousands of frames a second that was a
-        third of the network thread. Nothing is consumed before the packet is known to be complete and
-        parsable, so every other case (a packet split across reads, QoS 2, a malformed packet) is paho's.
+        bytearray, builds a fresh state dict per packet and takes two locks per message: at tens of thousands of
+        frames a second that was most of the network thread. Nothing is consumed before a packet is known to be
+        complete and parsable, so every other case (a packet split across reads, QoS 2, a malformed packet) is
+        paho's, in order: the batch stops before it.
         """
-        callback = self.on_raw_message
+        callback = self.on_raw_messages
         rx, pos = self._rx, self._rx_pos
         end = len(rx)
-        if (callback is None or pos >= end or self._in_packet["command"] != 0 or self._rx_sock is not self._sock
-                or rx[pos] & 0xF0 != 0x30 or rx[pos] & 0x06 >= 0x04):
+        if callback is None or self._in_packet["command"] != 0 or self._rx_sock is not self._sock:
             return super()._packet_read()
-        command = rx[pos]
-        length = shift = 0
-        body = pos + 1
-        while True:  # Remaining Length: a Variable Byte Integer of at most 4 bytes
-            if body >= end or shift > 21:
-                return super()._packet_read()
-            byte = rx[body]
-            body += 1
-            length |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
+        mqtt5 = self._protocol == mqtt.MQTTv5
+        batch: list[RawMessage] = []
+        while pos < end and len(batch) < MAX_BATCH:
+            command = rx[pos]
+            if command & 0xF0 != 0x30 or command & 0x06 >= 0x04:
                 break
-        if body + length > end:
+            length = shift = 0
+            body = pos + 1
+            while True:  # Remaining Length: a Variable Byte Integer of at most 4 bytes
+                if body >= end or shift > 21:
+                    length = -1
+                    break
+                byte = rx[body]
+                body += 1
+                length |= (byte & 0x7F) << shift
+                shift += 7
+                if not byte & 0x80:
+                    break
+            if length < 0 or body + length > end:
+                break
+            try:
+                packet = parse_publish(command, rx[body:body + length], mqtt5)
+                topic = packet.topic.decode("utf-8") if packet.topic else None
+            except (ValueError, UnicodeDecodeError):
+                topic = None
+            if topic is None:  # topic alias, bad UTF-8 or malformed: paho's own handling and errors
+                break
+            batch.append((topic, packet.payload, packet.mid, packet.qos, packet.dup))
+            pos = body + length
+        if not batch:
             return super()._packet_read()
-        try:
-            packet = parse_publish(command, rx[body:body + length], self._protocol == mqtt.MQTTv5)
-            topic = packet.topic.decode("utf-8") if packet.topic else None
-        except (ValueError, UnicodeDecodeError):
-            topic = None
-        if topic is None:  # topic alias, bad UTF-8 or malformed: paho's own handling and errors
-            return super()._packet_read()
-        if body + length == end:
+        if pos == end:
             self._rx, self._rx_pos = b"", 0
         else:
-            self._rx_pos = body + length
+            self._rx_pos = pos
         with self._msgtime_mutex:
             self._last_bytes_received = time_func()
         with self._in_callback_mutex:
-            callback(topic, packet.payload, packet.mid, packet.qos, packet.dup)
-        if packet.qos == 1 and not self._manual_ack:
-            return self._send_puback(packet.mid)
-        return MQTTErrorCode.MQTT_ERR_SUCCESS
+            callback(batch)
+        if not self._manual_ack:
+            for _, _, mid, qos, _ in batch:
+                if qos == 1:
+                    rc = self._send_puback(mid)
+                    if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                        return rc
+        # "Again" ends this loop_read() call: paho's loop_read() calls _packet_read() once per message it has in
+        # flight, which with batches would read far past the caller's flow control (mqtt_loop.py checks between
+        # calls; this let ~10,000 unacknowledged messages in at Receive Maximum 4000).
+        return MQTTErrorCode.MQTT_ERR_AGAIN
 
     def _handle_publish(self) -> MQTTErrorCode:
-        callback = self.on_raw_message
+        callback = self.on_raw_messages
         command: int = self._in_packet["command"]
         qos = (command & 0x06) >> 1
         if callback is None or qos == 2:
@@ -217,7 +237,7 @@ class LeanReceiveClient(TolerantPubackClient):
         if topic is None:  # topic alias, bad UTF-8 or a malformed packet: paho's own handling and errors
             return super()._handle_publish()
         with self._in_callback_mutex:
-            callback(topic, packet.payload, packet.mid, qos, packet.dup)
+            callback([(topic, packet.payload, packet.mid, qos, packet.dup)])
         if qos == 1 and not self._manual_ack:
             return self._send_puback(packet.mid)
         return MQTTErrorCode.MQTT_ERR_SUCCESS

@@ -44,7 +44,7 @@ from aggregator.config import AggregatorConfig
 from aggregator.core import Inbound, ProcessingCore
 from aggregator.decoder import Decoded
 from aggregator.influx import InfluxWriter, Line, Point
-from aggregator.lean_client import LeanReceiveClient
+from aggregator.lean_client import LeanReceiveClient, RawMessage
 from aggregator.mqtt_loop import FlowControlledLoop
 from aggregator.station import Station, StationOutput
 from aggregator.workers import WorkerPool
@@ -151,7 +151,7 @@ class Aggregator:
         client.will_set(self.topics.aggregator_status(), will, qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
-        client.on_raw_message = self._on_raw_message
+        client.on_raw_messages = self._on_raw_messages
         return client
 
     # -- lifecycle ---------------------------------------------------------
@@ -267,16 +267,23 @@ class Aggregator:
             log.warning("disconnected from broker (%s); reconnecting", reason)
         self.connected.clear()
 
-    def _on_raw_message(self, topic: str, payload: bytes, mid: int, qos: int, dup: bool) -> None:
-        item = Inbound(topic, payload, mid, qos)
-        if item.qos == 0:
-            if len(self._inbox) >= self.config.mqtt.receive_maximum:
-                self.network_counters["qos0_dropped"] += 1
-                return
-        else:
-            with self._pending_lock:
-                self._pending[item.mid] = item
-        if not self._inbox.put(item):
+    def _on_raw_messages(self, messages: list[RawMessage]) -> None:
+        items: list[Inbound] = []
+        # QoS 0 (node stats) is dropped first when the inbox is busy; QoS 1 always fits (reads are gated).
+        room = self.config.mqtt.receive_maximum - len(self._inbox)
+        with self._pending_lock:
+            pending = self._pending
+            for topic, payload, mid, qos, _dup in messages:
+                item = Inbound(topic, payload, mid, qos)
+                if qos == 0:
+                    if room <= 0:
+                        self.network_counters["qos0_dropped"] += 1
+                        continue
+                else:
+                    pending[mid] = item
+                room -= 1
+                items.append(item)
+        if self._inbox.put_many(items):
             self._ratelog("inbox", "inbox full: a message was dropped before processing (a bug: reads are gated)")
 
     def _status(self, state: NodeState) -> bytes:

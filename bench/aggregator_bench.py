@@ -226,6 +226,7 @@ def child_aggregator(spec: dict[str, Any]) -> dict[str, Any]:
     """Scenario c: the real aggregator, in-process, with its full work; timings and RSS samples."""
 
     from aggregator.core import Inbound
+    from aggregator.lean_client import RawMessage
     from aggregator.service import Aggregator
 
     expected: int = spec["expected"]
@@ -244,16 +245,15 @@ def child_aggregator(spec: dict[str, Any]) -> dict[str, Any]:
             self.ninety_at: float | None = None  # 90 % of the frames acknowledged
             super().__init__(config)
 
-        def _on_raw_message(self, topic: str, payload: bytes, mid: int, qos: int, dup: bool) -> None:
-            if self.first_frame_at is None and topic.endswith("/frames"):
+        def _on_raw_messages(self, messages: list[RawMessage]) -> None:
+            if self.first_frame_at is None and any(m[0].endswith("/frames") for m in messages):
                 self.first_frame_at = time.monotonic()
                 self.cpu_first = cpu_s()
-            self.delivered += 1
-            if dup:
-                self.redelivered += 1
+            self.delivered += len(messages)
+            self.redelivered += sum(1 for m in messages if m[4])
             # Unacknowledged QoS 1 messages the broker has sent us: Receive Maximum must bound this.
             self.max_unacked = max(self.max_unacked, self.delivered - self.acked)
-            super()._on_raw_message(topic, payload, mid, qos, dup)
+            super()._on_raw_messages(messages)
 
         def _send_acks(self, items: list[Inbound]) -> None:
             # Counted before the PUBACKs leave, so the broker's next message can never find them uncounted.

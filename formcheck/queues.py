@@ -58,6 +58,26 @@ class DropQueue(Generic[T]):
             self._cond.notify()
             return kept
 
+    def put_many(self, items: list[T]) -> int:
+        """``put`` for each item, in order, under one lock; returns how many items (these or older) were dropped."""
+        if not items:
+            return 0
+        with self._cond:
+            if self._closed:
+                raise QueueClosed
+            dropped = 0
+            queue = self._items
+            for item in items:
+                if len(queue) >= self._maxsize:
+                    dropped += 1
+                    if self._policy == "drop_newest":
+                        continue
+                    queue.popleft()
+                queue.append(item)
+            self.dropped += dropped
+            self._cond.notify()
+            return dropped
+
     def put_wait(self, item: T, timeout: float | None = None) -> bool:
         """Add ``item``, waiting for space; False on timeout."""
         with self._cond:

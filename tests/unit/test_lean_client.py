@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from paho.mqtt import _packet
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from aggregator.lean_client import LeanReceiveClient, check_paho_internals, parse_publish
+from aggregator.lean_client import MAX_BATCH, LeanReceiveClient, check_paho_internals, parse_publish
 
 
 def _varint(n: int) -> bytes:
@@ -115,9 +115,29 @@ def test_a_byte_stream_cut_anywhere_delivers_every_publish_once_in_order(
     stream = b"".join(_publish_packet(t, p, q, m, props) + (_PINGRESP if ping else b"")
                       for t, p, q, m, props, ping in messages)
     expected = [(t, p, m if q else 0, q) for t, p, q, m, _, _ in messages]
+    received, _ = _deliver(stream, cuts, len(messages))
+    assert received == expected
+
+
+def test_publishes_already_buffered_arrive_as_one_batch() -> None:
+    stream = b"".join(_publish_packet("gym/main/nodes/n1/frames", b"x" * 400, 1, mid, []) for mid in range(1, 41))
+    received, batches = _deliver(stream, [], 40)
+    assert [mid for _, _, mid, _ in received] == list(range(1, 41))
+    # The first packet goes through paho (it fills the buffer); the rest leave together.
+    assert batches == [1, 39]
+
+
+def _deliver(stream: bytes, cuts: list[int], count: int) -> tuple[list[tuple[str, bytes, int, int]], list[int]]:
+    """Feed ``stream`` to a lean client through a socket, cut at ``cuts``; what it delivered, and in which batches."""
     client = LeanReceiveClient(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5, manual_ack=True)
     received: list[tuple[str, bytes, int, int]] = []
-    client.on_raw_message = lambda topic, payload, mid, qos, dup: received.append((topic, payload, mid, qos))
+    batches: list[int] = []
+
+    def on_raw_messages(messages: list[tuple[str, bytes, int, int, bool]]) -> None:
+        batches.append(len(messages))
+        received.extend((topic, payload, mid, qos) for topic, payload, mid, qos, _ in messages)
+
+    client.on_raw_messages = on_raw_messages
     ours, broker = socket.socketpair()
     try:
         ours.setblocking(False)
@@ -126,13 +146,14 @@ def test_a_byte_stream_cut_anywhere_delivers_every_publish_once_in_order(
         offsets = sorted({0, len(stream), *(c % (len(stream) + 1) for c in cuts)})
         for start, stop in itertools.pairwise(offsets):
             broker.sendall(stream[start:stop])
-            for _ in range(10 * len(messages) + 10):
+            for _ in range(10 * count + 10):
                 if client.loop_read() != mqtt.MQTT_ERR_SUCCESS:
                     break
                 if client.buffered() == 0 and not _readable(ours):
                     break
-        assert received == expected
         assert client.buffered() == 0
+        assert sum(batches) == len(received)
+        return received, batches
     finally:
         client._sock = None
         ours.close()
@@ -141,3 +162,33 @@ def test_a_byte_stream_cut_anywhere_delivers_every_publish_once_in_order(
 
 def _readable(sock: socket.socket) -> bool:
     return bool(select.select([sock], [], [], 0)[0])
+
+
+def test_one_loop_read_hands_over_at_most_one_batch() -> None:
+    """The caller's flow control (mqtt_loop.py) checks Receive Maximum between loop_read() calls: one call must
+    not read on. paho's loop_read() calls _packet_read() once per message the client has in flight itself."""
+    client = LeanReceiveClient(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5, manual_ack=True)
+    delivered: list[int] = []
+    client.on_raw_messages = lambda messages: delivered.append(len(messages))
+    for mid in range(1, 51):  # 50 QoS 1 publishes of ours awaiting PUBACK (reps, sets)
+        client._out_messages[mid] = mqtt.MQTTMessage(mid)  # type: ignore[attr-defined]
+    stream = b"".join(_publish_packet("gym/main/nodes/n1/frames", b"x" * 100, 1, mid, []) for mid in range(1, 601))
+    ours, broker = socket.socketpair()
+    try:
+        ours.setblocking(False)
+        client._sock = ours  # type: ignore[assignment]
+        broker.sendall(stream)
+        per_call: list[list[int]] = []
+        while sum(map(sum, per_call)) < 600 and len(per_call) < 20:
+            client.loop_read()
+            per_call.append(delivered[:])
+            delivered.clear()
+        # Packets paho reads itself come one by one (the first fills the read buffer, one completes a packet
+        # split across reads); batches from the buffer end the call. Without that stop, the first call read on
+        # for up to 50 batches.
+        assert sum(map(sum, per_call)) == 600
+        assert all(sum(1 for n in call if n > 1) <= 1 and sum(call) <= MAX_BATCH + 1 for call in per_call), per_call
+    finally:
+        client._sock = None
+        ours.close()
+        broker.close()

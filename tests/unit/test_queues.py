@@ -51,3 +51,13 @@ def test_maxsize_must_be_positive() -> None:
     with pytest.raises(ValueError):
         DropQueue(0)
 
+
+
+def test_put_many_keeps_order_and_counts_drops_like_put() -> None:
+    q: DropQueue[int] = DropQueue(3)
+    assert q.put_many([1, 2]) == 0
+    assert q.put_many([3, 4, 5]) == 2  # drop_oldest: 1 and 2 make room
+    assert [q.get(timeout=0) for _ in range(3)] == [3, 4, 5] and q.dropped == 2
+    newest: DropQueue[int] = DropQueue(2, policy="drop_newest")
+    assert newest.put_many([1, 2, 3]) == 1
+    assert [newest.get(timeout=0) for _ in range(2)] == [1, 2] and newest.dropped == 1
