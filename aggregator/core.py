@@ -150,9 +150,6 @@ class ProcessingCore:
         self._checkpoints = checkpoints
         return checkpoints
 
-    def handle(self, item: Inbound) -> None:
-        self.handle_batch((item,))
-
     def handle_batch(self, items: Sequence[Inbound]) -> None:
         """Process messages in arrival order; they are acknowledged together once all their points are stored.
 
