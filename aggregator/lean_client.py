@@ -77,6 +77,21 @@ class PublishPacket:
         self.dup = dup
 
 
+def read_varint(data: bytes | bytearray, pos: int, end: int) -> tuple[int, int]:
+    """The MQTT Variable Byte Integer at ``pos`` and the position after it; ``(-1, pos)`` when it runs past ``end``
+    or is longer than the 4 bytes MQTT allows."""
+    value = shift = 0
+    start = pos
+    while pos < end and shift <= 21:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+    return -1, start
+
+
 def parse_publish(command: int, packet: bytes | bytearray, mqtt5: bool) -> PublishPacket:
     """Split a PUBLISH packet body (everything after the fixed header). Raises ValueError if malformed."""
     qos = (command & 0x06) >> 1
@@ -95,16 +110,9 @@ def parse_publish(command: int, packet: bytes | bytearray, mqtt5: bool) -> Publi
         mid = (packet[pos] << 8) | packet[pos + 1]
         pos += 2
     if mqtt5:
-        length = shift = 0
-        while True:  # Variable Byte Integer: the property length
-            if pos >= end or shift > 21:
-                raise ValueError("PUBLISH property length is malformed")
-            byte = packet[pos]
-            pos += 1
-            length |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                break
+        length, pos = read_varint(packet, pos, end)  # the property length
+        if length < 0:
+            raise ValueError("PUBLISH property length is malformed")
         pos += length
         if pos > end:
             raise ValueError("PUBLISH properties run past the packet")
@@ -179,18 +187,7 @@ class LeanReceiveClient(TolerantPubackClient):
             command = rx[pos]
             if command & 0xF0 != 0x30 or command & 0x06 >= 0x04:
                 break
-            length = shift = 0
-            body = pos + 1
-            while True:  # Remaining Length: a Variable Byte Integer of at most 4 bytes
-                if body >= end or shift > 21:
-                    length = -1
-                    break
-                byte = rx[body]
-                body += 1
-                length |= (byte & 0x7F) << shift
-                shift += 7
-                if not byte & 0x80:
-                    break
+            length, body = read_varint(rx, pos + 1, end)  # the Remaining Length
             if length < 0 or body + length > end:
                 break
             try:
