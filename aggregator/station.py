@@ -118,8 +118,8 @@ class OpenSetCheckpoint(BaseModel):
     bad_frames: int = Field(ge=0)
     partial_reps: int = Field(ge=0)
     last_rep_end_ts: int
-    boot: str = Field("", description="Edge boot id of the set's frames.")
-    last_rep_end_seq: int = Field(-1, description="seq of the last rep's last frame (of that boot).")
+    boot: str = Field(description="Edge boot id of the set's frames.")
+    last_rep_end_seq: int = Field(description="seq of the last rep's last frame (of that boot).")
 
 
 class _BootSeqs:
@@ -324,9 +324,9 @@ class Station:
         """Reopen the set a previous aggregator left open, before this station's first message.
 
         The member comes back with it, so the retained session the broker redelivers continues the set instead
-        of ending it as a member change. A rep that starts before the set's last rep ended is a redelivery of
-        frames the previous aggregator had already turned into that rep (stored, but not yet acknowledged when
-        it died), and is not counted again.
+        of ending it as a member change. A rep whose first frame (same edge boot) is at or before the last rep's
+        last frame is a redelivery of frames the previous aggregator had already turned into that rep (stored,
+        but not yet acknowledged when it died), and is not counted again.
         """
         self.member = checkpoint.member
         self.session_exercise = checkpoint.session_exercise
