@@ -295,7 +295,7 @@ def _read_pipe(conn: Connection, into: queue.SimpleQueue[tuple[Any, ...]]) -> No
     """Reader thread: receives the next batch while the main thread processes the current one.
 
     Receiving a batch takes several reads, and after each one the reader must win the GIL back; done by the
-    processing thread itself, that was a third of its time. Unbounded but bounded in practice: everything in
+    processing thread itself, that was a fifth of its time. Unbounded but bounded in practice: everything in
     ``into`` is unacknowledged, so the broker's Receive Maximum caps it.
     """
     while True:
