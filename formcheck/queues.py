@@ -44,19 +44,7 @@ class DropQueue(Generic[T]):
 
     def put(self, item: T) -> bool:
         """Add ``item``; returns False when an item (this or the oldest) was dropped."""
-        with self._cond:
-            if self._closed:
-                raise QueueClosed
-            kept = True
-            if len(self._items) >= self._maxsize:
-                self.dropped += 1
-                kept = False
-                if self._policy == "drop_newest":
-                    return False
-                self._items.popleft()
-            self._items.append(item)
-            self._cond.notify()
-            return kept
+        return self.put_many([item]) == 0
 
     def put_many(self, items: list[T]) -> int:
         """``put`` for each item, in order, under one lock; returns how many items (these or older) were dropped."""
