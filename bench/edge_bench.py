@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 import psutil
 
+from edge_node.capture import open_video_file
 from edge_node.config import load_config
 from edge_node.pose import PoseEstimator
 from edge_node.runner import run_edge
@@ -41,7 +42,7 @@ RSS_TARGET_MB = 400.0
 
 def pose_alone(clip: Path) -> tuple[int, float]:
     """Frames and seconds for decode + RGB + pose over the whole clip."""
-    cap = cv2.VideoCapture(str(clip))
+    cap = open_video_file(clip)
     fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
     frames = 0
     with PoseEstimator(POSE_MODEL) as pose:

@@ -62,6 +62,19 @@ def _source_kind(uri: str) -> str:
     return "file"
 
 
+def open_video_file(path: Path) -> cv2.VideoCapture:
+    """A video file opened for decoding upright: the container's rotation flag applied.
+
+    Phones store portrait video as landscape frames plus a rotation flag. OpenCV 4's FFmpeg backend ignores
+    the flag unless asked (OpenCV 5 applies it by default): the lifter would lie on their side in every frame
+    and every vertical measure (hip depth, trunk lean) would be wrong. Every reader of video files (the edge,
+    training, benchmarks) opens them here.
+    """
+    cap = cv2.VideoCapture(str(path))
+    cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1.0)
+    return cap
+
+
 class OpenCvSource:
     """Camera (V4L2), video file, or RTSP/HTTP stream through OpenCV."""
 
@@ -80,11 +93,12 @@ class OpenCvSource:
                 cfg.uri, cv2.CAP_FFMPEG,
                 [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms],
             )
+            cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1.0)  # a phone streaming portrait video flags it too
         else:
             path = Path(cfg.uri)
             if not path.is_file():
                 raise SourceError(f"video file not found: {path}")
-            cap = cv2.VideoCapture(str(path))
+            cap = open_video_file(path)
         if not cap.isOpened():
             cap.release()
             raise SourceError(f"cannot open video source {cfg.uri!r} ({self.kind})")

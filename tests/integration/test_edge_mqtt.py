@@ -10,9 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import pytest
 
+from edge_node.capture import open_video_file
 from formcheck.local_services import Mosquitto, free_port
 from formcheck.paths import classifier_model
 from tests.integration.mqtt_helpers import Recorder, states
@@ -22,7 +22,7 @@ LONG_CLIP = "videos/squat/squat_side_barbell_a.mp4"
 
 
 def decoded_frames(path: Path) -> int:
-    cap = cv2.VideoCapture(str(path))
+    cap = open_video_file(path)
     count = 0
     while cap.read()[0]:
         count += 1
