@@ -22,7 +22,7 @@ COPY edge_node ./edge_node
 COPY aggregator ./aggregator
 COPY models ./models
 RUN pip install ".[notify]" \
-    # The pose model is built from the mediapipe 0.10.21 wheel on PyPI at image build time, next to
+    # The pose model is built from the pose graphs of the installed mediapipe at image build time, next to
     # the installed package, where formcheck.paths looks for it.
     && formcheck models build \
     && useradd --system --uid 10001 --home /opt/formcheck formcheck \

@@ -284,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="build the pose model, train and evaluate classifiers")
     models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
-    build = models_sub.add_parser("build", help="build the pose landmarker bundle from the mediapipe 0.10.21 wheel")
+    build = models_sub.add_parser("build", help="build the pose landmarker bundle from the installed mediapipe")
     build.add_argument("--out", type=Path, default=POSE_MODEL)
     build.set_defaults(func=cmd_models_build)
     train = models_sub.add_parser("train", help="train the phase/form classifiers from the data set")

@@ -1,4 +1,4 @@
-"""The pose bundle built from the mediapipe 0.10.21 wheel (by `make model`)."""
+"""The pose bundle (`make model`) built from the pinned graphs of the installed mediapipe or its 0.10.21 wheel."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from models.pose_bundle import MEMBERS, BundleBuildError, build_bundle, ensure_bundle
+from models.pose_bundle import MEMBERS, BundleBuildError, build_bundle, ensure_bundle, installed_graphs, write_bundle
 
 
 def _input_normalisation(tflite: bytes) -> tuple[list[float], list[float]]:
@@ -59,3 +59,24 @@ def test_tampered_graph_is_refused(tmp_path: Path) -> None:
     with pytest.raises(BundleBuildError, match="sha256"):
         build_bundle(fake, tmp_path / "out.task")
     assert not (tmp_path / "out.task").exists()
+
+
+def test_installed_pose_runtime_carries_the_pinned_graphs() -> None:
+    graphs = installed_graphs()
+    assert graphs is not None, (
+        "the installed mediapipe lacks the sha256-pinned pose graphs: 'make model' would need the 0.10.21 wheel "
+        "from the registry; pin the pose runtime the edge is tested with (pyproject.toml)"
+    )
+    assert set(graphs) == {m.bundle_name for m in MEMBERS}
+
+
+def test_bundle_from_the_installed_package_equals_the_one_from_the_wheel(tmp_path: Path) -> None:
+    graphs = installed_graphs()
+    assert graphs is not None
+    wheel = tmp_path / "mediapipe-0.10.21-cp311-cp311-manylinux_2_28_x86_64.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for member in MEMBERS:
+            zf.writestr(member.wheel_path, graphs[member.bundle_name])
+    from_wheel = build_bundle(wheel, tmp_path / "from-wheel.task").read_bytes()
+    from_installed = write_bundle(graphs, tmp_path / "from-installed.task", "installed").read_bytes()
+    assert from_wheel == from_installed
