@@ -43,7 +43,15 @@ from edge_node.features import FEATURE_SPEC_VERSION, feature_names, feature_spec
 from formcheck.paths import DataMissingError, classifier_model, require_data_dir
 from models.training import labels as labelling
 from models.training.augment import AugmentConfig, augmented_copies, config_for
-from models.training.dataset import Clip, ClipFeatures, clip_features, data_files, load_clips, split_by_rep
+from models.training.dataset import (
+    TRAINING_CLIPS,
+    Clip,
+    ClipFeatures,
+    clip_features,
+    data_files,
+    load_clips,
+    split_by_rep,
+)
 from models.training.labels import IGNORE, FrameLabels, LabelRules, depth_signal, label_clip
 from models.training.metrics import Scores, score
 from models.training.rep_eval import ClipRepCount, evaluate_clip, frame_messages, run_station
@@ -56,7 +64,7 @@ if TYPE_CHECKING:
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
 
-MODEL_VERSION: Final = "1.2.0"
+MODEL_VERSION: Final = "1.3.0"
 BAD_THRESHOLD: Final = 0.5
 FORM_LABELS: Final = ("good", "bad")
 EXPORT_TOLERANCE: Final = 1e-4
@@ -463,7 +471,7 @@ class Prepared:
 def prepare(exercise: str, rules: LabelRules, augment: AugmentConfig) -> Prepared:
     """Load the clips (one held-out group per person; per rep when there is one person only) and label them."""
     data_dir = require_data_dir()
-    clips = load_clips(exercise, data_dir)
+    clips = load_clips(exercise, data_dir, only=TRAINING_CLIPS.get(exercise))
     if len({c.group for c in clips}) == 1:
         # One person only (curl): hold out one rep at a time. Optimistic (same person, camera and session),
         # and the report says so.
