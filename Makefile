@@ -4,23 +4,33 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMPS := .stamps
 PYTEST_ARGS ?=
+VENV_FLAGS ?=
 
-.PHONY: demo test lint typecheck unit integration reliability bench soak bench-latency model system-deps venv train clean help
+.PHONY: demo test lint typecheck unit integration reliability pi bench soak bench-latency model system-deps test-system-deps venv edge-install lock bench-pi train clean help
 
 help:
 	@echo "make demo   - run an edge node on a sample clip against a local broker and show what it publishes"
 	@echo "make test   - lint, type-check and run the whole test suite"
 	@echo "make bench  - edge benchmark: pose alone vs full pipeline, fps ratio and peak memory"
 	@echo "make soak   - 10 stations at 30 frames/s for 10 minutes through the whole stack (MINUTES=10): nothing lost, memory flat"
+	@echo "make bench-pi - the emulated Raspberry Pi's per-frame decisions vs this machine's (BOARD=pi4|pi5)"
 	@echo "make bench-latency - rep latency, capture -> MQTT and -> InfluxDB, p50/p95/p99 at 10 stations x 30 fps"
 	@echo "make train  - retrain the classifiers and rewrite their held-out reports (installs the [train] extra)"
+	@echo "make edge-install - a Raspberry Pi (or any edge box): .venv from the hash-locked requirements/edge.txt + pose model"
+	@echo "make pi     - only the emulated Raspberry Pi tests (pytest -m pi; part of make test)"
+	@echo "make lock   - regenerate requirements/edge.txt (hash-locked, Linux x86-64 and aarch64, Python 3.11-3.12)"
 
 system-deps:
+	@$(PYTHON) deploy/python_check.py
 	@bash deploy/system-packages.sh
+
+# Only the test suite needs these (the emulated Raspberry Pi: qemu-user and an arm64 Debian root).
+test-system-deps:
+	@bash deploy/system-packages.sh test
 
 $(STAMPS)/venv: pyproject.toml
 	@mkdir -p $(STAMPS)
-	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "formcheck needs Python 3.11+")'
+	@$(PYTHON) deploy/python_check.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
@@ -40,8 +50,24 @@ typecheck: venv
 unit: venv
 	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
 
-test: venv model lint typecheck
+test: venv test-system-deps model lint typecheck
 	$(PY) -m pytest -n 2 -q $(PYTEST_ARGS)
+
+pi: venv test-system-deps model
+	$(PY) -m pytest -m pi -n 2 -q $(PYTEST_ARGS)
+
+# An edge node only: the hash-locked runtime set, the project without its dev tools, the pose model.
+# No Debian packages (a node runs no broker or database); Picamera2 users see docs/raspberry-pi.md.
+edge-install:
+	@$(PYTHON) deploy/python_check.py
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
+	@$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements/edge.txt
+	@$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	@$(PY) -m formcheck.cli models build
+
+lock: venv
+	$(PY) -m uv pip compile pyproject.toml --universal --generate-hashes --no-annotate \
+		-c requirements/edge-constraints.txt -o requirements/edge.txt --custom-compile-command "make lock"
 
 demo: venv model
 	@$(PY) -m formcheck.cli demo
@@ -55,6 +81,11 @@ soak: venv
 
 bench-latency: venv
 	$(PY) -m bench.latency_bench
+
+# Decisions on an emulated Raspberry Pi vs this machine, frame by frame (about 30 min per board).
+BOARD ?= pi4
+bench-pi: venv test-system-deps model
+	$(PY) -m bench.pi_parity --board $(BOARD)
 
 # Training gets its own venv: when TensorFlow is importable, `import mediapipe`
 # loads it too (+500 MB resident), which an edge node must never pay for.

@@ -2,9 +2,15 @@
 # Install the Debian packages formcheck needs, only those missing. Idempotent.
 # Uses apt-get directly as root, through sudo when that works without a prompt,
 # and otherwise says exactly what to install.
+#   deploy/system-packages.sh        what `make demo` and the services need
+#   deploy/system-packages.sh test   what only the test suite needs (the emulated Raspberry Pi)
 set -euo pipefail
 
-packages=(mosquitto mosquitto-clients influxdb openssl python3-venv python3-dev libgl1 libglib2.0-0)
+if [ "${1:-}" = "test" ]; then
+  packages=(qemu-user-static mmdebstrap)
+else
+  packages=(mosquitto mosquitto-clients influxdb openssl python3-venv python3-dev libgl1 libglib2.0-0)
+fi
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

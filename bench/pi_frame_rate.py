@@ -1,0 +1,88 @@
+"""Rep counting at the frame rate a Raspberry Pi reaches: every clip with pose on every k-th frame only.
+
+A live edge node never waits for pose: a Pi that runs pose at 6 fps on a 30 fps camera classifies every
+fifth frame and drops the rest (counted in ``stats.dropped``); ``seq`` counts classified frames and ``ts``
+keeps the capture time. This replays that on this machine: each clip of ground_truth.csv with a trained
+exercise, decoded in full, with only every k-th frame going through the edge's ``FrameProcessor`` (at its
+capture time) and the resulting frames through ``aggregator.station.Station``, exactly as live. Nothing is
+tuned here; it measures what the shipped code does at each rate.
+
+    python -m bench.pi_frame_rate [--steps 1 5 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import secrets
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from aggregator.station import Station
+from edge_node.capture import CapturedFrame, open_video_file
+from edge_node.offline import offline_config
+from edge_node.processor import FrameProcessor
+from formcheck.paths import require_data_dir
+from models.training.dataset import TRAINING_CLIPS
+
+
+def count_reps(video: Path, exercise: str, step: int) -> int:
+    """Complete reps counted in ``video`` when pose runs on every ``step``-th frame only."""
+    config = offline_config(video, node="rate", exercise=exercise)  # type: ignore[arg-type]
+    processor = FrameProcessor.create(config, secrets.token_hex(8))
+    station = Station("rate", exercise)  # type: ignore[arg-type]
+    capture = open_video_file(video)
+    fps = float(capture.get(cv2.CAP_PROP_FPS)) or 30.0
+    reps = index = 0
+    try:
+        while True:
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            if index % step == 0:
+                frame = CapturedFrame(index=index, ts_ms=1_700_000_000_000 + round(index * 1000.0 / fps),
+                                      rgb=np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8))
+                reps += len(station.on_frame(processor.process(frame)).reps)
+            index += 1
+    finally:
+        capture.release()
+        processor.close()
+    return reps + len(station.flush().reps)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, nargs="+", default=[1, 5, 10],
+                        help="classify every k-th frame (1 = every frame; 5 = 6 fps from a 30 fps clip)")
+    args = parser.parse_args()
+    data = require_data_dir()
+    with (data / "ground_truth.csv").open() as fh:
+        rows = [r for r in csv.DictReader(fh) if r["exercise"] in TRAINING_CLIPS]
+    exact: dict[tuple[str, bool, int], int] = defaultdict(int)
+    clips: dict[tuple[str, bool], int] = defaultdict(int)
+    started = time.monotonic()
+    for row in rows:
+        name, exercise = Path(row["path"]).stem, row["exercise"]
+        held_out = name not in TRAINING_CLIPS[exercise]
+        clips[exercise, held_out] += 1
+        counts = {step: count_reps(data / row["path"], exercise, step) for step in args.steps}
+        for step, counted in counts.items():
+            exact[exercise, held_out, step] += counted == int(row["complete_reps"])
+        print(f"{time.monotonic() - started:6.0f}s {name:40} expected {row['complete_reps']:>2}  counted "
+              + "  ".join(f"1/{step}: {counted:>2}" for step, counted in counts.items()), flush=True)
+    print("\nclips counted exactly, by share of frames classified (30 fps clip: 1/5 = 6 fps, 1/10 = 3 fps)")
+    print(f"{'exercise':10} {'clips':>16} " + " ".join(f"{'1/' + str(step):>8}" for step in args.steps))
+    for (exercise, held_out), total in sorted(clips.items()):
+        kind = "held-out" if held_out else "in training"
+        print(f"{exercise:10} {f'{total} {kind}':>16} "
+              + " ".join(f"{exact[exercise, held_out, step]:>8}" for step in args.steps))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
