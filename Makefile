@@ -6,7 +6,7 @@ STAMPS := .stamps
 PYTEST_ARGS ?=
 VENV_FLAGS ?=
 
-.PHONY: demo test lint typecheck unit integration reliability pi bench soak bench-latency model system-deps test-system-deps venv edge-install lock bench-pi train clean help
+.PHONY: demo test lint typecheck unit integration reliability pi bench soak bench-latency model system-deps test-system-deps venv edge-install lock bench-pi evaluate train clean help
 
 help:
 	@echo "make demo   - run an edge node on a sample clip against a local broker and show what it publishes"
@@ -15,6 +15,7 @@ help:
 	@echo "make soak   - 10 stations at 30 frames/s for 10 minutes through the whole stack (MINUTES=10): nothing lost, memory flat"
 	@echo "make bench-pi - the emulated Raspberry Pi's per-frame decisions vs this machine's (BOARD=pi4|pi5)"
 	@echo "make bench-latency - rep latency, capture -> MQTT and -> InfluxDB, p50/p95/p99 at 10 stations x 30 fps"
+	@echo "make evaluate - rep counting, leave one source out, per-clip table and totals (models/REPORT_reps.md)"
 	@echo "make train  - retrain the classifiers and rewrite their held-out reports (installs the [train] extra)"
 	@echo "make edge-install - a Raspberry Pi (or any edge box): .venv from the hash-locked requirements/edge.txt + pose model"
 	@echo "make pi     - only the emulated Raspberry Pi tests (pytest -m pi; part of make test)"
@@ -86,6 +87,11 @@ bench-latency: venv
 BOARD ?= pi4
 bench-pi: venv test-system-deps model
 	$(PY) -m bench.pi_parity --board $(BOARD)
+
+# Rep counting, leave one source out: settings chosen without each held-out source (models/REPORT_reps.md).
+# No TensorFlow: the counter reads the edge's frame messages (computed once per clip and cached).
+evaluate: venv model
+	$(PY) -m formcheck.cli models evaluate-reps
 
 # Training gets its own venv: when TensorFlow is importable, `import mediapipe`
 # loads it too (+500 MB resident), which an edge node must never pay for.

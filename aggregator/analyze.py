@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import statistics
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
 from aggregator.station import Station, StationOutput
 from edge_node.offline import classify_video, offline_config
-from protocol.messages import Exercise, RepMessage, SetMessage
+from protocol.messages import Exercise, FrameMessage, RepMessage, SetMessage
 
 
 @dataclass
@@ -70,7 +71,14 @@ class Analysis:
 def analyze_video(video: Path, exercise: Exercise = "squat", node: str = "analyze",
                   progress: TextIO | None = None) -> Analysis:
     """Classify every frame of ``video`` and run the station logic over it."""
-    result = Analysis(video=str(video), exercise=exercise)
+    frames = classify_video(offline_config(video, node=node, exercise=exercise))
+    return analyze_frames(frames, str(video), exercise, node, progress)
+
+
+def analyze_frames(frames: Iterable[FrameMessage], video: str, exercise: Exercise = "squat", node: str = "analyze",
+                   progress: TextIO | None = None) -> Analysis:
+    """Run the station logic over a video's frame messages (as the edge published them), in order."""
+    result = Analysis(video=video, exercise=exercise)
     station = Station(node, exercise)
 
     def take(out: StationOutput) -> None:
@@ -88,7 +96,7 @@ def analyze_video(video: Path, exercise: Exercise = "squat", node: str = "analyz
                       f"{s.score_min:.1f}, grade {s.grade}{', ' + s.main_fault if s.main_fault else ''}"
                       f"{'' if s.complete else ' (aborted)'}", file=progress)
 
-    for frame in classify_video(offline_config(video, node=node, exercise=exercise)):
+    for frame in frames:
         result.frames += 1
         if frame.phase == "no_person":
             result.no_person += 1

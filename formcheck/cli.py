@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from formcheck import __version__
-from formcheck.paths import POSE_MODEL, DataMissingError, cache_dir
+from formcheck.paths import POSE_MODEL, DataMissingError, cache_dir, require_data_dir
 
 log = logging.getLogger("formcheck")
 
@@ -111,6 +111,17 @@ def cmd_models_evaluate(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise CliError(f"evaluation needs the [train] extra (pip install -e '.[train]'): {exc}") from exc
     return int(evaluate_main(exercise=args.exercise))
+
+
+def cmd_models_evaluate_reps(args: argparse.Namespace) -> int:
+    from formcheck.paths import MODELS_DIR
+    from models.training.rep_selection import REPORT, evaluate_reps_main
+
+    try:
+        data = require_data_dir()
+    except DataMissingError as exc:
+        raise CliError(str(exc)) from exc
+    return evaluate_reps_main(data, MODELS_DIR / REPORT)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -295,6 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--exercise", default="all", choices=["all", "squat", "pushup", "curl"])
     evaluate.set_defaults(func=cmd_models_evaluate)
+    evaluate_reps = models_sub.add_parser(
+        "evaluate-reps", help="rep counting, leave one source out (settings chosen without it): models/REPORT_reps.md"
+    )
+    evaluate_reps.set_defaults(func=cmd_models_evaluate_reps)
 
     demo = sub.add_parser("demo", help="the whole loop on this machine: broker, database, aggregator, two edge nodes")
     demo.add_argument("--clip", type=Path, help="play this video at one station instead of the two sample clips")

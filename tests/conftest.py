@@ -11,8 +11,7 @@ import pytest
 
 from formcheck.local_services import Influxd, Mosquitto, running_influxd, running_mosquitto
 from formcheck.paths import POSE_MODEL, DataMissingError, require_data_dir
-from models.training.dataset import TRAINING_CLIPS
-from tests.analyze_floors import FLOORS, floor_verdicts
+from tests.analyze_floors import BOTTOM_FLOOR, LOSO_FLOORS, floor_verdicts
 
 
 @pytest.fixture(scope="session")
@@ -47,6 +46,7 @@ def influxd() -> Iterator[Influxd]:
 
 _ANALYZE_ROWS: list[dict[str, Any]] = []
 _FLOOR_VERDICT: list[str] = []
+_LOSO_ROWS: list[dict[str, Any]] = []
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -56,50 +56,67 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def _expected_clips() -> set[str]:
-    """Every clip the analyze test covers, or an empty set when the data set is missing."""
+    """Every clip of ground_truth.csv, or an empty set when the data set is missing."""
     try:
         data = require_data_dir()
     except DataMissingError:
         return set()
     with (data / "ground_truth.csv").open() as f:
-        return {Path(r["path"]).stem for r in csv.DictReader(f) if r["exercise"] in TRAINING_CLIPS}
+        return {Path(r["path"]).stem for r in csv.DictReader(f)}
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Fail the run when a held-out total fell below its floor (only when every clip was analysed)."""
+    """Once every clip was analysed: the leave-one-source-out evaluation, its floors and the shipped settings."""
     if hasattr(session.config, "workerinput") or not _ANALYZE_ROWS:
         return
-    lines, failed = floor_verdicts(_ANALYZE_ROWS, FLOORS, _expected_clips())
+    missing = _expected_clips() - {r["clip"] for r in _ANALYZE_ROWS}
+    if missing:
+        _FLOOR_VERDICT.append(f"leave-one-source-out not run: {len(missing)} clip(s) of ground_truth.csv "
+                              "were not analysed in this run")
+        return
+    from aggregator.reps import RepConfig
+    from models.training import rep_selection as selection
+
+    table = selection.Table.build(selection.load_eval_clips(require_data_dir()))  # frames cached by the tests
+    results = selection.leave_one_source_out(table)
+    _LOSO_ROWS.extend(selection.summary_rows(results))
+    exact = {ex: (t.exact, t.clips) for ex in LOSO_FLOORS for t in [selection.totals(results, ex)]}
+    everything = selection.totals(results)
+    lines, failed = floor_verdicts(exact, (everything.bottoms_within, everything.bottoms), LOSO_FLOORS,
+                                   BOTTOM_FLOOR)
+    shipped_ok = selection.chosen_config(table) == RepConfig()
+    lines.append("shipped rep settings (aggregator/reps.py RepConfig) = the choice on all clips: "
+                 + ("ok" if shipped_ok else "DIFFERS: run 'formcheck models evaluate-reps' and update the defaults"))
     _FLOOR_VERDICT.extend(lines)
-    if failed:
+    if failed or not shipped_ok:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Print the analyze-vs-ground-truth table, the totals and the floor verdicts."""
+    """Print the analyze-vs-ground-truth table, the leave-one-source-out table and the floor verdicts."""
     rows = _ANALYZE_ROWS
     if not rows:
         return
     write = terminalreporter.write_line
-    terminalreporter.section("formcheck analyze vs ground_truth.csv")
-    write("set: train = a classifier trained on this clip (in-sample), held = never seen; R = regression clip")
-    write(f"{'clip':40} {'set':5} {'reps exp':>8} {'counted':>7} {'partial exp':>11} {'partial':>7}  "
+    terminalreporter.section("formcheck analyze vs ground_truth.csv (shipped settings; R = regression clip)")
+    write(f"{'clip':40} {'reps exp':>8} {'counted':>7} {'partial exp':>11} {'partial':>7}  "
           f"{'bottom err':>10}  {'labelled bad':>12} {'flagged bad':>11}  grades")
     for r in sorted(rows, key=lambda r: r["clip"]):
         ok = "ok " if r["expected"] == r["counted"] else "XX "
         worst = max((abs(e) for e in r["bottom_errors"]), default=None)
-        kind = ("held " if r["held_out"] else "train") + ("R" if r["regression"] else " ")
-        write(f"{ok}{r['clip']:37} {kind:6}{r['expected']:>7} {r['counted']:>7} {r['partial_expected']:>11} "
-              f"{r['partial']:>7}  {'-' if worst is None else worst:>10}  {r['labelled_bad']!s:>12} "
-              f"{r['flagged_bad']!s:>11}  {r['grades']}")
-    for exercise in sorted({r["exercise"] for r in rows}):
-        for held_out, name in ((True, "held-out"), (False, "in training")):
-            part = [r for r in rows if r["exercise"] == exercise and r["held_out"] is held_out]
-            if part:
-                exact = sum(r["expected"] == r["counted"] for r in part)
-                write(f"{exercise} {name}: {exact}/{len(part)} clips counted exactly")
+        write(f"{ok}{r['clip']:36}{'R' if r['regression'] else ' '} {r['expected']:>8} {r['counted']:>7} "
+              f"{r['partial_expected']:>11} {r['partial']:>7}  {'-' if worst is None else worst:>10}  "
+              f"{r['labelled_bad']!s:>12} {r['flagged_bad']!s:>11}  {r['grades']}")
     exact = sum(r["expected"] == r["counted"] for r in rows)
-    write(f"all: {exact}/{len(rows)} clips counted exactly")
+    write(f"shipped settings, in sample: {exact}/{len(rows)} clips counted exactly")
+    if _LOSO_ROWS:
+        terminalreporter.section("leave-one-source-out (settings chosen without the clip's source)")
+        write(f"{'clip':40} {'exercise':8} {'view':10} {'exp':>3} {'got':>3}  {'bottom |err| med/max':>20}  source")
+        for r in _LOSO_ROWS:
+            ok = "ok " if r["expected"] == r["counted"] else "XX "
+            bottom = "-" if r["bottom_median"] is None else f"{r['bottom_median']:g}/{r['bottom_max']}"
+            write(f"{ok}{r['clip']:37} {r['exercise']:8} {r['view']:10} {r['expected']:>3} {r['counted']:>3}  "
+                  f"{bottom:>20}  {r['source']}")
     for line in _FLOOR_VERDICT:
         write(line)

@@ -166,7 +166,7 @@ def person_group(exercise: str, clip_name: str) -> str:
 
 
 @lru_cache(maxsize=4)
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -192,7 +192,7 @@ def pose_pipeline_id() -> str:
 def pose_cache_path(video: Path, pose_model: Path) -> Path:
     """Cache file of ``video``'s pose track, keyed by the video, the pose model's content and the runtime version."""
     stat = video.stat()
-    source = f"{stat.st_size}:{stat.st_mtime_ns}:{_file_sha256(pose_model)}:{pose_pipeline_id()}"
+    source = f"{stat.st_size}:{stat.st_mtime_ns}:{file_sha256(pose_model)}:{pose_pipeline_id()}"
     key = hashlib.sha256(source.encode()).hexdigest()[:16]
     return cache_dir() / "poses" / f"{video.stem}-{key}.npz"
 

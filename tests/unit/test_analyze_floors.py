@@ -5,27 +5,28 @@ from __future__ import annotations
 from tests.analyze_floors import floor_verdicts
 
 
-def row(clip: str, exercise: str, held_out: bool, exact: bool) -> dict[str, object]:
-    return {"clip": clip, "exercise": exercise, "held_out": held_out, "expected": 2, "counted": 2 if exact else 1}
-
-
-ROWS = [row("a", "squat", True, True), row("b", "squat", True, False), row("c", "squat", False, True),
-        row("d", "pushup", True, True)]
-
-
 def test_totals_at_or_above_their_floors_pass() -> None:
-    lines, failed = floor_verdicts(ROWS, {"squat": 1, "pushup": 1}, {"a", "b", "c", "d"})
+    lines, failed = floor_verdicts({"squat": (3, 4), "pushup": (2, 2)}, (9, 10), {"squat": 3, "pushup": 1}, 9)
     assert not failed
-    assert lines == ["pushup: 1/1 held-out clips exact, floor 1: ok", "squat: 1/2 held-out clips exact, floor 1: ok"]
+    assert lines == [
+        "pushup: 2/2 clips exact (leave-one-source-out), floor 1: ok",
+        "squat: 3/4 clips exact (leave-one-source-out), floor 3: ok",
+        "bottoms within ±5 frames: 9/10, floor 9: ok",
+    ]
 
 
-def test_in_training_clips_do_not_count_toward_a_floor() -> None:
-    lines, failed = floor_verdicts(ROWS, {"squat": 2}, {"a", "b", "c", "d"})
+def test_one_exercise_below_its_floor_fails_the_run() -> None:
+    lines, failed = floor_verdicts({"squat": (2, 4)}, (9, 10), {"squat": 3}, 9)
     assert failed
-    assert lines == ["squat: 1/2 held-out clips exact, floor 2: BELOW FLOOR"]
+    assert lines[0] == "squat: 2/4 clips exact (leave-one-source-out), floor 3: BELOW FLOOR"
 
 
-def test_a_partial_run_is_not_judged() -> None:
-    lines, failed = floor_verdicts(ROWS[:2], {"squat": 5}, {"a", "b", "c", "d"})
-    assert not failed
-    assert lines == ["floors not checked: 2 clip(s) of ground_truth.csv were not analysed"]
+def test_fewer_bottoms_in_tolerance_fail_the_run() -> None:
+    lines, failed = floor_verdicts({"squat": (3, 4)}, (8, 10), {"squat": 3}, 9)
+    assert failed
+    assert lines[-1] == "bottoms within ±5 frames: 8/10, floor 9: BELOW FLOOR"
+
+
+def test_an_exercise_missing_from_the_results_counts_zero() -> None:
+    _, failed = floor_verdicts({}, (0, 0), {"lunge": 1}, 0)
+    assert failed
