@@ -19,7 +19,7 @@ interval plus the query time). Two starting points are reported:
   the frame to the publisher. It differs from the first only when that process was starved of CPU (a
   loaded machine): the edge "camera" here shares the cores with everything else, a real one does not.
 - **last frame of the movement** (the rep's ``end_ts``): adds the detector's deliberate confirmation delay
-  (a phase must hold ``reps.min_phase_s``, 0.1 s, after exponential smoothing before it counts), which no
+  (the body must have stopped rising for ``reps.top_hold_s``, 0.25 s, before the rep is closed), which no
   faster transport removes.
 
 Targets (p99, from the closing frame): under 250 ms to MQTT, under 1.5 s to InfluxDB. Note that a rep is

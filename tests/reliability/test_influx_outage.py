@@ -58,11 +58,6 @@ DB = "formcheck"
 REST_S = 2.0
 STATIONS = ("rack-1", "rack-2", "rack-3")
 OUTAGE_S = 30.0
-# The synthetic frames put 0.9 on one phase and 0.025 on the others, so with the default smoothing (0.5) the
-# first frame of a new phase is an exact tie between old and new phase, which float noise from a station's
-# history breaks either way: an aggregator restarted mid-stream would date a rep one frame apart from an
-# undisturbed one. Real classifier outputs do not tie; 0.6 avoids it and keeps the comparison exact.
-SMOOTHING = "0.6"
 # Room for everything the tests publish while the aggregator cannot acknowledge.
 BROKER_EXTRA = "max_queued_messages 100000\nmax_queued_bytes 0"
 
@@ -101,8 +96,7 @@ def interleave(parts: Sequence[Sequence[FrameMessage]]) -> list[FrameMessage]:
 
 def reference(frames: list[FrameMessage]) -> list[Event]:
     """What an undisturbed aggregator announces for one station, in order (same code, no I/O)."""
-    config = load_config(None, {"sets": {"rest_timeout_s": REST_S}, "reps": {"smoothing": float(SMOOTHING)}},
-                         environ={})
+    config = load_config(None, {"sets": {"rest_timeout_s": REST_S}}, environ={})
     station = Station(frames[0].node, rep_config=config.reps, set_config=config.sets, grading=config.grading)
     events: list[Event] = []
     for f in frames:
@@ -173,7 +167,6 @@ def start_aggregator(broker: Mosquitto, influxd: Influxd, log: Path, agg_id: str
 
     ``options`` are ``FORMCHECK_AGG__*`` settings, e.g. ``INFLUX__BUFFER_MAX_POINTS="100"``.
     """
-    options = {"REPS__SMOOTHING": SMOOTHING, **options}
     env = {**_agg_env(agg_id), **{f"FORMCHECK_AGG__{key}": value for key, value in options.items()}}
     with log.open("ab") as err:
         return subprocess.Popen(
