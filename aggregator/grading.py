@@ -62,6 +62,24 @@ FAULT_WORDS: dict[str, str] = {
     "fast_descent": "dropped too fast",
 }
 
+# What to do about it, in the words a coach would use at the station: the set's message ends with it.
+FAULT_CUE: dict[str, str] = {
+    "knees_in": "push them out over your toes",
+    "forward_lean": "keep your chest up and brace your core",
+    "shallow": "sit down until your hips reach knee height",
+    "heels_up": "keep your weight on your heels",
+    "knee_over_toes": "sit your hips back",
+    "hips_sag": "squeeze your glutes to keep a straight line",
+    "hips_pike": "lower your hips into a straight line",
+    "swinging": "keep your torso still and lower the weight slowly",
+    "partial_range": "curl the weight all the way up",
+    "poor_form": "slow down and ask a trainer to check your technique",
+    "fast_descent": "lower yourself under control",
+}
+EXERCISE_CUE: dict[tuple[str, str], str] = {
+    ("pushup", "shallow"): "lower your chest until your elbows pass 90 degrees",
+}
+
 
 def _by_grade(a: float, b: float, c: float, d: float, f: float) -> Callable[[], dict[Grade, float]]:
     return lambda: {"A": a, "B": b, "C": c, "D": d, "F": f}
@@ -212,21 +230,27 @@ def _rep_ranges(indices: Sequence[int]) -> str:
 
 
 def main_fault(reps: Sequence[RepMessage]) -> str:
-    """The fault seen on most reps, in plain words: 'knees caved in on reps 7–10'."""
+    """The fault seen on most reps and what to do about it: 'knees caved in on reps 7–10: push them out over
+    your toes'. A fault the rules name wins over the form model's bare 'poor form', which says only *that* form
+    was poor, not how."""
     seen: dict[str, list[int]] = {}
     for rep in reps:
-        # The form model says *that* form was poor, not how; name it first so rule
-        # faults only lead when the model had nothing to say.
-        names = (["poor_form"] if rep.checks.get("form") is False else []) + list(rep.faults)
+        names = list(rep.faults)
         if not rep.checks.get("tempo", True):
             names.append("fast_descent")
+        if rep.checks.get("form") is False:
+            names.append("poor_form")
         for name in names:
             seen.setdefault(name, []).append(rep.rep_index)
     if not seen:
         return ""
-    counts = Counter({k: len(v) for k, v in seen.items()})
+    named = {k: len(v) for k, v in seen.items() if k != "poor_form"}
+    counts = Counter(named or {"poor_form": len(seen["poor_form"])})
     name, _ = counts.most_common(1)[0]
-    return f"{FAULT_WORDS.get(name, name.replace('_', ' '))} on {_rep_ranges(seen[name])}"
+    exercise = reps[0].exercise
+    cue = EXERCISE_CUE.get((exercise, name)) or FAULT_CUE.get(name)
+    words = f"{FAULT_WORDS.get(name, name.replace('_', ' '))} on {_rep_ranges(seen[name])}"
+    return f"{words}: {cue}" if cue else words
 
 
 def set_grade(score_mean: float, bad_ratio: float, config: GradingConfig) -> Grade:

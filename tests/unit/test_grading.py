@@ -238,29 +238,37 @@ def rep_msg(index: int, faults: dict[Fault, list[int]] | None = None, **checks: 
     return _BASE_REP.model_copy(update={"rep_index": index, "faults": faults or {}, "checks": all_checks})
 
 
+KNEES = ": push them out over your toes"
+CHEST = ": keep your chest up and brace your core"
+HEELS = ": keep your weight on your heels"
+POOR = ": slow down and ask a trainer to check your technique"
+SLOW = ": lower yourself under control"
+DEEPER = ": sit down until your hips reach knee height"
+
+
 def reps_with(fault: Fault, on: set[int], total: int) -> list[RepMessage]:
     return [rep_msg(i, {fault: [i * 100, i * 100 + 1, i * 100 + 2]} if i in on else None) for i in
             range(1, total + 1)]
 
 
 def test_main_fault_range_of_reps() -> None:
-    assert main_fault(reps_with("knees_in", {2, 3, 4}, 5)) == "knees caved in on reps 2–4"
+    assert main_fault(reps_with("knees_in", {2, 3, 4}, 5)) == "knees caved in on reps 2–4" + KNEES
 
 
 def test_main_fault_single_rep() -> None:
-    assert main_fault(reps_with("forward_lean", {1}, 3)) == "chest dropped forward on rep 1"
+    assert main_fault(reps_with("forward_lean", {1}, 3)) == "chest dropped forward on rep 1" + CHEST
 
 
 def test_main_fault_range_and_single() -> None:
-    assert main_fault(reps_with("knees_in", {1, 2, 3, 5}, 6)) == "knees caved in on reps 1–3 and 5"
+    assert main_fault(reps_with("knees_in", {1, 2, 3, 5}, 6)) == "knees caved in on reps 1–3 and 5" + KNEES
 
 
 def test_main_fault_separate_reps() -> None:
-    assert main_fault(reps_with("heels_up", {1, 3, 5}, 5)) == "heels came up on reps 1, 3 and 5"
+    assert main_fault(reps_with("heels_up", {1, 3, 5}, 5)) == "heels came up on reps 1, 3 and 5" + HEELS
 
 
 def test_main_fault_two_separate_ranges() -> None:
-    assert main_fault(reps_with("knees_in", {1, 2, 4, 5}, 5)) == "knees caved in on reps 1–2 and 4–5"
+    assert main_fault(reps_with("knees_in", {1, 2, 4, 5}, 5)) == "knees caved in on reps 1–2 and 4–5" + KNEES
 
 
 def test_main_fault_is_empty_without_faults() -> None:
@@ -271,13 +279,13 @@ def test_main_fault_is_empty_without_faults() -> None:
 def test_main_fault_is_the_most_frequent() -> None:
     reps = [rep_msg(1, {"knees_in": [1, 2, 3]}), rep_msg(2, {"forward_lean": [4, 5, 6]}),
             rep_msg(3, {"forward_lean": [7, 8, 9], "knees_in": [7, 8, 9]}), rep_msg(4, {"forward_lean": [10, 11, 12]})]
-    assert main_fault(reps) == "chest dropped forward on reps 2–4"
+    assert main_fault(reps) == "chest dropped forward on reps 2–4" + CHEST
 
 
 def test_main_fault_names_poor_form_tempo_and_shallow() -> None:
-    assert main_fault([rep_msg(1), rep_msg(2, form=False)]) == "form judged poor on rep 2"
-    assert main_fault([rep_msg(1, tempo=False), rep_msg(2, tempo=False)]) == "dropped too fast on reps 1–2"
-    assert main_fault([rep_msg(1, {"shallow": [5]}, depth=False)]) == "not deep enough on rep 1"
+    assert main_fault([rep_msg(1), rep_msg(2, form=False)]) == "form judged poor on rep 2" + POOR
+    assert main_fault([rep_msg(1, tempo=False), rep_msg(2, tempo=False)]) == "dropped too fast on reps 1–2" + SLOW
+    assert main_fault([rep_msg(1, {"shallow": [5]}, depth=False)]) == "not deep enough on rep 1" + DEEPER
 
 
 def test_main_fault_from_graded_reps() -> None:
@@ -286,4 +294,15 @@ def test_main_fault_from_graded_reps() -> None:
     mark(clip.frames, range(bottom, bottom + 4), faults=["knees_in"])
     faulty = grade(rep_frames(clip)).model_copy(update={"rep_index": 2})
     clean = grade(rep_frames(rep_clip()))
-    assert main_fault([clean, faulty, clean.model_copy(update={"rep_index": 3})]) == "knees caved in on rep 2"
+    assert main_fault([clean, faulty, clean.model_copy(update={"rep_index": 3})]) == "knees caved in on rep 2" + KNEES
+
+
+def test_a_named_fault_wins_over_the_form_models_poor_form() -> None:
+    # the model judged reps 1-3 poor, the rules saw knees caving in on rep 2 only: the member is told what to fix
+    reps = [rep_msg(1, form=False), rep_msg(2, {"knees_in": [1, 2, 3]}, form=False), rep_msg(3, form=False)]
+    assert main_fault(reps) == "knees caved in on rep 2" + KNEES
+
+
+def test_a_shallow_push_up_gets_the_push_up_cue() -> None:
+    rep = rep_msg(1, {"shallow": [5]}, depth=False).model_copy(update={"exercise": "pushup"})
+    assert main_fault([rep]) == "not deep enough on rep 1: lower your chest until your elbows pass 90 degrees"
