@@ -31,7 +31,7 @@ GRADE_DEPTH: dict[Exercise, DepthSignal] = {
     "squat": DepthSignal("hip_depth", 1.0),
     "lunge": DepthSignal("hip_depth", 1.0),
     "pushup": DepthSignal("elbow", -1.0),
-    "curl": DepthSignal("elbow", -1.0),
+    "curl": DepthSignal("elbow_l", -1.0, either="elbow_r"),  # the curling arm
 }
 
 # The rep-level range fault: a squat or push-up that is not deep enough is
@@ -235,7 +235,7 @@ def main_fault(reps: Sequence[RepMessage]) -> str:
     was poor, not how."""
     seen: dict[str, list[int]] = {}
     for rep in reps:
-        names = list(rep.faults)
+        names: list[str] = [*rep.faults]
         if not rep.checks.get("tempo", True):
             names.append("fast_descent")
         if rep.checks.get("form") is False:

@@ -86,13 +86,24 @@ class RepConfig(BaseModel):
 
 @dataclass(frozen=True)
 class DepthSignal:
-    """The per-frame measure that is largest at the bottom of a rep."""
+    """The per-frame measure that is largest at the bottom of a rep.
+
+    ``sign`` × the angle; with ``either`` the deeper of that angle and the ``either`` one (one side at a
+    time: the arm that is curling), falling back to ``angle`` alone where a frame lacks the per-side ones.
+    """
 
     angle: str
     sign: float
+    either: str | None = None
 
     def of(self, frame: FrameMessage) -> float | None:
         value = frame.angles.get(self.angle)
+        if self.either is not None:
+            other = frame.angles.get(self.either)
+            if value is not None and other is not None:
+                return max(self.sign * value, self.sign * other)
+            fallback = self.angle.removesuffix("_l")
+            value = frame.angles.get(fallback)
         return None if value is None else self.sign * value
 
 
@@ -100,12 +111,13 @@ class DepthSignal:
 # rear; the 3D knee angle is not from the rear). A push-up's depth is how low the
 # shoulders are: with the head toward the camera the elbow angle is nearly straight
 # again while the shoulders are only half way up. A curl's "bottom" is peak elbow
-# flexion (the weight at the top); its rest position, arm extended, is "standing".
+# flexion (the weight at the top), of whichever arm is more bent: alternating curls are one rep per arm;
+# its rest position, arms extended, is "standing".
 DEPTH_SIGNAL: dict[Exercise, DepthSignal] = {
     "squat": DepthSignal("hip_depth", 1.0),
     "lunge": DepthSignal("hip_depth", 1.0),
     "pushup": DepthSignal("shoulder_height", -1.0),
-    "curl": DepthSignal("elbow", -1.0),
+    "curl": DepthSignal("elbow_l", -1.0, either="elbow_r"),
 }
 
 # Further signals a complete rep must also start and end near the top of: a push-up

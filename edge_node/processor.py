@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 PUBLISHED_ANGLES: tuple[str, ...] = (
     "knee", "hip", "trunk_lean", "knee_valgus", "knee_width", "hip_depth", "shin_lean", "heel_lift",
     "elbow", "body_line", "view_yaw", "shoulder_height", "hip_sag",
+    # Per side: alternating curls and lunges work one side at a time, which the two-sided means blur.
+    "elbow_l", "elbow_r", "knee_l", "knee_r", "hip_l", "hip_r",
 )
 
 

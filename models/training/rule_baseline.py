@@ -40,7 +40,9 @@ SPEED: Final[dict[Exercise, float]] = {"squat": 0.5, "lunge": 0.5, "pushup": 60.
 def rule_phases(exercise: Exercise, measures: Mapping[str, FloatArray], fps: float) -> IntArray:
     """Phase index into ``MODEL_PHASES`` per frame; ``IGNORE`` where the measure is missing (no person)."""
     signal = GRADE_DEPTH[exercise]
-    depth = signal.sign * measures[signal.angle].astype(np.float64)
+    # Both sides' mean even where grading takes the more bent side (curls): the baseline the reports were made with.
+    angle = signal.angle if signal.either is None else signal.angle.removesuffix("_l")
+    depth = signal.sign * measures[angle].astype(np.float64)
     shallow = GradingConfig().shallow[exercise]
     out = np.full(depth.shape[0], IGNORE, dtype=np.int64)
     for i in range(depth.shape[0]):
