@@ -15,8 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from aggregator.recognition import Recognition
+from aggregator.reps import RepConfig
 from aggregator.station import Station, StationOutput
+from edge_node.classifier import STAND_IN
+from edge_node.exercise_gate import ExerciseGate
 from edge_node.offline import classify_video, offline_config
+from edge_node.processor import FrameProcessor
 from protocol.messages import Exercise, FrameMessage, RepMessage, SetMessage
 
 
@@ -30,6 +35,8 @@ class Analysis:
     reps: list[RepMessage] = field(default_factory=list)
     partials_outside_sets: int = 0
     view_yaw: list[float] = field(default_factory=list)
+    recognition: Recognition | None = None
+    """How the exercise was recognised, when it was not given."""
 
     @property
     def complete_reps(self) -> int:
@@ -68,18 +75,39 @@ class Analysis:
         return advice
 
 
-def analyze_video(video: Path, exercise: Exercise = "squat", node: str = "analyze",
+def analyze_video(video: Path, exercise: Exercise | None = None, node: str = "analyze",
                   progress: TextIO | None = None) -> Analysis:
-    """Classify every frame of ``video`` and run the station logic over it."""
-    frames = classify_video(offline_config(video, node=node, exercise=exercise))
-    return analyze_frames(frames, str(video), exercise, node, progress)
+    """Classify every frame of ``video`` and run the station logic over it.
+
+    Without ``exercise`` the exercise is recognised from the pose within the first rep, exactly as an edge node
+    checked in without one does (:class:`edge_node.exercise_gate.ExerciseGate`).
+    """
+    if exercise is not None:
+        frames = list(classify_video(offline_config(video, node=node, exercise=exercise)))
+        return analyze_frames(frames, str(video), exercise, node, progress)
+    gates: list[ExerciseGate] = []
+
+    def recognising(processor: FrameProcessor) -> ExerciseGate:
+        gates.append(ExerciseGate(processor, processor.config.recognition))
+        gates[0].recognise()
+        return gates[0]
+
+    frames = list(classify_video(offline_config(video, node=node), recognising))
+    recognition = gates[0].recognition if gates else None
+    if progress is not None and recognition is not None:
+        print(f"recognised: {recognition.exercise} (confidence {recognition.confidence:.2f}: {recognition.reason})",
+              file=progress)
+    recognised = frames[-1].exercise if frames else "squat"
+    result = analyze_frames(frames, str(video), recognised, node, progress)
+    result.recognition = recognition
+    return result
 
 
 def analyze_frames(frames: Iterable[FrameMessage], video: str, exercise: Exercise = "squat", node: str = "analyze",
-                   progress: TextIO | None = None) -> Analysis:
+                   progress: TextIO | None = None, rep_config: RepConfig | None = None) -> Analysis:
     """Run the station logic over a video's frame messages (as the edge published them), in order."""
     result = Analysis(video=video, exercise=exercise)
-    station = Station(node, exercise)
+    station = Station(node, exercise, rep_config)
 
     def take(out: StationOutput) -> None:
         for rep in out.reps:
@@ -108,12 +136,12 @@ def analyze_frames(frames: Iterable[FrameMessage], video: str, exercise: Exercis
     return result
 
 
-def run_analyze(video: Path, exercise: Exercise, as_json: bool) -> int:
+def run_analyze(video: Path, exercise: Exercise | None, as_json: bool) -> int:
     if not video.is_file():
         raise FileNotFoundError(f"video not found: {video}")
     progress = None if as_json else sys.stdout
     if progress is not None:
-        print(f"{video.name}: analysing as {exercise}", file=progress)
+        print(f"{video.name}: analysing as {exercise or 'the exercise recognised from the pose'}", file=progress)
     result = analyze_video(video, exercise, progress=progress)
     if as_json:
         json.dump(result.to_json(), sys.stdout, indent=2)
@@ -121,6 +149,9 @@ def run_analyze(video: Path, exercise: Exercise, as_json: bool) -> int:
         return 0
     print(f"{result.frames} frames, {result.complete_reps} complete reps, {result.partial_reps} partial, "
           f"{len(result.sets)} set(s)")
+    if result.exercise in STAND_IN:
+        print(f"note: no {result.exercise} form model yet: reps and depth are judged, the form verdict is the "
+              f"{STAND_IN[result.exercise]} model's")
     for line in result.placement_advice():
         print(f"camera: {line}")
     return 0

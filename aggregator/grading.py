@@ -29,7 +29,9 @@ from protocol.messages import Exercise, Fault, Grade, RepMessage, Verdict
 # shoulder height depends on the person's build and the camera).
 GRADE_DEPTH: dict[Exercise, DepthSignal] = {
     "squat": DepthSignal("hip_depth", 1.0),
-    "lunge": DepthSignal("hip_depth", 1.0),
+    # The front knee (the more bent one): "front thigh level with the floor" is a right angle there, while the
+    # hips-against-knees measure mixes in the back knee, which drops far below the hips.
+    "lunge": DepthSignal("knee_l", -1.0, either="knee_r"),
     "pushup": DepthSignal("elbow", -1.0),
     "curl": DepthSignal("elbow_l", -1.0, either="elbow_r"),  # the curling arm
 }
@@ -78,6 +80,7 @@ FAULT_CUE: dict[str, str] = {
 }
 EXERCISE_CUE: dict[tuple[str, str], str] = {
     ("pushup", "shallow"): "lower your chest until your elbows pass 90 degrees",
+    ("lunge", "shallow"): "step long and lower until your front thigh is level with the floor",
 }
 
 
@@ -91,18 +94,19 @@ class GradingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     depth_full: dict[Exercise, float] = Field(
-        default_factory=by_exercise(squat=-0.1, lunge=-0.1, pushup=-90.0, curl=-60.0),
+        default_factory=by_exercise(squat=-0.1, lunge=-90.0, pushup=-90.0, curl=-60.0),
         description="Graded depth for full depth points (squat: hip_depth, 0 = hips level with knees; "
-        "pushup/curl: minus the smallest elbow angle, degrees).",
+        "lunge: minus the front knee's smallest angle; pushup/curl: minus the smallest elbow angle, degrees).",
     )
     depth_zero: dict[Exercise, float] = Field(
-        default_factory=by_exercise(squat=-0.6, lunge=-0.6, pushup=-140.0, curl=-120.0),
+        default_factory=by_exercise(squat=-0.6, lunge=-150.0, pushup=-140.0, curl=-120.0),
         description="Graded depth at or above which a rep earns no depth points.",
     )
     shallow: dict[Exercise, float] = Field(
-        default_factory=by_exercise(squat=-0.3, lunge=-0.3, pushup=-110.0, curl=-90.0),
-        description="A rep whose graded depth stays above this fails the depth check: 'shallow' (squat, push-up: "
-        "elbows not bent past 110 degrees) or 'partial_range' (curl: elbow never closed past a right angle).",
+        default_factory=by_exercise(squat=-0.3, lunge=-110.0, pushup=-110.0, curl=-90.0),
+        description="A rep whose graded depth stays above this fails the depth check: 'shallow' (squat; lunge: "
+        "front knee not bent past 110 degrees; push-up: elbows not bent past 110 degrees) or 'partial_range' "
+        "(curl: elbow never closed past a right angle).",
     )
     max_bad_ratio: float = Field(
         0.25, ge=0, le=1, description="Form check fails when more of the rep's frames than this are judged bad."

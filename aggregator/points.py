@@ -78,7 +78,7 @@ def node_stats_point(site: str, stats: NodeStats) -> Point:
     fields: dict[str, float | int | bool | str] = {
         "fps": stats.fps, "infer_ms": stats.infer_ms, "pose_ms": stats.pose_ms, "dropped": stats.dropped,
         "unpublished": stats.unpublished, "refused": stats.refused, "queue": stats.queue, "out_queue": stats.out_queue,
-        "frames": stats.frames, "no_person": stats.no_person,
+        "frames": stats.frames, "no_person": stats.no_person, "exercise_mismatches": stats.exercise_mismatches,
     }
     if stats.cpu_temp is not None:
         fields["cpu_temp"] = stats.cpu_temp
@@ -112,7 +112,8 @@ def session_point(site: str, node: str, session: SessionMessage | None, received
         fields = {"member": "", "exercise": "", "checked_in": False}
         ts = received_ms
     else:
-        fields = {"member": session.member, "exercise": session.exercise, "checked_in": True}
+        # "" when the check-in names no exercise (the node recognises it; the frames and reps carry it).
+        fields = {"member": session.member, "exercise": session.exercise or "", "checked_in": True}
         ts = event_ts(session.ts, received_ms, clock)
     return Point("session", {"site": site, "node": node}, fields, ts)
 

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from aggregator.recognition import RecognitionConfig
 from formcheck.broker import BrokerSection
 from formcheck.paths import POSE_MODEL, classifier_model
 from formcheck.settings import ConfigError, Section, load_settings, validated_id
@@ -140,6 +141,9 @@ class EdgeConfig(Section):
     pose: PoseSection = Field(default_factory=PoseSection, description="Pose estimation.")
     classifier: ClassifierSection = Field(default_factory=ClassifierSection, description="Phase/form model.")
     faults: FaultSection = Field(default_factory=FaultSection, description="Per-frame fault rules.")
+    recognition: RecognitionConfig = Field(
+        default_factory=RecognitionConfig, description="Exercise recognition, for check-ins that name no exercise."
+    )
     mqtt: MqttSection = Field(default_factory=MqttSection, description="Broker connection.")
     stats: StatsSection = Field(default_factory=StatsSection, description="Health reporting.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log verbosity.")

@@ -11,10 +11,10 @@ import time
 from dataclasses import dataclass, field
 
 from edge_node.capture import CapturedFrame
-from edge_node.classifier import ModelLoadError, PhaseFormClassifier
+from edge_node.classifier import STAND_IN, ModelLoadError, PhaseFormClassifier
 from edge_node.config import EdgeConfig
 from edge_node.faults import frame_faults
-from edge_node.features import FeatureWindow, frame_features
+from edge_node.features import FeatureWindow, FrameFeatures, frame_features
 from edge_node.pose import PoseEstimator
 from protocol.messages import Exercise, FrameMessage
 
@@ -43,6 +43,16 @@ class ProcessorTimings:
         return self.frames, self.pose_s, self.classify_s
 
 
+@dataclass(frozen=True)
+class Observation:
+    """What the pose model saw in one frame, before any classifier: ``features`` is None without a person."""
+
+    seq: int
+    ts: int
+    features: FrameFeatures | None
+    vis: float
+
+
 @dataclass
 class FrameProcessor:
     """Stateful per-stream processor (pose tracking and motion history live here)."""
@@ -66,11 +76,15 @@ class FrameProcessor:
             min_presence_confidence=config.pose.min_presence_confidence,
         )
         exercise = config.node.exercise
+        model = STAND_IN.get(exercise, exercise)
+        if model != exercise:
+            log.warning("no %s form model is trained: phases and form are the %s model's, reps and depth are %s's",
+                        exercise, model, exercise)
         try:
             classifier = PhaseFormClassifier(
-                config.classifier.model_for(exercise), num_threads=config.classifier.num_threads
+                config.classifier.model_for(model), num_threads=config.classifier.num_threads
             )
-            if classifier.manifest.exercise != exercise:
+            if classifier.manifest.exercise != model:
                 raise ModelLoadError(
                     f"model {classifier.version} classifies {classifier.manifest.exercise}, "
                     f"but the node is set to {exercise}"
@@ -78,30 +92,38 @@ class FrameProcessor:
         except Exception:
             pose.close()
             raise
-        return cls(config=config, boot=boot, exercise=exercise, pose=pose, classifiers={exercise: classifier})
+        return cls(config=config, boot=boot, exercise=exercise, pose=pose, classifiers={model: classifier})
 
     @property
     def classifier(self) -> PhaseFormClassifier:
-        return self.classifiers[self.exercise]
+        """The classifier of the current exercise (its stand-in's, see ``STAND_IN``, where it has none)."""
+        return self.classifiers[STAND_IN.get(self.exercise, self.exercise)]
 
     def switch_exercise(self, exercise: Exercise) -> bool:
         """Classify ``exercise`` from now on, if a model for it exists; False otherwise."""
         if exercise == self.exercise:
             return True
-        if exercise not in self.classifiers:
-            path = self.config.classifier.model_for(exercise)
+        model = STAND_IN.get(exercise, exercise)
+        if model != exercise:
+            log.warning("no %s form model is trained: classifying with the %s model", exercise, model)
+        if model not in self.classifiers:
+            path = self.config.classifier.model_for(model)
             if not path.is_file():
                 return False
             classifier = PhaseFormClassifier(path, num_threads=self.config.classifier.num_threads)
-            if classifier.manifest.exercise != exercise:
+            if classifier.manifest.exercise != model:
                 return False
-            self.classifiers[exercise] = classifier
+            self.classifiers[model] = classifier
         self.exercise = exercise
         self._window.reset()
         return True
 
     def process(self, frame: CapturedFrame) -> FrameMessage:
         """Classify one frame; assigns the next ``seq``."""
+        return self.classify(self.observe(frame))
+
+    def observe(self, frame: CapturedFrame) -> Observation:
+        """The pose of one frame and its body measures (the expensive part); assigns the next ``seq``."""
         t0 = time.perf_counter()
         pose = self.pose.detect(frame.rgb, frame.ts_ms)
         t1 = time.perf_counter()
@@ -110,23 +132,34 @@ class FrameProcessor:
         self.timings.frames += 1
         self.timings.pose_s += t1 - t0
         features = frame_features(pose) if pose is not None else None
-        if features is None or features.lower_body_visibility < self.config.pose.min_visibility:
+        self.timings.classify_s += time.perf_counter() - t1  # body measures count with the classifier, as before
+        visible = features is not None and features.lower_body_visibility >= self.config.pose.min_visibility
+        return Observation(seq=seq, ts=frame.ts_ms, features=features if visible else None,
+                           vis=round(features.visibility, 3) if features else 0.0)
+
+    def classify(self, seen: Observation) -> FrameMessage:
+        """The frame message of an observation, with the current exercise's classifier.
+
+        Observations go through here in capture order: the classifier's motion window spans consecutive ones.
+        """
+        features = seen.features
+        if features is None:
             self._window.reset()
             self.timings.no_person += 1
             return FrameMessage(
-                node=self.config.node.id, boot=self.boot, seq=seq, ts=frame.ts_ms, exercise=self.exercise,
-                phase="no_person", form="good", bad_p=0.0,
-                vis=round(features.visibility, 3) if features else 0.0,
+                node=self.config.node.id, boot=self.boot, seq=seen.seq, ts=seen.ts, exercise=self.exercise,
+                phase="no_person", form="good", bad_p=0.0, vis=seen.vis,
             )
+        t0 = time.perf_counter()
         result = self.classifier.classify(self._window.push(features))
-        self.timings.classify_s += time.perf_counter() - t1
+        self.timings.classify_s += time.perf_counter() - t0
         angles = {name: round(features.angles[name], 3) for name in PUBLISHED_ANGLES}
         bad = result.bad_p >= self.classifier.manifest.bad_threshold
         return FrameMessage(
-            node=self.config.node.id, boot=self.boot, seq=seq, ts=frame.ts_ms, exercise=self.exercise,
+            node=self.config.node.id, boot=self.boot, seq=seen.seq, ts=seen.ts, exercise=self.exercise,
             phase=result.phase, phase_p=result.phase_p, form="bad" if bad else "good", bad_p=result.bad_p,
             faults=frame_faults(self.exercise, result.phase, features.angles, self.config.faults),
-            angles=angles, vis=round(features.visibility, 3),
+            angles=angles, vis=seen.vis,
         )
 
     def close(self) -> None:

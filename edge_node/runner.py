@@ -12,12 +12,13 @@ from types import FrameType
 from edge_node.capture import CapturedFrame, CaptureThread, SourceError, open_source
 from edge_node.classifier import ModelLoadError
 from edge_node.config import ConfigError, EdgeConfig
+from edge_node.exercise_gate import ExerciseGate
 from edge_node.pose import PoseModelError
 from edge_node.processor import FrameProcessor
 from edge_node.publisher import EdgePublisher
 from edge_node.stats import StatsWindow
 from formcheck.queues import DropQueue, QueueClosed
-from protocol.messages import Exercise, SessionMessage
+from protocol.messages import FrameMessage, SessionMessage
 from protocol.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -28,19 +29,28 @@ class StartupError(RuntimeError):
 
 
 class _SessionBox:
-    """Latest session, handed from the MQTT thread to the inference loop."""
+    """Latest session, handed from the MQTT thread to the inference loop.
+
+    The broker redelivers the retained session on every reconnect: the same check-in again is not a new one (it
+    must not restart exercise recognition in the middle of a set).
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pending: tuple[SessionMessage | None] | None = None
+        self._taken: tuple[SessionMessage | None] | None = None
 
     def put(self, session: SessionMessage | None) -> None:
         with self._lock:
             self._pending = (session,)
 
     def take(self) -> tuple[SessionMessage | None] | None:
+        """The session received since the last call, when it differs from the last one taken."""
         with self._lock:
             pending, self._pending = self._pending, None
+            if pending is None or pending == self._taken:
+                return None
+            self._taken = pending
             return pending
 
 
@@ -78,6 +88,7 @@ def run_edge(config: EdgeConfig, stop: threading.Event | None = None) -> int:
     publisher.start()
     capture.start()
     window = StatsWindow(node=config.node.id, boot=boot)
+    gate = ExerciseGate(processor, config.recognition)
     next_stats = time.monotonic() + config.stats.interval_s
     try:
         while not stop.is_set():
@@ -86,16 +97,20 @@ def run_edge(config: EdgeConfig, stop: threading.Event | None = None) -> int:
             except QueueClosed:
                 break
             if frame is not None:
-                if _apply_session(processor, sessions):
+                classifying = processor.exercise
+                for message in _apply_session(gate, sessions) + gate.submit(processor.observe(frame)):
+                    publisher.enqueue(message)
+                if processor.exercise != classifying:
                     publisher.update_status(exercise=processor.exercise, model=processor.classifier.version)
-                publisher.enqueue(processor.process(frame))
             if time.monotonic() >= next_stats:
                 next_stats += config.stats.interval_s
                 publisher.publish_stats(window.sample(
                     processor.timings, capture.captured, frames.dropped, publisher.queue.dropped,
-                    len(frames), len(publisher.queue), publisher.refused,
+                    len(frames), len(publisher.queue), publisher.refused, gate.mismatches,
                 ))
     finally:
+        for message in gate.finish():
+            publisher.enqueue(message)
         capture.stop()
         publisher.stop("stopped")
         processor.close()
@@ -109,25 +124,34 @@ def run_edge(config: EdgeConfig, stop: threading.Event | None = None) -> int:
     return 0
 
 
-def _apply_session(processor: FrameProcessor, sessions: _SessionBox) -> bool:
-    """Follow a new check-in's exercise when a model exists for it; True when the exercise changed."""
+def _apply_session(gate: ExerciseGate, sessions: _SessionBox) -> list[FrameMessage]:
+    """Follow a new check-in: its exercise when it names one (and a model exists), else recognise it.
+
+    Returns the frames the gate held that are now to be published.
+    """
     pending = sessions.take()
-    if pending is None or pending[0] is None:
-        return False
-    wanted: Exercise = pending[0].exercise
-    if wanted == processor.exercise:
-        return False
-    try:
-        switched = processor.switch_exercise(wanted)
-    except ModelLoadError as exc:
-        log.error("session asks for %s but its model cannot be used: %s", wanted, exc)
-        return False
-    if switched:
-        log.info("session: now classifying %s", wanted)
-    else:
-        log.warning("session asks for %s but no model exists for it; still classifying %s",
-                    wanted, processor.exercise)
-    return switched
+    if pending is None:
+        return []
+    session = pending[0]
+    if session is None:
+        return gate.stop()
+    wanted = session.exercise
+    if wanted is None:
+        log.info("session names no exercise: recognising it from the pose")
+        return gate.recognise()
+    processor = gate.processor
+    if wanted != processor.exercise:
+        try:
+            switched = processor.switch_exercise(wanted)
+        except ModelLoadError as exc:
+            log.error("session asks for %s but its model cannot be used: %s", wanted, exc)
+            switched = False
+        if switched:
+            log.info("session: now classifying %s", wanted)
+        else:
+            log.warning("session asks for %s but no model exists for it; still classifying %s",
+                        wanted, processor.exercise)
+    return gate.watch(wanted)
 
 
 def _install_signal_handlers(stop: threading.Event) -> None:

@@ -52,7 +52,7 @@ class StatsWindow:
 
     def sample(
         self, timings: ProcessorTimings, captured: int, dropped: int, unpublished: int, queue: int, out_queue: int,
-        refused: int = 0,
+        refused: int = 0, exercise_mismatches: int = 0,
     ) -> NodeStats:
         now = time.monotonic()
         dt = max(now - self._t, 1e-6)
@@ -65,7 +65,8 @@ class StatsWindow:
             infer_ms=round(1000.0 * (pose_s + classify_s) / frames, 2) if frames else 0.0,
             pose_ms=round(1000.0 * pose_s / frames, 2) if frames else 0.0,
             dropped=dropped, unpublished=unpublished, refused=refused, queue=queue, out_queue=out_queue,
-            frames=timings.frames, no_person=timings.no_person, cpu_temp=cpu_temperature(), rss_mb=rss_mb(),
+            frames=timings.frames, no_person=timings.no_person, exercise_mismatches=exercise_mismatches,
+            cpu_temp=cpu_temperature(), rss_mb=rss_mb(),
         )
         self._t, self._frames, self._captured = now, timings.frames, captured
         self._pose_s, self._classify_s = timings.pose_s, timings.classify_s

@@ -318,7 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     analyze = sub.add_parser("analyze", help="grade the reps in a video without broker or database")
     analyze.add_argument("video", type=Path)
-    analyze.add_argument("--exercise", default="squat", choices=["squat", "pushup", "curl", "lunge"])
+    analyze.add_argument("--exercise", choices=["squat", "pushup", "curl", "lunge"],
+                         help="default: recognised from the pose within the first rep")
     analyze.add_argument("--json", action="store_true", help="print a list of sets, each with its reps")
     analyze.set_defaults(func=cmd_analyze)
 
@@ -339,7 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
         session.add_argument("--broker", type=_broker, help="HOST[:PORT] of the MQTT broker (default localhost)")
         if name == "checkin":
             session.add_argument("--member", required=True, help="member id")
-            session.add_argument("--exercise", default="squat", choices=["squat", "pushup", "curl", "lunge"])
+            session.add_argument("--exercise", choices=["squat", "pushup", "curl", "lunge"],
+                                 help="default: the node recognises it from the pose within the first rep")
         session.set_defaults(func=func)
 
     broker = sub.add_parser("broker", help="production broker administration")

@@ -108,6 +108,10 @@ class NodeStats(_Message):
     out_queue: int = Field(ge=0, le=_INT64_MAX, description="Outgoing message queue depth now.")
     frames: int = Field(ge=0, le=_INT64_MAX, description="Frames classified since start.")
     no_person: int = Field(ge=0, le=_INT64_MAX, description="Frames without a detected person since start.")
+    exercise_mismatches: int = Field(
+        0, ge=0, le=_INT64_MAX, description="Check-ins since start whose named exercise the pose did not look like "
+        "(the named one is kept)."
+    )
     cpu_temp: Finite | None = Field(None, description="SoC temperature, °C, where the OS exposes it.")
     rss_mb: Finite | None = Field(None, description="Resident memory of the edge process, MiB.")
 
@@ -117,7 +121,10 @@ class SessionMessage(_Message):
 
     v: Literal[1] = PROTOCOL_VERSION
     member: Identifier = Field(description="Member id (no personal data: an opaque id).")
-    exercise: Exercise = Field("squat", description="Exercise the member is doing.")
+    exercise: Exercise | None = Field(
+        None, description="Exercise the member is doing; absent: the node recognises it from the pose within the "
+        "first rep."
+    )
     ts: int | None = Field(None, description="Check-in time, unix milliseconds.")
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from formcheck.local_services import Influxd, Mosquitto, running_influxd, running_mosquitto
 from formcheck.paths import POSE_MODEL, DataMissingError, require_data_dir
-from tests.analyze_floors import BOTTOM_FLOOR, LOSO_FLOORS, floor_verdicts
+from tests.analyze_floors import BOTTOM_FLOOR, LOSO_FLOORS, RECOGNITION_FLOOR, floor_verdicts
 
 
 @pytest.fixture(scope="session")
@@ -75,10 +75,12 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         _FLOOR_VERDICT.append(f"leave-one-source-out not run: {len(missing)} clip(s) of ground_truth.csv "
                               "were not analysed in this run")
         return
+    from aggregator.recognition import RecognitionConfig
     from aggregator.reps import RepConfig
     from models.training import rep_selection as selection
 
-    table = selection.Table.build(selection.load_eval_clips(require_data_dir()))  # frames cached by the tests
+    clips = selection.load_eval_clips(require_data_dir())  # frames cached by the tests
+    table = selection.Table.build(clips)
     results = selection.leave_one_source_out(table)
     _LOSO_ROWS.extend(selection.summary_rows(results))
     exact = {ex: (t.exact, t.clips)
@@ -89,8 +91,17 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     shipped_ok = selection.chosen_config(table) == RepConfig()
     lines.append("shipped rep settings (aggregator/reps.py RepConfig) = the choice on all clips: "
                  + ("ok" if shipped_ok else "DIFFERS: run 'formcheck models evaluate-reps' and update the defaults"))
+    recognised, recognition = selection.recognition_loso(clips)
+    right = sum(r.correct for r in recognised)
+    recognition_below = right < RECOGNITION_FLOOR
+    lines.append(f"exercise recognised: {right}/{len(recognised)} clips (leave-one-source-out), floor "
+                 f"{RECOGNITION_FLOOR}: {'BELOW FLOOR' if recognition_below else 'ok'}")
+    recognition_ok = recognition == RecognitionConfig()
+    lines.append("shipped recognition thresholds (aggregator/recognition.py RecognitionConfig) = the choice on all "
+                 "clips: " + ("ok" if recognition_ok else "DIFFERS: run 'formcheck models evaluate-reps' and update "
+                              "the defaults"))
     _FLOOR_VERDICT.extend(lines)
-    if failed or not shipped_ok:
+    if failed or not shipped_ok or recognition_below or not recognition_ok:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 

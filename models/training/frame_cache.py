@@ -13,13 +13,11 @@ import hashlib
 import os
 from pathlib import Path
 
+from edge_node.classifier import STAND_IN
 from edge_node.offline import classify_video, offline_config
 from formcheck.paths import POSE_MODEL, REPO_ROOT, cache_dir, classifier_model
 from models.training.dataset import file_sha256, pose_pipeline_id
 from protocol.messages import Exercise, FrameMessage
-
-STAND_IN_CLASSIFIER: dict[Exercise, Exercise] = {"lunge": "squat"}
-"""Exercises without a classifier of their own are run with this one's; their frames keep their exercise."""
 
 _EDGE_CODE = ("edge_node", "protocol")
 
@@ -34,7 +32,7 @@ def _code_digest() -> str:
 
 
 def frames_cache_path(video: Path, exercise: Exercise) -> Path:
-    model_exercise = STAND_IN_CLASSIFIER.get(exercise, exercise)
+    model_exercise = STAND_IN.get(exercise, exercise)
     stat = video.stat()
     key = hashlib.sha256("|".join((
         f"{stat.st_size}:{stat.st_mtime_ns}", exercise, file_sha256(POSE_MODEL), pose_pipeline_id(),
@@ -48,9 +46,7 @@ def edge_frames(video: Path, exercise: Exercise) -> list[FrameMessage]:
     cached = frames_cache_path(video, exercise)
     if cached.is_file():
         return [FrameMessage.model_validate_json(line) for line in cached.read_text().splitlines()]
-    model_exercise = STAND_IN_CLASSIFIER.get(exercise, exercise)
-    frames = [frame if frame.exercise == exercise else frame.model_copy(update={"exercise": exercise})
-              for frame in classify_video(offline_config(video, node="eval", exercise=model_exercise))]
+    frames = list(classify_video(offline_config(video, node="eval", exercise=exercise)))
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
     tmp.write_text("".join(frame.model_dump_json() + "\n" for frame in frames))

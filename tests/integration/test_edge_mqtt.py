@@ -129,7 +129,6 @@ def test_broker_down_at_start_is_not_fatal(data_dir: Path, pose_model: Path) -> 
         (["--source", "pyproject.toml"], "cannot open video source"),
         (["--source", "{clip}", "--model", "/nonexistent/model.tflite"], "classifier model not found"),
         (["--source", "{clip}", "--model", "{stale_model}"], "trained on feature spec"),
-        (["--source", "{clip}", "--exercise", "lunge"], "classifier model not found"),
     ],
 )
 def test_user_mistakes_give_one_line_and_status_2(
@@ -153,18 +152,37 @@ def test_user_mistakes_give_one_line_and_status_2(
 def test_session_for_an_exercise_without_model_keeps_the_current_one(
     mosquitto: Mosquitto, data_dir: Path, pose_model: Path
 ) -> None:
+    """A node given one model file (classifier.model) has no model for another exercise a check-in names."""
     from paho.mqtt import publish
 
-    session = json.dumps({"member": "m-17", "exercise": "lunge"})
+    session = json.dumps({"member": "m-17", "exercise": "pushup"})
     publish.single("gym/main/nodes/edge-s/session", session, qos=1, retain=True,
                    hostname=mosquitto.host, port=mosquitto.port)
     rec = Recorder(mosquitto.host, mosquitto.port, "gym/main/nodes/edge-s/frames").start()
+    env = {**run_env(), "FORMCHECK_EDGE__CLASSIFIER__MODEL": str(classifier_model("squat"))}
     try:
         result = subprocess.run(edge_cmd(data_dir / SHORT_CLIP, mosquitto.port, "edge-s", "--realtime", "off"),
-                                capture_output=True, text=True, check=False, timeout=120, env=run_env())
+                                capture_output=True, text=True, check=False, timeout=120, env=env)
         assert result.returncode == 0, result.stderr[-2000:]
         assert rec.wait_for(lambda m: len(m) >= decoded_frames(data_dir / SHORT_CLIP), 10)
     finally:
         rec.stop()
-    assert "asks for lunge but no model exists" in result.stderr
+    assert "asks for pushup but no model exists" in result.stderr
     assert {m.json()["exercise"] for m in rec.of_kind("frames")} == {"squat"}
+
+
+def test_lunge_runs_with_the_squat_model_and_says_so(mosquitto: Mosquitto, data_dir: Path, pose_model: Path) -> None:
+    """No lunge form model is trained: a lunge station classifies with the squat model, its frames say lunge."""
+    rec = Recorder(mosquitto.host, mosquitto.port, "gym/main/nodes/edge-l/#").start()
+    try:
+        result = subprocess.run(edge_cmd(data_dir / SHORT_CLIP, mosquitto.port, "edge-l", "--realtime", "off",
+                                         "--exercise", "lunge"),
+                                capture_output=True, text=True, check=False, timeout=120, env=run_env())
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert rec.wait_for(lambda m: sum(x.topic.endswith("/frames") for x in m) >= decoded_frames(
+            data_dir / SHORT_CLIP), 10)
+    finally:
+        rec.stop()
+    assert {m.json()["exercise"] for m in rec.of_kind("frames")} == {"lunge"}
+    status = rec.of_kind("status")[0].json()
+    assert status["exercise"] == "lunge" and status["model"].startswith("squat"), status

@@ -22,6 +22,7 @@ single frames afterwards.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -219,3 +220,31 @@ def restamp(frames: Iterable[FrameMessage], **update: Any) -> list[FrameMessage]
 
 def _revalidate(frame: FrameMessage, **update: Any) -> FrameMessage:
     return FrameMessage.model_validate({**frame.model_dump(), **update})
+
+
+def exercise_stream(exercise: Exercise, reps: int = 3, *, lean: float = 10.0, stand_s: float = 1.0,
+           rep_s: float = 2.0) -> list[FrameMessage]:
+    """Frames of ``reps`` reps of a body doing ``exercise``; the edge labels them all ``squat`` (no model knows)."""
+    frames: list[FrameMessage] = []
+    n_stand, n_rep = round(stand_s * FPS), round(rep_s * FPS)
+    phases = [0.0] * n_stand
+    for _ in range(reps):
+        phases += [math.sin(math.pi * k / n_rep) for k in range(n_rep)] + [0.0] * n_stand
+    for i, t in enumerate(phases):  # t: 0 at the top of a rep, 1 at its bottom
+        hips = t if exercise in ("squat", "lunge") else 0.0
+        elbow = t if exercise == "curl" else 0.0
+        press = t if exercise == "pushup" else 0.0
+        angles = {
+            "hip_depth": -1.0 + 1.1 * hips, "knee": 170 - 100 * hips, "hip": 175 - 100 * hips,
+            "hip_l": 175 - (120 if exercise == "lunge" else 100) * hips,
+            "hip_r": 175 - (30 if exercise == "lunge" else 100) * hips,
+            "elbow_l": 165 - 125 * elbow, "elbow_r": 165 - 5 * elbow, "elbow": 165 - 65 * elbow - 80 * press,
+            "shoulder_height": 0.9 - 0.6 * press,
+            "trunk_lean": lean + 20 * hips,
+        }
+        frames.append(FrameMessage.model_validate({
+            "node": NODE, "boot": BOOT, "seq": i, "ts": TS0 + round(i * 1000 / FPS), "exercise": "squat",
+            "phase": "standing", "phase_p": {"standing": 0.7, "descending": 0.1, "bottom": 0.1, "ascending": 0.1},
+            "form": "good", "bad_p": 0.05, "angles": {k: round(v, 3) for k, v in angles.items()}, "vis": 0.9,
+        }))
+    return frames

@@ -63,7 +63,7 @@ def test_check_in_with_its_own_time() -> None:
 
 def test_check_in_without_a_time_is_stored_when_received() -> None:
     point = session_point(SITE, "rack-1", SessionMessage(member="m-1042"), RECEIVED, CLOCK)
-    assert point.fields == {"member": "m-1042", "exercise": "squat", "checked_in": True}
+    assert point.fields == {"member": "m-1042", "exercise": "", "checked_in": True}
     assert point.ts_ms == RECEIVED
 
 

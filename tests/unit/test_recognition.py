@@ -1,0 +1,68 @@
+"""Exercise recognition from synthetic pose streams: what moves, and how the body is held, names the exercise."""
+
+from __future__ import annotations
+
+import pytest
+
+from aggregator.recognition import ExerciseRecogniser, RecognitionConfig, recognise
+from protocol.messages import Exercise, FrameMessage
+from tests.unit.synthetic_frames import BOOT, FPS, NODE, TS0, exercise_stream
+
+
+@pytest.mark.parametrize(("exercise", "lean"), [("squat", 10.0), ("lunge", 10.0), ("curl", 5.0), ("pushup", 80.0)])
+def test_each_exercise_is_recognised(exercise: Exercise, lean: float) -> None:
+    result = recognise(exercise_stream(exercise, lean=lean))
+    assert result is not None
+    assert result.exercise == exercise, result.reason
+    assert 0.5 <= result.confidence <= 1.0
+    assert result.reason
+
+
+def test_a_squat_is_named_within_its_first_rep() -> None:
+    frames = exercise_stream("squat", reps=3)
+    recogniser = ExerciseRecogniser()
+    decided_at = next(i for i, f in enumerate(frames) if recogniser.push(f) is not None)
+    first_rep_ends = round(1.0 * FPS) + round(2.0 * FPS)
+    assert decided_at <= first_rep_ends + FPS, f"decided at frame {decided_at}, first rep ends at {first_rep_ends}"
+
+
+def test_one_arm_movement_is_not_yet_a_curl() -> None:
+    """Taking the bar is one arm movement: a curl is named at the second."""
+    recogniser = ExerciseRecogniser()
+    frames = exercise_stream("curl", reps=2)
+    decisions = [recogniser.push(f) for f in frames]
+    first = next(i for i, d in enumerate(decisions) if d is not None)
+    assert first > round(3.0 * FPS), "named a curl after one arm movement"
+    assert decisions[-1] is not None and decisions[-1].exercise == "curl"
+
+
+def test_the_lean_threshold_decides_pushup() -> None:
+    frames = exercise_stream("pushup", lean=55.0)
+    got = recognise(frames, RecognitionConfig(horizontal_lean_deg=50.0))
+    assert got is not None and got.exercise == "pushup"
+    got = recognise(frames, RecognitionConfig(horizontal_lean_deg=60.0))
+    assert got is not None and got.exercise != "pushup"
+
+
+def test_a_closer_call_is_less_sure() -> None:
+    clear = recognise(exercise_stream("pushup", lean=85.0))
+    close = recognise(exercise_stream("pushup", lean=52.0))
+    assert clear is not None and close is not None
+    assert clear.confidence > close.confidence
+
+
+def test_standing_still_is_named_at_the_frame_limit_and_not_sure() -> None:
+    frames = exercise_stream("squat", reps=0, stand_s=40.0)
+    recogniser = ExerciseRecogniser(RecognitionConfig(max_frames=300))
+    decisions = [recogniser.push(f) for f in frames]
+    first = next(i for i, d in enumerate(decisions) if d is not None)
+    assert first == 299
+    result = decisions[first]
+    assert result is not None and result.confidence <= 0.5 and "no rep" in result.reason
+
+
+def test_nobody_seen_is_no_recognition() -> None:
+    empty = [FrameMessage(node=NODE, boot=BOOT, seq=i, ts=TS0 + i * 33, exercise="squat", phase="no_person",
+                          form="good", bad_p=0.0, vis=0.0) for i in range(100)]
+    assert recognise(empty) is None
+    assert recognise([]) is None
