@@ -48,7 +48,7 @@ from aggregator.lean_client import LeanReceiveClient, RawMessage
 from aggregator.mqtt_loop import FlowControlledLoop
 from aggregator.station import Station, StationOutput
 from aggregator.workers import WorkerPool
-from formcheck.broker import connect_properties, make_client
+from formcheck.broker import connect_properties, disconnect_reason, make_client
 from formcheck.queues import DropQueue, QueueClosed
 from formcheck.ratelog import RateLimitedLog
 from protocol.messages import NodeState, NodeStatus
@@ -264,7 +264,7 @@ class Aggregator:
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags, reason: ReasonCode,
                        properties: Properties | None) -> None:
         if self.connected.is_set():
-            log.warning("disconnected from broker (%s); reconnecting", reason)
+            log.warning("disconnected from broker (%s); reconnecting", disconnect_reason(reason))
         self.connected.clear()
 
     def _on_raw_messages(self, messages: list[RawMessage]) -> None:

@@ -22,7 +22,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
 
 from edge_node.config import MqttSection
-from formcheck.broker import connect_properties, make_client
+from formcheck.broker import connect_properties, disconnect_reason, make_client
 from formcheck.queues import DropQueue, QueueClosed
 from formcheck.ratelog import growing_interval
 from protocol.messages import FrameMessage, NodeState, NodeStats, NodeStatus, SessionMessage
@@ -229,7 +229,7 @@ class EdgePublisher:
         was_connected = self.connected.is_set()
         self.connected.clear()
         if was_connected and not self._stopping:
-            log.warning("disconnected from broker (%s); reconnecting with backoff", reason)
+            log.warning("disconnected from broker (%s); reconnecting with backoff", disconnect_reason(reason))
 
     def _on_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Properties | None

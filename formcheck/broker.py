@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
-from typing import TypeVar, overload
+from typing import Final, TypeVar, overload
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import Field, SecretStr, field_validator
 
 from formcheck.paho_compat import TolerantPubackClient
@@ -95,3 +96,19 @@ def connect_properties(session_expiry_s: int = 0, receive_maximum: int | None = 
     if receive_maximum is not None:
         props.ReceiveMaximum = receive_maximum
     return props
+
+
+SESSION_TAKEN_OVER: Final = 0x8E
+"""MQTT 5 DISCONNECT reason: another connection came in with this client id."""
+
+
+def disconnect_reason(reason: ReasonCode) -> str:
+    """The broker's reason for a disconnect, for one log line, with what to do where the operator can act.
+
+    The shipped broker uses each account's name as its client id (``use_username_as_clientid``, so no account
+    can take over another's session): a second connection with the same account takes the first one's place.
+    """
+    if reason.value == SESSION_TAKEN_OVER:
+        return (f"{reason}: another client logged in with the same account; every node, aggregator, display and "
+                "tool needs an account of its own")
+    return str(reason)

@@ -214,8 +214,11 @@ def connect(
     ca: Path | None = None,
     cert: tuple[Path, Path] | None = None,
     expect_connack: bool = True,
+    client_id: str | None = None,
+    session_expiry_s: int = 0,
 ) -> Conn:
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"t-{username}-{time.monotonic_ns()}",
+    """``session_expiry_s`` > 0: an MQTT 5 persistent session (clean start off), like the aggregator's."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id or f"t-{username}-{time.monotonic_ns()}",
                          protocol=protocol, transport=transport, reconnect_on_failure=False)  # type: ignore[arg-type]
     conn = Conn(client)
 
@@ -242,7 +245,12 @@ def connect(
     if protocol == mqtt.MQTTv5:
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.ReceiveMaximum = 1000  # see DESIGN.md: paho's MQTT 5 default throttles QoS 1 delivery
-    client.connect("127.0.0.1", port, keepalive=10, properties=props)
+        if session_expiry_s:
+            props.SessionExpiryInterval = session_expiry_s
+    if protocol == mqtt.MQTTv5:
+        client.connect("127.0.0.1", port, keepalive=10, properties=props, clean_start=not session_expiry_s)
+    else:
+        client.connect("127.0.0.1", port, keepalive=10)
     client.loop_start()
     if expect_connack:
         deadline = time.monotonic() + WAIT
@@ -353,9 +361,11 @@ def test_member_reads_only_their_own_notifications(broker: Broker, clients: list
     assert bob.wait_for(T.member_notifications("bob"), b"bob's set")
     assert alice.wait_for(T.member_notifications("alice"), b"alice's set")
     assert alice.received(T.member_notifications("bob")) == []
-    # Retained messages are checked too: a new subscription to both gets only her own retained set.
+    # Retained messages are checked too: a new subscription to both gets only her own retained set. (Her second
+    # login replaces the first: the account's name is its client id, one connection per account.)
     late = login(broker, "alice")
     clients.append(late)
+    assert alice.closed.wait(WAIT), "a second login with the same account replaces the first"
     late.subscribe(T.member_notifications("bob"), T.member_notifications("alice"))
     assert late.wait_for(T.member_notifications("alice"), b"alice's set")
     assert late.received(T.member_notifications("bob")) == []
@@ -364,8 +374,8 @@ def test_member_reads_only_their_own_notifications(broker: Broker, clients: list
     node_a = login(broker, "st-a")
     clients.append(node_a)
     agg.subscribe(T.all_nodes("frames"))
-    assert alice.publish(T.member_notifications("alice"), b"self-made") == "Not authorized"
-    assert alice.publish(T.node("alice", "frames"), b"phantom") == "Not authorized"
+    assert late.publish(T.member_notifications("alice"), b"self-made") == "Not authorized"
+    assert late.publish(T.node("alice", "frames"), b"phantom") == "Not authorized"
     # Alice's PUBACK came back before the barrier left: had the broker accepted her frame, it would be ahead.
     assert node_a.publish(T.node("st-a", "frames"), b"barrier-member") == "Success"
     assert agg.wait_for(T.node("st-a", "frames"), b"barrier-member")
@@ -498,3 +508,71 @@ def test_client_certificate_option_and_account_removal(
         assert desk.closed.wait(WAIT), "the removed account's existing connection survived the reload"
     finally:
         server.stop()
+
+
+# --- issue 13: one account cannot use another client's id -------------------------------------------------------
+
+AGGREGATOR_ID = "formcheck-aggregator-main-a"  # what the aggregator would send: guessable
+
+
+@pytest.mark.security
+def test_every_listener_uses_the_account_name_as_client_id() -> None:
+    blocks = CONF.read_text().split("\nlistener ")[1:]
+    assert len(blocks) == 3
+    for block in blocks:
+        settings = [line.strip() for line in block.splitlines() if line.strip() and not line.startswith("#")]
+        assert "use_username_as_clientid true" in settings, block.splitlines()[0]
+    global_section = CONF.read_text().split("\nlistener ")[0]
+    assert not any(line.startswith("use_username_as_clientid") for line in global_section.splitlines())
+
+
+@pytest.mark.security
+@pytest.mark.parametrize("port", ["mqtt", "tls"])
+def test_member_using_the_aggregators_id_neither_disconnects_it_nor_takes_its_queue(
+    broker: Broker, clients: list[Conn], port: str
+) -> None:
+    tls = {"ca": broker.tls / "formcheck-ca.crt"} if port == "tls" else {}
+    number = broker.tls_port if port == "tls" else broker.mqtt_port
+    frames = T.node("st-a", "frames")
+    agg = connect(number, "agg", broker.passwords["agg"], client_id=AGGREGATOR_ID, session_expiry_s=600, **tls)
+    node = login(broker, "st-a")
+    clients += [agg, node]
+    assert agg.connected.is_set()
+    assert agg.subscribe(frames) == ["Granted QoS 1"]
+    # While it is connected: a member logs in with its id, clean start.
+    intruder = connect(number, "alice", broker.passwords["alice"], client_id=AGGREGATOR_ID, **tls)
+    clients.append(intruder)
+    assert intruder.connected.is_set()
+    intruder.subscribe(frames)  # granted or not, the ACL lets no frame through to a member
+    assert node.publish(frames, f"{port}-live".encode()) == "Success"
+    assert agg.wait_for(frames, f"{port}-live".encode()), "the aggregator lost its connection or its subscription"
+    assert not agg.closed.is_set()
+    assert intruder.received(frames) == []
+    # While it is away: frames queue in its persistent session; the member's clean-start login with the same id
+    # must neither receive them nor wipe them.
+    agg.close()
+    for i in range(3):
+        assert node.publish(frames, f"{port}-queued-{i}".encode()) == "Success"
+    thief = connect(number, "bob", broker.passwords["bob"], client_id=AGGREGATOR_ID, **tls)
+    clients.append(thief)
+    assert thief.connected.is_set()
+    time.sleep(0.3)
+    assert thief.received(frames) == []
+    back = connect(number, "agg", broker.passwords["agg"], client_id=AGGREGATOR_ID, session_expiry_s=600, **tls)
+    clients.append(back)
+    for i in range(3):
+        assert back.wait_for(frames, f"{port}-queued-{i}".encode()), f"queued frame {i} was lost"
+
+
+@pytest.mark.security
+def test_member_using_a_nodes_id_does_not_disconnect_it(broker: Broker, clients: list[Conn]) -> None:
+    node = connect(broker.mqtt_port, "st-b", broker.passwords["st-b"], client_id="st-b")
+    clients.append(node)
+    assert node.connected.is_set()
+    intruder = connect(broker.mqtt_port, "alice", broker.passwords["alice"], client_id="st-b")
+    clients.append(intruder)
+    assert intruder.connected.is_set()
+    time.sleep(0.3)
+    assert not node.closed.is_set(), "the node was disconnected (its Last Will would fire)"
+    assert node.publish(T.node("st-b", "frames"), b"still here") in ("Success", "No matching subscribers")
+
