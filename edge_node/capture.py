@@ -52,6 +52,19 @@ class FrameSource(Protocol):
     def close(self) -> None: ...
 
 
+def redacted(uri: str) -> str:
+    """``uri`` fit for a log line: a password in it (``rtsp://user:secret@host``) becomes ``***``."""
+    if "://" not in uri:
+        return uri
+    scheme, rest = uri.split("://", 1)
+    authority, slash, path = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")
+    if not at:
+        return uri
+    user, colon, _password = userinfo.partition(":")
+    return f"{scheme}://{user}{':***' if colon else ''}@{host}{slash}{path}"
+
+
 def _source_kind(uri: str) -> str:
     if uri == "picamera2":
         return "picamera2"
@@ -101,7 +114,7 @@ class OpenCvSource:
             cap = open_video_file(path)
         if not cap.isOpened():
             cap.release()
-            raise SourceError(f"cannot open video source {cfg.uri!r} ({self.kind})")
+            raise SourceError(f"cannot open video source {redacted(cfg.uri)!r} ({self.kind})")
         self._cap = cap
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         self.fps = fps if 1.0 <= fps <= 240.0 else None
@@ -195,7 +208,7 @@ class CaptureThread(threading.Thread):
                     if not source.live:
                         log.info("end of video after %d frames", index)
                         break
-                    log.warning("video source %r stopped delivering frames; reopening", self._cfg.uri)
+                    log.warning("video source %r stopped delivering frames; reopening", redacted(self._cfg.uri))
                     source.close()
                     self._source = None
                     continue
@@ -236,6 +249,6 @@ class CaptureThread(threading.Thread):
                 delay = min(delay * 2, self._cfg.reconnect_max_s)
                 continue
             self.reopened += 1
-            log.info("video source %r reopened", self._cfg.uri)
+            log.info("video source %r reopened", redacted(self._cfg.uri))
             return self._source
         return None

@@ -9,7 +9,7 @@ import threading
 import time
 from types import FrameType
 
-from edge_node.capture import CapturedFrame, CaptureThread, SourceError, open_source
+from edge_node.capture import CapturedFrame, CaptureThread, SourceError, open_source, redacted
 from edge_node.classifier import ModelLoadError
 from edge_node.config import ConfigError, EdgeConfig
 from edge_node.exercise_gate import ExerciseGate
@@ -84,7 +84,7 @@ def run_edge(config: EdgeConfig, stop: threading.Event | None = None) -> int:
     capture = CaptureThread(config.source, source, frames)
     _install_signal_handlers(stop)
     log.info("edge node %s/%s boot %s: %s source %r, %s model %s", config.node.site, config.node.id, boot,
-             source.kind, config.source.uri, processor.exercise, processor.classifier.version)
+             source.kind, redacted(config.source.uri), processor.exercise, processor.classifier.version)
     publisher.start()
     capture.start()
     window = StatsWindow(node=config.node.id, boot=boot)
