@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from aggregator.recognition import RecognitionConfig
 from formcheck.broker import BrokerSection
@@ -25,12 +26,23 @@ __all__ = ["ConfigError", "EdgeConfig", "example_yaml", "load_config"]
 
 
 class NodeSection(Section):
-    id: str = Field("node-1", description="Station id: a topic level and an InfluxDB tag (letters, digits, _ . -).")
+    id: str = Field(
+        description="Station id: a topic level and an InfluxDB tag (letters, digits, _ . -), and the node's broker "
+        "account name. Required: two nodes with the same id would mix their frames.",
+        examples=["squat-rack-1"],
+    )
     site: str = Field("main", description="Gym/site id, second topic level.")
     exercise: Exercise = Field("squat", description="Exercise classified until a session message says otherwise.")
     follow_session: bool = Field(
         True, description="Switch exercise when the station's retained session message names another one."
     )
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _required_id(cls, value: object) -> object:
+        if value is None:  # `id:` left empty, as in the example config
+            raise PydanticCustomError("missing", "required, it has no default")
+        return value
 
     @field_validator("id", "site")
     @classmethod
@@ -136,7 +148,7 @@ class StatsSection(Section):
 class EdgeConfig(Section):
     """Everything an edge node needs."""
 
-    node: NodeSection = Field(default_factory=NodeSection, description="Station identity.")
+    node: NodeSection = Field(description="Station identity (node.id is required).")
     source: SourceSection = Field(default_factory=SourceSection, description="Video input.")
     pose: PoseSection = Field(default_factory=PoseSection, description="Pose estimation.")
     classifier: ClassifierSection = Field(default_factory=ClassifierSection, description="Phase/form model.")
@@ -147,6 +159,14 @@ class EdgeConfig(Section):
     mqtt: MqttSection = Field(default_factory=MqttSection, description="Broker connection.")
     stats: StatsSection = Field(default_factory=StatsSection, description="Health reporting.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log verbosity.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _node_section(cls, data: Any) -> Any:
+        # A missing section reports its missing id ("node.id: required"), not a bare "node: required".
+        if isinstance(data, dict) and "node" not in data:
+            return {**data, "node": {}}
+        return data
 
     @model_validator(mode="after")
     def _backoff(self) -> EdgeConfig:

@@ -65,12 +65,13 @@ def env_overrides(environ: dict[str, str], prefix: str) -> dict[str, Any]:
 
 
 def describe_error(exc: ValidationError) -> str:
-    """One line for the operator: the first problem, its field, and how many more."""
-    errors = exc.errors()
-    first = errors[0]
-    where = ".".join(str(p) for p in first["loc"]) or "config"
-    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{where}: {first['msg']}{more}"
+    """One line for the operator naming every problem and its field (a fix should not reveal the next one)."""
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"]) or "config"
+        message = "required, it has no default" if error["type"] == "missing" else error["msg"]
+        problems.append(f"{where}: {message}")
+    return "; ".join(problems)
 
 
 def load_settings(
@@ -88,7 +89,10 @@ def load_settings(
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"config file {path} is not valid YAML{where}: {problem}") from exc
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must be a mapping of sections")
         data = loaded or {}
@@ -102,7 +106,7 @@ def load_settings(
 
 def example_yaml(model: type[BaseModel], title: str) -> str:
     """A commented YAML file with every field and its default."""
-    lines = [f"# {title}. Every key is optional; shown values are the defaults."]
+    lines = [f"# {title}. Shown values are the defaults; a key marked required has none and must be set."]
 
     def walk(section: type[BaseModel], indent: int) -> None:
         for name, field in section.model_fields.items():
@@ -112,6 +116,10 @@ def example_yaml(model: type[BaseModel], title: str) -> str:
             if isinstance(annotation, type) and issubclass(annotation, BaseModel):
                 lines.append(f"{pad}{name}:")
                 walk(annotation, indent + 1)
+                continue
+            if field.is_required():
+                example = f", e.g. {field.examples[0]}" if field.examples else ""
+                lines.append(f"{pad}{name}:  # required{example}")
                 continue
             default = field.get_default(call_default_factory=True)
             if isinstance(default, BaseModel):

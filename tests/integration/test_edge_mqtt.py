@@ -123,12 +123,13 @@ def test_broker_down_at_start_is_not_fatal(data_dir: Path, pose_model: Path) -> 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--source", "/nonexistent/clip.mp4"], "video file not found"),
+        (["--source", "/nonexistent/clip.mp4", "--node", "n1"], "video file not found"),
         (["--source", "0", "--node", "bad/id"], "node.id"),
+        (["--source", "{clip}"], "node.id: required, it has no default"),
         (["--config", "/nonexistent.yaml"], "cannot read config file"),
-        (["--source", "pyproject.toml"], "cannot open video source"),
-        (["--source", "{clip}", "--model", "/nonexistent/model.tflite"], "classifier model not found"),
-        (["--source", "{clip}", "--model", "{stale_model}"], "trained on feature spec"),
+        (["--source", "pyproject.toml", "--node", "n1"], "cannot open video source"),
+        (["--source", "{clip}", "--node", "n1", "--model", "/nonexistent/model.tflite"], "classifier model not found"),
+        (["--source", "{clip}", "--node", "n1", "--model", "{stale_model}"], "trained on feature spec"),
     ],
 )
 def test_user_mistakes_give_one_line_and_status_2(

@@ -92,6 +92,7 @@ def test_demo_edge_environment_is_valid_config() -> None:
     environ = _service_env("edge-demo", "FORMCHECK_EDGE__")
     config = load_edge_config(None, environ=environ)
     assert config.mqtt.host == "mosquitto"
+    assert config.node.id == config.mqtt.username, "a node's id is its broker account's name"
 
 
 @pytest.mark.parametrize("service", ["aggregator", "edge-demo"])
