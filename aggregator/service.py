@@ -48,7 +48,7 @@ from aggregator.lean_client import LeanReceiveClient, RawMessage
 from aggregator.mqtt_loop import FlowControlledLoop
 from aggregator.station import Station, StationOutput
 from aggregator.workers import WorkerPool
-from formcheck.broker import connect_properties, disconnect_reason, make_client
+from formcheck.broker import connect_properties, disconnect_reason, make_client, unreachable_reason
 from formcheck.queues import DropQueue, QueueClosed
 from formcheck.ratelog import RateLimitedLog
 from protocol.messages import NodeState, NodeStatus
@@ -168,7 +168,8 @@ class Aggregator:
         )
         self._loop.start()
         if not self.connected.wait(cfg.connect_timeout_s):
-            log.warning("broker %s:%d not reachable yet; retrying with backoff", cfg.host, cfg.port)
+            log.warning("broker %s:%d not reachable yet (%s); retrying with backoff", cfg.host, cfg.port,
+                        unreachable_reason(cfg.host, cfg.port))
 
     def run(self, stop: threading.Event) -> int:
         """Process messages until ``stop`` is set (or the worker fails); returns the exit status."""

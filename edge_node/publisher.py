@@ -22,7 +22,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
 
 from edge_node.config import MqttSection
-from formcheck.broker import connect_properties, disconnect_reason, make_client
+from formcheck.broker import connect_properties, disconnect_reason, make_client, unreachable_reason
 from formcheck.queues import DropQueue, QueueClosed
 from formcheck.ratelog import growing_interval
 from protocol.messages import FrameMessage, NodeState, NodeStats, NodeStatus, SessionMessage
@@ -103,7 +103,8 @@ class EdgePublisher:
             return True
         log.warning(
             "broker %s:%d not reachable yet (%s); classifying and queueing up to %d frames meanwhile",
-            self._cfg.host, self._cfg.port, self._last_refusal or "no answer", self._cfg.out_queue,
+            self._cfg.host, self._cfg.port,
+            self._last_refusal or unreachable_reason(self._cfg.host, self._cfg.port), self._cfg.out_queue,
         )
         return False
 

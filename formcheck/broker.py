@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import ssl
 from pathlib import Path
 from typing import Final, TypeVar, overload
@@ -112,3 +113,23 @@ def disconnect_reason(reason: ReasonCode) -> str:
         return (f"{reason}: another client logged in with the same account; every node, aggregator, display and "
                 "tool needs an account of its own")
     return str(reason)
+
+
+def unreachable_reason(host: str, port: int, timeout_s: float = 2.0) -> str:
+    """Why no MQTT connection came about, in words an installer can act on (one plain TCP probe)."""
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        return f"the name {host!r} does not resolve (check the host name and DNS)"
+    family, kind, proto, _, address = addresses[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.settimeout(timeout_s)
+        try:
+            probe.connect(address)
+        except ConnectionRefusedError:
+            return f"connection refused: nothing listens on {host}:{port} (broker down, or another port)"
+        except TimeoutError:
+            return f"no answer within {timeout_s:g} s from {host}:{port} (host down, or a firewall drops it)"
+        except OSError as exc:
+            return f"cannot connect to {host}:{port}: {exc.strerror or exc}"
+    return f"{host}:{port} accepts TCP connections but gave no MQTT answer (TLS port, or not a broker?)"

@@ -169,36 +169,78 @@ def cmd_aggregator(args: argparse.Namespace) -> int:
     return run_aggregator(config)
 
 
-def _publish_session(args: argparse.Namespace, payload: bytes) -> int:
-    import paho.mqtt.client as mqtt
+_BROKER_WAIT_S = 5.0
 
-    from formcheck.broker import BrokerSection, connect_properties, make_client
+
+def _publish_session(args: argparse.Namespace, payload: bytes) -> int:
+    """Publish a check-in or check-out and return only once the broker has acknowledged it."""
+    import ssl
+    import threading
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    from formcheck.broker import BrokerSection, connect_properties, make_client, unreachable_reason
     from formcheck.settings import ConfigError, load_settings
     from protocol.topics import TopicError, Topics
 
     host, port = args.broker or ("localhost", None)
+    given: dict[str, Any] = {"host": host, **({"port": port} if port else {})}
+    if args.username:
+        given["username"] = args.username
+    if args.password_file:
+        given["password_file"] = args.password_file
+    if args.tls_ca:
+        given["tls"] = {"ca_file": args.tls_ca}
     try:
-        cfg = load_settings(BrokerSection, None, {"host": host, **({"port": port} if port else {})}, None,
-                            "FORMCHECK_MQTT__")
-        topic = Topics(site=args.site).node(args.node, "session")
+        cfg = load_settings(BrokerSection, None, given, None, "FORMCHECK_MQTT__")
+        topic = Topics(site=args.site, prefix=cfg.prefix).node(args.node, "session")
+        client = make_client(cfg, f"formcheck-session-{args.node}")
     except (ConfigError, TopicError) as exc:
         raise CliError(str(exc)) from exc
-    client = make_client(cfg, f"formcheck-session-{args.node}")
+    except OSError as exc:  # TLS files
+        raise CliError(f"cannot use the TLS files: {exc.strerror or exc}") from exc
+    connack: list[ReasonCode] = []
+    puback: dict[int, ReasonCode] = {}
+    connected = threading.Event()
+    acked = threading.Event()
+
+    def on_connect(c: mqtt.Client, u: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
+        connack.append(reason)
+        connected.set()
+
+    def on_publish(c: mqtt.Client, u: Any, mid: int, reason: ReasonCode, props: Any) -> None:
+        puback[mid] = reason
+        acked.set()
+
+    client.on_connect = on_connect
+    client.on_publish = on_publish
     try:
         client.connect(cfg.host, cfg.port, keepalive=10, properties=connect_properties())
-    except OSError as exc:
-        raise CliError(f"cannot reach broker {cfg.host}:{cfg.port}: {exc.strerror or exc}") from exc
+    except ssl.SSLError as exc:
+        raise CliError(f"TLS with broker {cfg.host}:{cfg.port} failed: {exc.reason or exc}"
+                       + (f" ({exc.verify_message})" if isinstance(exc, ssl.SSLCertVerificationError) else "")
+                       ) from None
+    except OSError:
+        raise CliError(f"cannot reach broker {cfg.host}:{cfg.port}: {unreachable_reason(cfg.host, cfg.port)}") from None
     client.loop_start()
-    info = client.publish(topic, payload, qos=1, retain=True)
     try:
-        info.wait_for_publish(timeout=5.0)
-    except (RuntimeError, ValueError) as exc:
-        raise CliError(f"broker did not accept the session message: {exc}") from exc
+        if not connected.wait(_BROKER_WAIT_S):
+            raise CliError(f"no answer from broker {cfg.host}:{cfg.port} within {_BROKER_WAIT_S:g} s: "
+                           f"{unreachable_reason(cfg.host, cfg.port)}")
+        if connack[0].is_failure:
+            raise CliError(f"broker {cfg.host}:{cfg.port} refused the login: {connack[0]}"
+                           + ("" if cfg.username else " (no --username given)"))
+        info = client.publish(topic, payload, qos=1, retain=True)
+        if not acked.wait(_BROKER_WAIT_S) or info.mid not in puback:
+            raise CliError(f"broker {cfg.host}:{cfg.port} did not acknowledge the session message within "
+                           f"{_BROKER_WAIT_S:g} s: nothing was delivered")
+        if puback[info.mid].is_failure:
+            raise CliError(f"broker refused the session message on {topic}: {puback[info.mid]} "
+                           f"(account {cfg.username!r} may not write station sessions)")
     finally:
         client.disconnect()
         client.loop_stop()
-    if info.rc != mqtt.MQTT_ERR_SUCCESS:
-        raise CliError(f"broker did not accept the session message: {mqtt.error_string(info.rc)}")
     print(f"{topic}: {payload.decode() or '(checked out)'}")
     return 0
 
@@ -338,6 +380,10 @@ def build_parser() -> argparse.ArgumentParser:
         session.add_argument("--node", required=True, help="station id")
         session.add_argument("--site", default="main", help="site id")
         session.add_argument("--broker", type=_broker, help="HOST[:PORT] of the MQTT broker (default localhost)")
+        session.add_argument("--username", help="broker account (staff role; or FORMCHECK_MQTT__USERNAME)")
+        session.add_argument("--password-file", type=Path,
+                             help="file whose first line is the password (or FORMCHECK_MQTT__PASSWORD)")
+        session.add_argument("--tls-ca", type=Path, help="CA certificate of the broker: connect with TLS (port 8883)")
         if name == "checkin":
             session.add_argument("--member", required=True, help="member id")
             session.add_argument("--exercise", choices=["squat", "pushup", "curl", "lunge"],

@@ -14,6 +14,7 @@ import pwd
 import signal
 import ssl
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -576,3 +577,84 @@ def test_member_using_a_nodes_id_does_not_disconnect_it(broker: Broker, clients:
     assert not node.closed.is_set(), "the node was disconnected (its Last Will would fire)"
     assert node.publish(T.node("st-b", "frames"), b"still here") in ("Success", "No matching subscribers")
 
+
+
+# --- issue 13 item 12: check-in says what the broker answered ---------------------------------------------------
+
+
+def checkin(broker: Broker, tmp_path: Path, *extra: str, account: str | None = None,
+            command: str = "checkin") -> subprocess.CompletedProcess[str]:
+    args = [command, "--node", "st-a", "--broker", f"127.0.0.1:{broker.mqtt_port}", *extra]
+    if command == "checkin":
+        args += ["--member", "alice"]
+    if account is not None:
+        secret = tmp_path / f"{account}.password"
+        secret.write_text(broker.passwords[account] + "\n")
+        args += ["--username", account, "--password-file", str(secret)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FORMCHECK_MQTT__")}
+    return subprocess.run([sys.executable, "-m", "formcheck.cli", *args], capture_output=True, text=True,
+                          check=False, timeout=60, env=env)
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode != 0, result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("formcheck: error: "), result.stderr
+    return lines[0]
+
+
+@pytest.mark.operations
+def test_checkin_without_login_says_not_authorised(broker: Broker, tmp_path: Path) -> None:
+    line = one_error_line(checkin(broker, tmp_path))
+    assert "refused the login: Not authorized" in line and "no --username" in line
+
+
+@pytest.mark.operations
+def test_checkin_by_an_account_that_may_not_write_sessions_fails(broker: Broker, tmp_path: Path) -> None:
+    line = one_error_line(checkin(broker, tmp_path, account="bob"))
+    assert "refused the session message" in line and "Not authorized" in line
+
+
+@pytest.mark.operations
+def test_staff_checkin_and_checkout_are_acknowledged(broker: Broker, tmp_path: Path, clients: list[Conn]) -> None:
+    done = checkin(broker, tmp_path, "--exercise", "pushup", account="desk")
+    assert done.returncode == 0, done.stderr
+    watcher = login(broker, "agg")
+    clients.append(watcher)
+    watcher.subscribe(T.node("st-a", "session"))
+    deadline = time.monotonic() + WAIT
+    while not watcher.received(T.node("st-a", "session")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert b'"member":"alice"' in watcher.received(T.node("st-a", "session"))[0]
+    out = checkin(broker, tmp_path, account="desk", command="checkout")
+    assert out.returncode == 0, out.stderr
+    assert "(checked out)" in out.stdout
+
+
+@pytest.mark.operations
+def test_checkin_to_a_tls_listener_with_the_ca(broker: Broker, tmp_path: Path) -> None:
+    secret = tmp_path / "desk.password"
+    secret.write_text(broker.passwords["desk"])
+    result = subprocess.run(
+        [sys.executable, "-m", "formcheck.cli", "checkin", "--node", "st-b", "--member", "bob",
+         "--broker", f"127.0.0.1:{broker.tls_port}", "--username", "desk", "--password-file", str(secret),
+         "--tls-ca", str(broker.tls / "formcheck-ca.crt")],
+        capture_output=True, text=True, check=False, timeout=60)
+    assert result.returncode == 0, result.stderr
+    # The certificate names 127.0.0.1 only: by another name the broker is not the one the CA vouches for.
+    wrong_name = subprocess.run(
+        [sys.executable, "-m", "formcheck.cli", "checkin", "--node", "st-b", "--member", "bob",
+         "--broker", f"localhost:{broker.tls_port}", "--username", "desk", "--password-file", str(secret),
+         "--tls-ca", str(broker.tls / "formcheck-ca.crt")],
+        capture_output=True, text=True, check=False, timeout=60)
+    assert "TLS with broker" in one_error_line(wrong_name)
+
+
+@pytest.mark.operations
+def test_unreachable_broker_says_why(tmp_path: Path) -> None:
+    for target, words in ((f"127.0.0.1:{free_port()}", "connection refused"),
+                          ("no-such-broker.invalid", "does not resolve")):
+        result = subprocess.run([sys.executable, "-m", "formcheck.cli", "checkin", "--node", "st-a", "--member",
+                                 "alice", "--broker", target], capture_output=True, text=True, check=False,
+                                timeout=60)
+        assert words in one_error_line(result)
