@@ -137,6 +137,8 @@ def analyze_frames(frames: Iterable[FrameMessage], video: str, exercise: Exercis
 
 
 def run_analyze(video: Path, exercise: Exercise | None, as_json: bool) -> int:
+    if video.is_dir():
+        raise FileNotFoundError(f"{video} is a directory, not a video file")
     if not video.is_file():
         raise FileNotFoundError(f"video not found: {video}")
     progress = None if as_json else sys.stdout

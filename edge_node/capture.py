@@ -109,6 +109,8 @@ class OpenCvSource:
             cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1.0)  # a phone streaming portrait video flags it too
         else:
             path = Path(cfg.uri)
+            if path.is_dir():
+                raise SourceError(f"{path} is a directory, not a video file")
             if not path.is_file():
                 raise SourceError(f"video file not found: {path}")
             cap = open_video_file(path)
@@ -116,6 +118,9 @@ class OpenCvSource:
             cap.release()
             raise SourceError(f"cannot open video source {redacted(cfg.uri)!r} ({self.kind})")
         self._cap = cap
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if self.kind == "file" else 0
+        self.frame_count: int | None = count if count > 0 else None
+        """Frames the file's header announces (None for live sources): a file that ends well short was cut."""
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         self.fps = fps if 1.0 <= fps <= 240.0 else None
 
@@ -206,7 +211,13 @@ class CaptureThread(threading.Thread):
                 rgb = source.read()
                 if rgb is None:
                     if not source.live:
-                        log.info("end of video after %d frames", index)
+                        announced = getattr(source, "frame_count", None)
+                        if announced is not None and index < announced - max(2, announced // 50):
+                            log.warning("the video file ended early: %d of the %d frames its header announces "
+                                        "could be decoded (cut off or damaged); graded up to there", index,
+                                        announced)
+                        else:
+                            log.info("end of video after %d frames", index)
                         break
                     log.warning("video source %r stopped delivering frames; reopening", redacted(self._cfg.uri))
                     source.close()

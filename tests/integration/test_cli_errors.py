@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +16,7 @@ from formcheck.local_services import free_port
     [
         (["analyze", "/nonexistent/clip.mp4"], "video not found"),
         (["analyze", "pyproject.toml"], "cannot open video source"),
+        pytest.param(["analyze", "tests"], "tests is a directory, not a video file", marks=pytest.mark.operations),
         (["checkin", "--node", "rack-1", "--member", "bad member"], "invalid member id"),
         (["checkin", "--node", "bad/node", "--member", "m1"], "node id"),
         (["checkout", "--node", "rack-1", "--broker", f"127.0.0.1:{free_port()}"], "cannot reach broker"),
@@ -29,3 +31,19 @@ def test_mistakes_give_one_line_and_status_2(args: list[str], message: str) -> N
     assert len(errors) == 1, result.stderr
     assert message in errors[0]
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.operations
+@pytest.mark.data
+def test_a_cut_off_video_is_graded_up_to_where_it_ends_and_says_so(data_dir: Path, tmp_path: Path) -> None:
+    whole = data_dir / "videos/squat/squat_side_bodyweight_b.mp4"  # index ("moov") at the start: still opens
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * 0.6)])
+    result = subprocess.run([sys.executable, "-m", "formcheck.cli", "analyze", str(cut), "--exercise", "squat"],
+                            capture_output=True, text=True, check=False, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "the video file ended early" in result.stderr and "of the 96 frames" in result.stderr
+    whole_run = subprocess.run([sys.executable, "-m", "formcheck.cli", "analyze", str(whole), "--exercise", "squat"],
+                               capture_output=True, text=True, check=False, timeout=120)
+    assert "ended early" not in whole_run.stderr
+
