@@ -21,6 +21,7 @@ import numpy.typing as npt
 
 from edge_node.config import SourceSection
 from formcheck.queues import DropQueue, QueueClosed
+from formcheck.ratelog import growing_interval
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,8 @@ def redacted(uri: str) -> str:
     return f"{scheme}://{user}{':***' if colon else ''}@{host}{slash}{path}"
 
 
-def _source_kind(uri: str) -> str:
+def source_kind(uri: str) -> str:
+    """file, camera, url or picamera2."""
     if uri == "picamera2":
         return "picamera2"
     if uri.isdigit():
@@ -92,7 +94,7 @@ class OpenCvSource:
     """Camera (V4L2), video file, or RTSP/HTTP stream through OpenCV."""
 
     def __init__(self, cfg: SourceSection) -> None:
-        self.kind = _source_kind(cfg.uri)
+        self.kind = source_kind(cfg.uri)
         self.live = self.kind != "file"
         if self.kind == "camera":
             cap = cv2.VideoCapture(int(cfg.uri), cv2.CAP_V4L2)
@@ -173,7 +175,7 @@ class Picamera2Source:
 
 def open_source(cfg: SourceSection) -> FrameSource:
     """Open the configured source or raise :class:`SourceError`."""
-    if _source_kind(cfg.uri) == "picamera2":
+    if source_kind(cfg.uri) == "picamera2":
         return Picamera2Source(cfg)
     return OpenCvSource(cfg)
 
@@ -181,7 +183,8 @@ def open_source(cfg: SourceSection) -> FrameSource:
 class CaptureThread(threading.Thread):
     """Reads a source into a :class:`DropQueue` until end of file or :meth:`stop`."""
 
-    def __init__(self, cfg: SourceSection, source: FrameSource, frames: DropQueue[CapturedFrame]) -> None:
+    def __init__(self, cfg: SourceSection, source: FrameSource | None, frames: DropQueue[CapturedFrame]) -> None:
+        """``source`` None: a live source (camera, stream) not ready yet, opened with backoff once running."""
         super().__init__(name="capture", daemon=True)
         self._cfg = cfg
         self._source: FrameSource | None = source
@@ -189,12 +192,18 @@ class CaptureThread(threading.Thread):
         self._stop_event = threading.Event()
         self.captured = 0
         self.reopened = 0
-        self.kind = source.kind
+        self.open_failures = 0
+        self.kind = source.kind if source is not None else source_kind(cfg.uri)
         self.error: str | None = None
         # Files read faster than real time get capture times from their own
         # frame rate, so downstream timing (tempo, rest) matches the video.
-        self._paced = source.live or cfg.realtime
-        self._fps = source.fps or 30.0
+        self._paced = source is None or source.live or cfg.realtime
+        self._fps = (source.fps if source is not None else None) or 30.0
+
+    @property
+    def source_ok(self) -> bool:
+        """The source is open (False while a lost or not yet ready camera is being retried)."""
+        return self._source is not None
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -256,7 +265,10 @@ class CaptureThread(threading.Thread):
             try:
                 self._source = open_source(self._cfg)
             except SourceError as exc:
-                log.warning("%s; retrying in %.0f s", exc, min(delay * 2, self._cfg.reconnect_max_s))
+                self.open_failures += 1
+                if growing_interval(self.open_failures):
+                    log.warning("%s (%d attempts so far); retrying every %.0f s at most", exc, self.open_failures,
+                                self._cfg.reconnect_max_s)
                 delay = min(delay * 2, self._cfg.reconnect_max_s)
                 continue
             self.reopened += 1

@@ -9,7 +9,7 @@ import threading
 import time
 from types import FrameType
 
-from edge_node.capture import CapturedFrame, CaptureThread, SourceError, open_source, redacted
+from edge_node.capture import CapturedFrame, CaptureThread, FrameSource, SourceError, open_source, redacted, source_kind
 from edge_node.classifier import ModelLoadError
 from edge_node.config import ConfigError, EdgeConfig
 from edge_node.exercise_gate import ExerciseGate
@@ -58,14 +58,21 @@ def run_edge(config: EdgeConfig, stop: threading.Event | None = None) -> int:
     """Run one edge node; returns the process exit status."""
     stop = stop or threading.Event()
     boot = secrets.token_hex(8)
+    source: FrameSource | None
     try:
         source = open_source(config.source)
     except SourceError as exc:
-        raise StartupError(str(exc)) from exc
+        if source_kind(config.source.uri) == "file":
+            raise StartupError(str(exc)) from exc
+        # A camera or stream that is not ready at boot (USB enumeration, a camera still starting): wait for it.
+        log.warning("%s; retrying with backoff (%.0f s to %.0f s); status says source_ok false meanwhile", exc,
+                    config.source.reconnect_s, config.source.reconnect_max_s)
+        source = None
     try:
         processor = FrameProcessor.create(config, boot)
     except (PoseModelError, ModelLoadError) as exc:
-        source.close()
+        if source is not None:
+            source.close()
         raise StartupError(str(exc)) from exc
 
     sessions = _SessionBox()
@@ -73,22 +80,25 @@ def run_edge(config: EdgeConfig, stop: threading.Event | None = None) -> int:
     try:
         publisher = EdgePublisher(
             config.mqtt, topics, config.node.id, boot,
-            {"exercise": processor.exercise, "model": processor.classifier.version, "source": source.kind},
+            {"exercise": processor.exercise, "model": processor.classifier.version,
+             "source": source_kind(config.source.uri), "source_ok": source is not None},
             on_session=sessions.put if config.node.follow_session else None,
         )
     except (ConfigError, OSError, ValueError) as exc:
         processor.close()
-        source.close()
+        if source is not None:
+            source.close()
         raise StartupError(f"mqtt: {exc}") from exc
     frames: DropQueue[CapturedFrame] = DropQueue(config.source.queue_size, "drop_oldest")
     capture = CaptureThread(config.source, source, frames)
     _install_signal_handlers(stop)
     log.info("edge node %s/%s boot %s: %s source %r, %s model %s", config.node.site, config.node.id, boot,
-             source.kind, redacted(config.source.uri), processor.exercise, processor.classifier.version)
+             capture.kind, redacted(config.source.uri), processor.exercise, processor.classifier.version)
     publisher.start()
     capture.start()
     window = StatsWindow(node=config.node.id, boot=boot)
     gate = ExerciseGate(processor, config.recognition)
+    source_ok = source is not None
     next_stats = time.monotonic() + config.stats.interval_s
     try:
         while not stop.is_set():
@@ -96,6 +106,9 @@ def run_edge(config: EdgeConfig, stop: threading.Event | None = None) -> int:
                 frame = frames.get(timeout=0.25)
             except QueueClosed:
                 break
+            if capture.source_ok != source_ok:
+                source_ok = capture.source_ok
+                publisher.update_status(source_ok=source_ok)
             if frame is not None:
                 classifying = processor.exercise
                 for message in _apply_session(gate, sessions) + gate.submit(processor.observe(frame)):

@@ -84,6 +84,9 @@ class NodeStatus(_Message):
     exercise: Exercise | None = Field(None, description="Exercise the node classifies.")
     model: str | None = Field(None, description="Classifier model name@version.")
     source: str | None = Field(None, description="Video source kind (camera, file, url, picamera2).")
+    source_ok: bool | None = Field(
+        None, description="False while the video source cannot be opened or was lost (retried with backoff)."
+    )
 
 
 class NodeStats(_Message):

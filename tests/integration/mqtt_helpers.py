@@ -83,4 +83,11 @@ class Recorder:
 
 
 def states(recorder: Recorder) -> list[str]:
-    return [m.json()["state"] for m in recorder.of_kind("status")]
+    """The availability states in order; a repeated state (an ``online`` republished with new fields, e.g.
+    the source lost and back) counts once."""
+    result: list[str] = []
+    for m in recorder.of_kind("status"):
+        state = m.json()["state"]
+        if not result or result[-1] != state:
+            result.append(state)
+    return result

@@ -10,7 +10,9 @@ import sys
 import threading
 from pathlib import Path
 
-from formcheck.local_services import Mosquitto
+import pytest
+
+from formcheck.local_services import Mosquitto, free_port
 from tests.integration.mqtt_helpers import Recorder, states
 from tests.integration.test_edge_mqtt import SHORT_CLIP, decoded_frames, run_env
 
@@ -54,4 +56,42 @@ def test_stream_loss_is_survived(mosquitto: Mosquitto, data_dir: Path, pose_mode
     frames = [m.json() for m in rec.of_kind("frames")]
     assert [f["seq"] for f in frames] == list(range(len(frames)))
     assert len({f["boot"] for f in frames}) == 1
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.operations
+def test_a_stream_not_ready_at_boot_is_waited_for(mosquitto: Mosquitto, data_dir: Path, pose_model: Path) -> None:
+    """A camera that is not up when the node starts must not leave the station dead (exit 2 is not restarted)."""
+    clip = data_dir / SHORT_CLIP
+    handler = functools.partial(_QuietHandler, directory=str(clip.parent))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/{clip.name}"
+    rec = Recorder(mosquitto.host, mosquitto.port, "gym/main/nodes/edge-w/#").start()
+    env = {**run_env(), "FORMCHECK_EDGE__SOURCE__RECONNECT_S": "0.2", "FORMCHECK_EDGE__SOURCE__RECONNECT_MAX_S": "0.5"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "formcheck.cli", "edge", "--source", url, "--node", "edge-w",
+         "--broker", f"127.0.0.1:{mosquitto.port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    server = None
+    try:
+        assert rec.wait_for(lambda m: any(x.topic.endswith("/status") and x.json().get("source_ok") is False
+                                          for x in m), 30), "status must say the source is not ready"
+        assert proc.poll() is None, "the node exited instead of waiting for its camera"
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        assert rec.wait_for(lambda m: sum(x.topic.endswith("/frames") for x in m) >= 10, 60)
+        assert rec.wait_for(lambda m: any(x.topic.endswith("/status") and x.json().get("source_ok") is True
+                                          for x in m), 10)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=20)
+    finally:
+        rec.stop()
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr[-2000:]
+    assert "retrying with backoff" in stderr
     assert "Traceback" not in stderr
