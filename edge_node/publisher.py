@@ -13,6 +13,7 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -61,6 +62,9 @@ class EdgePublisher:
         self.queue: DropQueue[FrameMessage] = DropQueue(cfg.out_queue, cfg.drop_policy)
         self.connected = threading.Event()
         self.published = 0  # frames handed to the broker
+        # Frames handed to paho whose PUBACK has not come yet (oldest first; acknowledged ones are pruned).
+        self._unacknowledged: deque[mqtt.MQTTMessageInfo] = deque()
+        self._abandoned = 0
         self.rejected = 0
         # One counter per writing thread: frames the broker could never accept (bigger than its announced Maximum
         # Packet Size, sender thread) and frames it refused in the PUBACK (paho's network thread).
@@ -113,6 +117,7 @@ class EdgePublisher:
         self.queue.close()
         self._sender.join(timeout=drain_timeout_s if self.connected.is_set() else 0.5)
         self._stopping = True
+        self._sender.join(timeout=1.0)  # it notices within 0.5 s; its frame in hand is then counted
         if self.connected.is_set():
             info = self._client.publish(self._status_topic, self._status(state), qos=1, retain=True)
             try:
@@ -158,11 +163,16 @@ class EdgePublisher:
             while True:
                 if not self.connected.wait(0.5):
                     if self._stopping:
+                        self._abandoned += 1  # the frame in hand: never sent
                         return
                     continue
                 info = self._client.publish(self._frames_topic, payload, qos=qos)
                 if info.rc == mqtt.MQTT_ERR_SUCCESS:
                     self.published += 1
+                    pending = self._unacknowledged
+                    pending.append(info)
+                    while pending and pending[0].is_published():
+                        pending.popleft()
                     break
                 if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
                     # Broker is slower than us: let paho's in-flight window drain.
@@ -174,6 +184,17 @@ class EdgePublisher:
                 self.rejected += 1
                 log.warning("frame seq=%d not published: %s", frame.seq, mqtt.error_string(info.rc))
                 break
+
+    @property
+    def never_published(self) -> int:
+        """Frames the broker never acknowledged (after :meth:`stop`: lost when the process ends): those still in
+        the outgoing queue and those handed over without a PUBACK. Dropped-when-full frames are counted apart."""
+        return len(self.queue) + self._abandoned + self.unacknowledged
+
+    @property
+    def unacknowledged(self) -> int:
+        """Frames handed to the broker connection whose PUBACK has not (yet) come."""
+        return sum(not info.is_published() for info in self._unacknowledged)
 
     @property
     def refused(self) -> int:

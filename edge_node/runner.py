@@ -24,6 +24,10 @@ from protocol.topics import Topics
 log = logging.getLogger(__name__)
 
 
+EXIT_NOT_DELIVERED = 1
+"""Exit status of a file run whose frames did not all reach the broker."""
+
+
 class StartupError(RuntimeError):
     """The node cannot start; one line for the operator (exit status 2)."""
 
@@ -128,12 +132,18 @@ def run_edge(config: EdgeConfig, stop: threading.Event | None = None) -> int:
         publisher.stop("stopped")
         processor.close()
         capture.join(timeout=2.0)
+    lost = publisher.never_published
     log.info(
         "stopped: %d frames captured, %d classified, %d dropped by capture, %d published, %d dropped unpublished, "
-        "%d refused by the broker",
-        capture.captured, processor.timings.frames, frames.dropped, publisher.accepted, publisher.queue.dropped,
-        publisher.refused,
+        "%d refused by the broker, %d never published",
+        capture.captured, processor.timings.frames, frames.dropped, publisher.accepted - publisher.unacknowledged,
+        publisher.queue.dropped, publisher.refused, lost,
     )
+    if capture.kind == "file" and (lost or publisher.queue.dropped):
+        # A file run is a batch job: frames that never reached the broker make it a failed run.
+        log.error("%d of %d frames never reached the broker %s:%d", lost + publisher.queue.dropped,
+                  processor.timings.frames, config.mqtt.host, config.mqtt.port)
+        return EXIT_NOT_DELIVERED
     return 0
 
 

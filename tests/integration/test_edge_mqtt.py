@@ -110,13 +110,19 @@ def test_sigterm_is_a_clean_stop(mosquitto: Mosquitto, data_dir: Path, pose_mode
     assert "Traceback" not in stderr
 
 
-def test_broker_down_at_start_is_not_fatal(data_dir: Path, pose_model: Path) -> None:
+@pytest.mark.operations
+def test_broker_down_at_start_is_not_fatal_but_a_file_run_says_it_failed(data_dir: Path, pose_model: Path) -> None:
+    """The node keeps classifying without a broker; a file run whose frames never arrived ends in failure."""
+    clip = data_dir / SHORT_CLIP
     port = free_port()  # nothing listens here
     env = {**run_env(), "FORMCHECK_EDGE__MQTT__CONNECT_TIMEOUT_S": "1"}
-    result = subprocess.run(edge_cmd(data_dir / SHORT_CLIP, port, "edge-d", "--realtime", "off"),
+    result = subprocess.run(edge_cmd(clip, port, "edge-d", "--realtime", "off"),
                             capture_output=True, text=True, check=False, timeout=120, env=env)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "not reachable" in result.stderr
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "not reachable yet (connection refused" in result.stderr
+    frames = decoded_frames(clip)
+    assert f"{frames} never published" in result.stderr
+    assert f"{frames} of {frames} frames never reached the broker" in result.stderr
     assert "Traceback" not in result.stderr
 
 
