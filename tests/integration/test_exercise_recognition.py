@@ -62,8 +62,12 @@ def test_node_checked_in_without_exercise_switches_to_the_recognised_one(
         rec.stop()
     frames = [m.json() for m in rec.of_kind("frames")]
     assert [f["seq"] for f in frames] == list(range(expected)), "every frame once, in order"
-    with_person = [f for f in frames if f["phase"] != "no_person"]
-    assert with_person and {f["exercise"] for f in with_person} == {"pushup"}
+    with_person = [f["exercise"] for f in frames if f["phase"] != "no_person"]
+    # The retained check-in arrives a few frames after the node starts (the file is read as fast as it goes):
+    # frames before it are the node's own exercise; from it on, every frame is the recognised one.
+    first = with_person.index("pushup")
+    assert set(with_person[first:]) == {"pushup"}
+    assert first <= 0.1 * len(with_person), f"check-in applied only at frame {first} of {len(with_person)}"
     statuses = [m.json() for m in rec.of_kind("status")]
     assert any(s.get("exercise") == "pushup" and "pushup" in (s.get("model") or "") for s in statuses), statuses
     assert "recognised pushup" in result.stderr
