@@ -116,6 +116,12 @@ class AggregatorConfig(Section):
         "per CPU core but one (left for the network process, Mosquitto and InfluxDB), at least 1, at most 4.",
     )
     stats_interval_s: float = Field(10.0, gt=0, description="Seconds between aggregator_stats points.")
+    stop_timeout_s: float = Field(
+        4.0, gt=0, le=60,
+        description="On SIGTERM, the longest the aggregator spends storing what it holds before it exits; what is "
+        "not stored by then was never acknowledged and the broker redelivers it to the next run. Keep it under the "
+        "supervisor's grace period (Docker: 10 s, then SIGKILL).",
+    )
     heartbeat_file: Path | None = Field(
         None, description="Touched every stats interval while the worker loop runs (container health checks)."
     )

@@ -85,10 +85,13 @@ class ProcessingCore:
         self.writer.start()
         self.notifier.start()
 
-    def close(self) -> None:
-        """Flush what can be stored; unwritten points stay unacknowledged and are redelivered next run."""
-        self.writer.close(timeout=self.config.influx.timeout_s * 2)
-        self.notifier.close()
+    def close(self, timeout: float | None = None) -> None:
+        """Flush what can be stored within ``timeout`` (default ``stop_timeout_s``); unwritten points stay
+        unacknowledged and are redelivered next run."""
+        budget = self.config.stop_timeout_s if timeout is None else timeout
+        deadline = time.monotonic() + budget
+        self.writer.close(timeout=budget)
+        self.notifier.close(timeout=max(0.0, deadline - time.monotonic()))
 
     def station(self, node: str) -> Station:
         station = self.stations.get(node)

@@ -544,16 +544,19 @@ class InfluxWriter:
         Points still unwritten are abandoned without calling their ``on_done`` (their messages stay unacked,
         so the broker redelivers them to the next aggregator).
         """
+        deadline = time.monotonic() + timeout
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-        flushed = self.flush(timeout) if self._thread.is_alive() else self._seq_completed == self._seq_submitted
+        flushed = (self.flush(max(0.0, timeout - 0.5)) if self._thread.is_alive()
+                   else self._seq_completed == self._seq_submitted)
         with self._cond:
             self._abort = True
             self._cond.notify_all()
         if self._thread.is_alive():
-            # An attempt in progress ends within one request timeout.
-            self._thread.join(self.config.timeout_s + 1.0)
+            # An attempt in progress ends within one request timeout, or is abandoned at the deadline: its points
+            # were never acknowledged, so nothing is lost (the thread is a daemon and ends with the process).
+            self._thread.join(max(0.0, deadline - time.monotonic()))
         return flushed
 
     def stats(self) -> WriterStats:

@@ -82,11 +82,11 @@ class Notifier:
             self.stats.dropped = self._queue.dropped
             log.warning("notification queue full: %d deliveries dropped", self._queue.dropped)
 
-    def close(self) -> None:
+    def close(self, timeout: float = 2.0) -> None:
         self._stop.set()
         self._queue.close()
         if self._thread.is_alive():
-            self._thread.join(timeout=2.0)
+            self._thread.join(timeout=timeout)
 
     def _run(self) -> None:
         assert self._sender is not None

@@ -213,18 +213,27 @@ class Aggregator:
                 self._ratelog("heartbeat", f"cannot touch heartbeat file {path}: {exc.strerror}")
 
     def stop(self) -> None:
-        # Unwritten points stay unacknowledged: the broker redelivers them to our next run.
+        """Store what can be stored within ``stop_timeout_s``, say ``stopped``, disconnect.
+
+        Unwritten points stay unacknowledged: the broker redelivers them to our next run. A write stuck on an
+        unreachable InfluxDB is abandoned at the deadline (its thread ends with the process).
+        """
+        deadline = time.monotonic() + self.config.stop_timeout_s
+
+        def left(most: float) -> float:
+            return max(0.0, min(most, deadline - time.monotonic()))
+
         if self.core is not None:
-            self.core.close()
+            self.core.close(left(self.config.stop_timeout_s - 0.5))
         if self._workers is not None:
-            self._workers.close(timeout=self.config.influx.timeout_s * 2 + 5)
+            self._workers.close(timeout=left(self.config.stop_timeout_s - 0.5))
         if self.connected.is_set():
             info = self._client.publish(self.topics.aggregator_status(), self._status("stopped"), qos=1, retain=True)
             with contextlib.suppress(RuntimeError, ValueError):
-                info.wait_for_publish(timeout=2.0)
+                info.wait_for_publish(timeout=left(2.0))
             self.connected.clear()  # a disconnect we asked for is not worth a warning
             self._loop.disconnect()
-            self._loop.wait_disconnected(timeout=2.0)
+            self._loop.wait_disconnected(timeout=left(2.0))
         self._loop.stop()
 
     # -- outbound (any thread) ----------------------------------------------

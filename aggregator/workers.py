@@ -340,7 +340,8 @@ def worker_main(config: AggregatorConfig, conn: Connection, log_level: int, inde
             elif kind in ("stop", "gone"):
                 break
     finally:
-        core.close()
+        # Inside the parent's stop budget: what it stores after the parent stopped waiting would go unacknowledged.
+        core.close(max(0.5, config.stop_timeout_s - 1.5))
         outbox.close()
         with contextlib.suppress(OSError, EOFError, ValueError):
             outbox.send(("snapshot", core.snapshot()))

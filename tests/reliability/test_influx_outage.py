@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import pytest
 
 from aggregator.config import load_config
 from aggregator.station import Station
@@ -488,4 +491,56 @@ def test_influx_hung_writes_time_out_mqtt_stays_up_memory_flat(tmp_path: Path) -
     print(f"first write timeout counted {first_error_s:.2f} s after SIGSTOP; {hung[-1][1]} timed-out writes in "
           f"{HANG_S:.0f} s; aggregator RSS {samples[0][1]:.1f} -> {settled[0]:.1f} -> max {max(settled):.1f} MiB")
     assert growth < 10.0, samples
+    assert "Traceback" not in log.read_text()
+
+
+# --- issue 13 item 14: SIGTERM while InfluxDB is down ----------------------------------------------------------------
+
+
+@pytest.mark.operations
+def test_sigterm_while_influx_is_down_exits_within_5s_and_loses_nothing(tmp_path: Path) -> None:
+    """Docker kills at 10 s: the aggregator must be gone well before, acknowledging only what it stored.
+
+    Before the stop budget this took 11-16 s: a flush of 2 x influx.timeout_s, then a join of one more request
+    timeout, while the worker process got 15 s."""
+    broker = start_mosquitto(tmp_path / "broker", extra_config=f"log_type debug\n{BROKER_EXTRA}")
+    influxd = start_influxd(tmp_path / "influxd")
+    log = tmp_path / "aggregator.log"
+    agg_id = "agg-sigterm"
+    client_id = f"formcheck-aggregator-main-{agg_id}"
+    program = Program("rack-9", now_ms() - 120_000)
+    frames = program.add(2, 60)
+    try:
+        with aggregators() as procs:
+            procs.append(start_aggregator(broker, influxd, log, agg_id))
+            wait_ready(broker, influxd, agg_id, log)
+            # Hung, not gone: every write attempt waits its whole influx.timeout_s (a dead host, a full disk).
+            os.kill(influxd.proc.pid, signal.SIGSTOP)
+            sent_before = _frames_sent(broker, client_id, 0)
+            pub = Publisher(broker.host, broker.port)
+            try:
+                pub.publish_frames(frames)
+            finally:
+                pub.close()
+            # The aggregator holds them all, none storable.
+            assert wait_until(lambda: _frames_sent(broker, client_id, 0) - sent_before >= len(frames), 10)
+            time.sleep(1.0)  # its writer is now retrying against the dead InfluxDB
+            started = time.monotonic()
+            procs[0].terminate()
+            procs[0].wait(timeout=30)
+            took = time.monotonic() - started
+            print(f"SIGTERM -> exit with InfluxDB down: {took:.2f} s")
+            assert procs[0].returncode == 0, log.read_text()[-3000:]
+            assert took <= 5.0, f"took {took:.1f} s to exit; {log.read_text()[-2000:]}"
+            # Nothing it held was acknowledged: the next run gets every frame again and stores it.
+            os.kill(influxd.proc.pid, signal.SIGCONT)
+            procs.append(start_aggregator(broker, influxd, log, agg_id))
+            assert wait_until(lambda: count_stored(influxd) == len(frames), 60), \
+                f"{count_stored(influxd)} of {len(frames)} frames stored; {log.read_text()[-2000:]}"
+            stop_aggregator(procs[1], log)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(influxd.proc.pid, signal.SIGCONT)
+        influxd.stop()
+        broker.stop()
     assert "Traceback" not in log.read_text()
