@@ -6,7 +6,7 @@ STAMPS := .stamps
 PYTEST_ARGS ?=
 VENV_FLAGS ?=
 
-.PHONY: demo test lint typecheck unit integration reliability pi bench soak bench-latency model system-deps test-system-deps venv edge-install lock bench-pi evaluate train clean help
+.PHONY: demo test lint typecheck unit integration reliability pi bench soak bench-latency model system-deps server-deps test-system-deps venv edge-install lock bench-pi evaluate train clean help
 
 help:
 	@echo "make demo   - run an edge node on a sample clip against a local broker and show what it publishes"
@@ -23,7 +23,11 @@ help:
 
 system-deps:
 	@$(PYTHON) deploy/python_check.py
-	@bash deploy/system-packages.sh
+	@bash deploy/system-packages.sh base
+
+# The broker and the database: the demo, the tests and the benchmarks run them; an edge node never does.
+server-deps:
+	@bash deploy/system-packages.sh server
 
 # Only the test suite needs these (the emulated Raspberry Pi: qemu-user and an arm64 Debian root).
 test-system-deps:
@@ -51,16 +55,17 @@ typecheck: venv
 unit: venv
 	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
 
-test: venv test-system-deps model lint typecheck
+test: venv server-deps test-system-deps model lint typecheck
 	$(PY) -m pytest -n 2 -q $(PYTEST_ARGS)
 
-pi: venv test-system-deps model
+pi: venv server-deps test-system-deps model
 	$(PY) -m pytest -m pi -n 2 -q $(PYTEST_ARGS)
 
 # An edge node only: the hash-locked runtime set, the project without its dev tools, the pose model.
 # No Debian packages (a node runs no broker or database); Picamera2 users see docs/raspberry-pi.md.
 edge-install:
 	@$(PYTHON) deploy/python_check.py
+	@bash deploy/system-packages.sh base
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	@$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements/edge.txt
 	@$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
@@ -70,22 +75,22 @@ lock: venv
 	$(PY) -m uv pip compile pyproject.toml --universal --generate-hashes --no-annotate \
 		-c requirements/edge-constraints.txt -o requirements/edge.txt --custom-compile-command "make lock"
 
-demo: venv model
+demo: venv server-deps model
 	@$(PY) -m formcheck.cli demo
 
-bench: venv model
+bench: venv server-deps model
 	$(PY) -m bench.edge_bench
 
 MINUTES ?= 10
-soak: venv
+soak: venv server-deps
 	$(PY) -m bench.soak --minutes $(MINUTES)
 
-bench-latency: venv
+bench-latency: venv server-deps
 	$(PY) -m bench.latency_bench
 
 # Decisions on an emulated Raspberry Pi vs this machine, frame by frame (about 30 min per board).
 BOARD ?= pi4
-bench-pi: venv test-system-deps model
+bench-pi: venv server-deps test-system-deps model
 	$(PY) -m bench.pi_parity --board $(BOARD)
 
 # Rep counting, leave one source out: settings chosen without each held-out source (models/REPORT_reps.md).

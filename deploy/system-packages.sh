@@ -2,15 +2,27 @@
 # Install the Debian packages formcheck needs, only those missing. Idempotent.
 # Uses apt-get directly as root, through sudo when that works without a prompt,
 # and otherwise says exactly what to install.
-#   deploy/system-packages.sh        what `make demo` and the services need
-#   deploy/system-packages.sh test   what only the test suite needs (the emulated Raspberry Pi)
+#   deploy/system-packages.sh base     the virtualenv and OpenCV's libraries: every machine, edge nodes too
+#   deploy/system-packages.sh server   the broker and the database `make demo` and the tests run (never on a node:
+#                                      Debian's influxdb listens on :8086 without authentication)
+#   deploy/system-packages.sh test     what only the test suite needs (the emulated Raspberry Pi)
+#   deploy/system-packages.sh --list MODE   print that set, install nothing
 set -euo pipefail
 
-if [ "${1:-}" = "test" ]; then
-  packages=(qemu-user-static mmdebstrap)
-else
-  packages=(mosquitto mosquitto-clients influxdb openssl python3-venv python3-dev libgl1 libglib2.0-0)
+packages_for() {
+  case "$1" in
+    base) echo "python3-venv python3-dev libgl1 libglib2.0-0" ;;
+    server) echo "mosquitto mosquitto-clients influxdb openssl" ;;
+    test) echo "qemu-user-static mmdebstrap" ;;
+    *) echo "formcheck: unknown package set '$1' (base, server, test)" >&2; exit 2 ;;
+  esac
+}
+
+if [ "${1:-}" = "--list" ]; then
+  packages_for "${2:-base}"
+  exit 0
 fi
+read -r -a packages <<< "$(packages_for "${1:-base}")"
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -141,3 +142,31 @@ def test_dockerfile_builds_the_pose_model_where_the_installed_package_looks() ->
     # --out elsewhere would leave the edge without its pose model.
     build = [line for line in (REPO_ROOT / "Dockerfile").read_text().splitlines() if "formcheck models build" in line]
     assert build and all("--out" not in line for line in build)
+
+
+SERVERS = {"mosquitto", "influxdb", "mosquitto-clients"}
+
+
+def _package_set(mode: str) -> set[str]:
+    listed = subprocess.run(["bash", str(REPO_ROOT / "deploy/system-packages.sh"), "--list", mode],
+                            capture_output=True, text=True, check=True)
+    return set(listed.stdout.split())
+
+
+def _make_dry_run(*targets: str) -> str:
+    # -n: print the commands, run none; -B: as on a fresh clone (no stamp files count as done).
+    return subprocess.run(["make", "-n", "-B", *targets], cwd=REPO_ROOT, capture_output=True, text=True,
+                          check=True).stdout
+
+
+@pytest.mark.operations
+def test_an_edge_install_installs_no_server() -> None:
+    """Debian's influxdb listens on :8086 without authentication: never on a camera node."""
+    assert not _package_set("base") & SERVERS
+    assert _package_set("server") >= SERVERS
+    for targets in (("edge-install",), ("model",)):
+        commands = _make_dry_run(*targets)
+        assert "system-packages.sh base" in commands, targets
+        assert "system-packages.sh server" not in commands, targets
+    assert "system-packages.sh server" in _make_dry_run("test")
+    assert "system-packages.sh server" in _make_dry_run("demo")
