@@ -306,7 +306,7 @@ def cmd_broker_users(args: argparse.Namespace) -> int:
             password = prompt_password()
             source = "from standard input"
         try:
-            add_user(args.dir, args.name, args.role, password, owner=args.owner)
+            add_user(args.dir, args.name, args.role, password, owner=args.owner, site=args.site)
         except BrokerAdminError:
             if generated is not None:
                 generated.unlink(missing_ok=True)
@@ -398,7 +398,10 @@ def build_parser() -> argparse.ArgumentParser:
                   "else unchanged)")
     users_add = users_sub.add_parser("add", help="create an account (names are unique across roles)")
     users_add.add_argument("name", help="account name; a node's or member's name is its id in topics")
-    users_add.add_argument("--role", required=True, choices=["node", "aggregator", "staff", "member"])
+    users_add.add_argument("--role", required=True, choices=["node", "aggregator", "staff", "display", "member"],
+                           help="display: read-only (wall and station screens)")
+    users_add.add_argument("--site", help="the gym's site id, set with the first account (default main); every "
+                           "right is under gym/SITE/")
     users_add.add_argument("--dir", required=True, type=Path, help="directory of users.yaml, passwd and acl")
     password = users_add.add_mutually_exclusive_group()
     password.add_argument("--password-file", type=Path, help="read the password from this file's first line")

@@ -41,7 +41,8 @@ pytestmark = pytest.mark.broker
 CONF = REPO_ROOT / "mosquitto" / "mosquitto.conf"
 T = Topics(site="main")
 WAIT = 5.0  # every wait below is bounded by this
-ACCOUNTS = {"st-a": "node", "st-b": "node", "agg": "aggregator", "desk": "staff", "alice": "member", "bob": "member"}
+ACCOUNTS = {"st-a": "node", "st-b": "node", "agg": "aggregator", "desk": "staff", "wall": "display", "alice": "member",
+            "bob": "member"}
 
 
 # --- certificates ------------------------------------------------------------------------------------------------
@@ -658,3 +659,49 @@ def test_unreachable_broker_says_why(tmp_path: Path) -> None:
                                  "alice", "--broker", target], capture_output=True, text=True, check=False,
                                 timeout=60)
         assert words in one_error_line(result)
+
+
+# --- issue 13 items 3 and 4: a read-only display; rights only at the account's own site --------------------------
+
+
+@pytest.mark.security
+def test_display_reads_what_a_screen_shows_and_writes_nothing(broker: Broker, clients: list[Conn]) -> None:
+    wall = login(broker, "wall")
+    desk = login(broker, "desk")
+    clients += [wall, desk]
+    wall.subscribe(T.node("st-a", "session"), T.node("st-a", "status"), T.node("st-a", "reps"))
+    assert desk.publish(T.node("st-a", "session"), b'{"member":"m-77"}', retain=True) == "Success"
+    assert wall.wait_for(T.node("st-a", "session"), b'{"member":"m-77"}')
+    reasons = {
+        "session": wall.publish(T.node("st-a", "session"), b'{"member":"m-78"}', retain=True),
+        "reps": wall.publish(T.node("st-a", "reps"), b"forged rep"),
+        "notifications": wall.publish(T.member_notifications("alice"), b"forged set", retain=True),
+        "own station name": wall.publish(T.node("wall", "frames"), b"phantom"),
+    }
+    assert set(reasons.values()) == {"Not authorized"}, reasons
+
+
+@pytest.mark.security
+def test_no_account_writes_under_another_site(broker: Broker, clients: list[Conn]) -> None:
+    other = Topics(site="elsewhere")
+    node, agg, desk = login(broker, "st-a"), login(broker, "agg"), login(broker, "desk")
+    clients += [node, agg, desk]
+    big = b"x" * 60_000  # what a node could park, retained, under invented sites before
+    reasons = {
+        "node status": node.publish(other.node("st-a", "status"), big, retain=True),
+        "node frames": node.publish(other.node("st-a", "frames"), big, retain=True),
+        "aggregator reps": agg.publish(other.node("st-a", "reps"), big, retain=True),
+        "aggregator notifications": agg.publish(other.member_notifications("alice"), big, retain=True),
+        "staff session": desk.publish(other.node("st-a", "session"), big, retain=True),
+    }
+    assert set(reasons.values()) == {"Not authorized"}, reasons
+
+
+@pytest.mark.security
+def test_staff_write_sessions_of_registered_stations_only(broker: Broker, clients: list[Conn]) -> None:
+    desk = login(broker, "desk")
+    clients.append(desk)
+    accepted = desk.publish(T.node("st-b", "session"), b'{"member":"m-79"}', retain=True)
+    assert accepted in ("Success", "No matching subscribers")
+    assert desk.publish(T.node("no-such-station", "session"), b"x" * 60_000, retain=True) == "Not authorized"
+

@@ -34,35 +34,48 @@ def acl_rules(text: str) -> list[str]:
 
 def test_acl_for_every_role() -> None:
     acl = render_acl({"st-2": "node", "st-1": "node", "agg": "aggregator", "desk": "staff", "zoe": "member",
-                      "al": "member"})
+                      "al": "member", "wall": "display"})
     assert acl_rules(acl) == [
-        "pattern write gym/+/nodes/%u/frames",
-        "pattern write gym/+/nodes/%u/status",
-        "pattern write gym/+/nodes/%u/stats",
-        "pattern read gym/+/nodes/%u/session",
-        "pattern read gym/+/members/%u/notifications",
+        "pattern write gym/main/nodes/%u/frames",
+        "pattern write gym/main/nodes/%u/status",
+        "pattern write gym/main/nodes/%u/stats",
+        "pattern read gym/main/nodes/%u/session",
+        "pattern read gym/main/members/%u/notifications",
         "user agg",
-        "topic deny gym/+/nodes/agg/#",
-        "topic read gym/+/nodes/+/frames",
-        "topic read gym/+/nodes/+/status",
-        "topic read gym/+/nodes/+/stats",
-        "topic read gym/+/nodes/+/session",
-        "topic write gym/+/nodes/+/reps",
-        "topic write gym/+/nodes/+/sets",
-        "topic write gym/+/members/+/notifications",
-        "topic readwrite gym/+/aggregator/status",
+        "topic deny gym/main/nodes/agg/#",
+        "topic read gym/main/nodes/+/frames",
+        "topic read gym/main/nodes/+/status",
+        "topic read gym/main/nodes/+/stats",
+        "topic read gym/main/nodes/+/session",
+        "topic write gym/main/nodes/+/reps",
+        "topic write gym/main/nodes/+/sets",
+        "topic write gym/main/members/+/notifications",
+        "topic readwrite gym/main/aggregator/status",
         "user desk",
-        "topic deny gym/+/nodes/desk/#",
-        "topic readwrite gym/+/nodes/+/session",
-        "topic read gym/+/nodes/+/reps",
-        "topic read gym/+/nodes/+/sets",
-        "topic read gym/+/nodes/+/status",
-        "topic read gym/+/aggregator/status",
+        "topic deny gym/main/nodes/desk/#",
+        "topic read gym/main/nodes/+/session",
+        "topic read gym/main/nodes/+/reps",
+        "topic read gym/main/nodes/+/sets",
+        "topic read gym/main/nodes/+/status",
+        "topic read gym/main/aggregator/status",
+        "topic readwrite gym/main/nodes/st-1/session",
+        "topic readwrite gym/main/nodes/st-2/session",
+        "user wall",
+        "topic deny gym/main/nodes/wall/#",
+        "topic read gym/main/nodes/+/session",
+        "topic read gym/main/nodes/+/reps",
+        "topic read gym/main/nodes/+/sets",
+        "topic read gym/main/nodes/+/status",
+        "topic read gym/main/aggregator/status",
         "user al",
-        "topic deny gym/+/nodes/al/#",
+        "topic deny gym/main/nodes/al/#",
         "user zoe",
-        "topic deny gym/+/nodes/zoe/#",
+        "topic deny gym/main/nodes/zoe/#",
     ]
+    # No right anywhere but the registry's site, and no write at all for a display.
+    assert all("gym/main/" in rule for rule in acl_rules(acl) if not rule.startswith("user "))
+    wall = acl_rules(acl)[acl_rules(acl).index("user wall") + 1:acl_rules(acl).index("user al")]
+    assert not any(rule.startswith(("topic write", "topic readwrite")) for rule in wall)
     assert "# Edge node accounts (rights from the patterns): st-1, st-2" in acl
     # Mosquitto only knows whole-line comments: every line is a comment, blank, or one rule.
     for line in acl.splitlines():
@@ -76,12 +89,12 @@ def test_acl_without_accounts_still_has_the_patterns() -> None:
 
 
 def test_acl_prefix_and_determinism() -> None:
-    users = {"b": "staff", "a": "staff"}
-    acl = render_acl(users, prefix="acme/gym")
-    assert "pattern write acme/gym/+/nodes/%u/frames" in acl
-    assert "topic readwrite acme/gym/+/nodes/+/session" in acl
+    users = {"b": "staff", "a": "staff", "rack": "node"}
+    acl = render_acl(users, prefix="acme/gym", site="north")
+    assert "pattern write acme/gym/north/nodes/%u/frames" in acl
+    assert "topic readwrite acme/gym/north/nodes/rack/session" in acl
     assert acl.index("user a") < acl.index("user b")
-    assert render_acl(dict(reversed(users.items())), prefix="acme/gym") == acl
+    assert render_acl(dict(reversed(users.items())), prefix="acme/gym", site="north") == acl
 
 
 @pytest.mark.parametrize(
@@ -92,11 +105,12 @@ def test_acl_prefix_and_determinism() -> None:
         ({"a b": "staff"}, "gym", "invalid account name"),
         ({"ok": "admin"}, "gym", "unknown role 'admin'"),
         ({"ok": "node"}, "gym/#", "invalid topic prefix level"),
+        ({"ok": "node"}, "gym", "invalid site"),
     ],
 )
 def test_acl_refuses_what_could_break_out_of_a_topic(users: dict[str, str], prefix: str, message: str) -> None:
     with pytest.raises(BrokerAdminError, match=message):
-        render_acl(users, prefix)
+        render_acl(users, prefix, site="+" if message == "invalid site" else "main")
 
 
 # --- render_config -----------------------------------------------------------------------------------------------
@@ -301,7 +315,7 @@ def test_corrupt_registry_is_a_one_line_error(tmp_path: Path, capsys: pytest.Cap
 
 
 EXAMPLE_ACCOUNTS = {"rack-1": "node", "rack-2": "node", "agg-main": "aggregator", "front-desk": "staff",
-                    "m1001": "member", "m1002": "member"}
+                    "wall-display": "display", "m1001": "member", "m1002": "member"}
 
 
 def test_the_example_acl_in_mosquitto_dir_is_current() -> None:
