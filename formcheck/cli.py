@@ -263,6 +263,16 @@ def cmd_checkout(args: argparse.Namespace) -> int:
     return _publish_session(args, b"")
 
 
+def cmd_check_secrets(args: argparse.Namespace) -> int:
+    from formcheck.secrets_check import secret_problems
+
+    problems = secret_problems(args.names, os.environ)
+    if problems:
+        raise CliError("refusing to start: " + "; ".join(problems) + " (set them in .env)")
+    print(f"{len(args.names)} secrets set")
+    return 0
+
+
 def cmd_topics(args: argparse.Namespace) -> int:
     from protocol.topics import registry_markdown
 
@@ -417,6 +427,13 @@ def build_parser() -> argparse.ArgumentParser:
     users_list = users_sub.add_parser("list", help="print every account's name and role (never passwords)")
     users_list.add_argument("--dir", required=True, type=Path, help="directory of users.yaml, passwd and acl")
     users_list.set_defaults(func=cmd_broker_users)
+
+    deploy = sub.add_parser("deploy", help="deployment checks")
+    deploy_sub = deploy.add_subparsers(dest="deploy_command", required=True, metavar="CHECK")
+    secrets = deploy_sub.add_parser("check-secrets", help="fail unless every named environment variable holds a "
+                                    "real secret (set, not the .env.example value, at least 12 characters)")
+    secrets.add_argument("names", nargs="+", metavar="VAR")
+    secrets.set_defaults(func=cmd_check_secrets)
 
     topics = sub.add_parser("topics", help="print the MQTT topic registry as markdown")
     topics.add_argument("--prefix", default="gym")

@@ -15,7 +15,7 @@ from edge_node.config import load_config as load_edge_config
 from formcheck.paths import REPO_ROOT
 
 COMPOSE = REPO_ROOT / "docker-compose.yml"
-VAR = re.compile(r"\$\{([A-Z0-9_]+)(?::?-[^}]*)?\}")
+VAR = re.compile(r"\$\{([A-Z0-9_]+)(?::?[-?][^}]*)?\}")
 
 
 def compose() -> dict[str, Any]:
@@ -38,11 +38,11 @@ def substitute(text: str, env: dict[str, str]) -> str:
 
 def test_services_and_profiles() -> None:
     services = compose()["services"]
-    assert set(services) == {"mosquitto", "influxdb", "grafana", "aggregator", "edge-demo"}
+    assert set(services) == {"preflight", "mosquitto", "influxdb", "grafana", "aggregator", "edge-demo"}
     assert services["edge-demo"]["profiles"] == ["demo"]
     for name, service in services.items():
         assert "restart" in service, f"{name} has no restart policy"
-        if name != "edge-demo":
+        if name not in ("edge-demo", "preflight"):
             assert "healthcheck" in service, f"{name} has no health check"
 
 
@@ -170,3 +170,71 @@ def test_an_edge_install_installs_no_server() -> None:
         assert "system-packages.sh server" not in commands, targets
     assert "system-packages.sh server" in _make_dry_run("test")
     assert "system-packages.sh server" in _make_dry_run("demo")
+
+
+# --- issue 13 items 5 and 6: no example secret runs, no plain MQTT on the network ----------------------------------
+
+SECRET = re.compile(r"PASSWORD|SECRET")
+
+
+def _secret_variables() -> set[str]:
+    return {name for name in VAR.findall(COMPOSE.read_text()) if SECRET.search(name)}
+
+
+@pytest.mark.security
+def test_every_secret_is_required_by_compose() -> None:
+    text = COMPOSE.read_text()
+    for name in _secret_variables():
+        uses = re.findall(r"\$\{" + name + r"(:?[-?]?)[^}]*\}", text)
+        assert uses and all(use == ":?" for use in uses), f"${{{name}}} must be written ${{{name}:?...}}"
+
+
+@pytest.mark.security
+def test_nothing_starts_before_the_secrets_are_checked() -> None:
+    services = compose()["services"]
+    preflight = services["preflight"]
+    checked = set(preflight["command"][2:])
+    assert preflight["command"][:2] == ["deploy", "check-secrets"]
+    assert _secret_variables() - {"DEMO_NODE_MQTT_PASSWORD"} <= checked
+    for name, service in services.items():
+        if name != "preflight":
+            assert service["depends_on"]["preflight"] == {"condition": "service_completed_successfully"}, name
+
+
+@pytest.mark.security
+def test_the_example_secrets_are_refused() -> None:
+    from formcheck.secrets_check import secret_problems
+
+    env = env_example()
+    names = sorted(_secret_variables())
+    problems = secret_problems(names, env)
+    assert len(problems) == len(names), problems
+    assert secret_problems(names, {n: f"{n.lower()}-0123456789abcdef" for n in names}) == []
+    assert secret_problems(["X"], {"X": "short"}) == ["X is shorter than 12 characters"]
+
+
+@pytest.mark.security
+def test_plain_mqtt_is_published_on_loopback_only() -> None:
+    ports = [str(p) for p in compose()["services"]["mosquitto"]["ports"]]
+    plain = [p for p in ports if p.endswith(":1883")]
+    assert plain == ["127.0.0.1:1883:1883"], ports
+    grafana = compose()["services"]["grafana"]["environment"]
+    assert "GF_SECURITY_SECRET_KEY" in grafana and "GF_SECURITY_COOKIE_SECURE" in grafana
+
+
+@pytest.mark.security
+def test_secrets_are_kept_out_of_git_and_images() -> None:
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", ".env", "mosquitto/secrets/passwd",
+                              "mosquitto/certs/formcheck-server.key"], cwd=REPO_ROOT, capture_output=True,
+                             text=True, check=False).stdout.split()
+    assert ignored == [".env", "mosquitto/secrets/passwd", "mosquitto/certs/formcheck-server.key"]
+    docker = (REPO_ROOT / ".dockerignore").read_text().split()
+    assert {".env", "mosquitto/secrets", "mosquitto/certs"} <= set(docker)
+
+
+@pytest.mark.security
+def test_the_edge_example_connects_over_tls() -> None:
+    example = yaml.safe_load((REPO_ROOT / "deploy/edge.example.yaml").read_text())
+    assert example["mqtt"]["port"] == 8883
+    assert example["mqtt"]["tls"]["ca_file"]
+
