@@ -238,3 +238,21 @@ def test_the_edge_example_connects_over_tls() -> None:
     assert example["mqtt"]["port"] == 8883
     assert example["mqtt"]["tls"]["ca_file"]
 
+
+
+@pytest.mark.security
+def test_the_edge_unit_is_sandboxed() -> None:
+    """issue 13 item 10: 8.5 ("EXPOSED") before; the password through LoadCredential, not the environment."""
+    unit = REPO_ROOT / "deploy/systemd/formcheck-edge.service"
+    try:
+        result = subprocess.run(["systemd-analyze", "security", "--offline=true", str(unit)], capture_output=True,
+                                text=True, check=False, timeout=60)
+    except FileNotFoundError:
+        pytest.fail("systemd-analyze is missing: install Debian's systemd package", pytrace=False)
+    score = re.search(r"Overall exposure level for formcheck-edge\.service: ([0-9.]+)", result.stdout)
+    assert score, result.stdout[-2000:] + result.stderr[-2000:]
+    assert float(score.group(1)) <= 4.0, result.stdout
+    text = unit.read_text()
+    assert "LoadCredential=mqtt-password:/etc/formcheck/mqtt.password" in text
+    assert "FORMCHECK_EDGE__MQTT__PASSWORD_FILE=%d/mqtt-password" in text
+    assert "MQTT__PASSWORD=" not in text.replace("PASSWORD_FILE=", "")
