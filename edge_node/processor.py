@@ -16,6 +16,7 @@ from edge_node.config import EdgeConfig
 from edge_node.faults import frame_faults
 from edge_node.features import FeatureWindow, FrameFeatures, frame_features
 from edge_node.pose import PoseEstimator
+from formcheck.native_log import NativeLogFilter
 from protocol.messages import Exercise, FrameMessage
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,10 @@ class ProcessorTimings:
         return self.frames, self.pose_s, self.classify_s
 
 
+_QUIET_FRAMES = 3
+"""Frames after which the native libraries' start-up lines have all been written."""
+
+
 @dataclass(frozen=True)
 class Observation:
     """What the pose model saw in one frame, before any classifier: ``features`` is None without a person."""
@@ -65,10 +70,25 @@ class FrameProcessor:
     timings: ProcessorTimings = field(default_factory=ProcessorTimings)
     _window: FeatureWindow = field(default_factory=FeatureWindow)
     _seq: int = 0
+    _quiet: NativeLogFilter | None = None
 
     @classmethod
     def create(cls, config: EdgeConfig, boot: str) -> FrameProcessor:
-        """Load the pose model and the classifier of the configured exercise (raises on bad models)."""
+        """Load the pose model and the classifier of the configured exercise (raises on bad models).
+
+        The native libraries' start-up lines are filtered until the first frames are through (``observe``).
+        """
+        quiet = NativeLogFilter().start()
+        try:
+            processor = cls._create(config, boot)
+        except BaseException:
+            quiet.stop()
+            raise
+        processor._quiet = quiet
+        return processor
+
+    @classmethod
+    def _create(cls, config: EdgeConfig, boot: str) -> FrameProcessor:
         pose = PoseEstimator(
             config.pose.model_path(),
             min_detection_confidence=config.pose.min_detection_confidence,
@@ -110,7 +130,11 @@ class FrameProcessor:
             path = self.config.classifier.model_for(model)
             if not path.is_file():
                 return False
-            classifier = PhaseFormClassifier(path, num_threads=self.config.classifier.num_threads)
+            quiet = NativeLogFilter().start()
+            try:
+                classifier = PhaseFormClassifier(path, num_threads=self.config.classifier.num_threads)
+            finally:
+                quiet.stop()
             if classifier.manifest.exercise != model:
                 return False
             self.classifiers[model] = classifier
@@ -126,6 +150,8 @@ class FrameProcessor:
         """The pose of one frame and its body measures (the expensive part); assigns the next ``seq``."""
         t0 = time.perf_counter()
         pose = self.pose.detect(frame.rgb, frame.ts_ms)
+        if self._seq == _QUIET_FRAMES and self._quiet is not None:
+            self._quiet.stop()  # the pose graph's threads have logged their set-up by now
         t1 = time.perf_counter()
         seq = self._seq
         self._seq += 1
@@ -163,4 +189,6 @@ class FrameProcessor:
         )
 
     def close(self) -> None:
+        if self._quiet is not None:
+            self._quiet.stop()
         self.pose.close()

@@ -47,3 +47,16 @@ def test_a_cut_off_video_is_graded_up_to_where_it_ends_and_says_so(data_dir: Pat
                                capture_output=True, text=True, check=False, timeout=120)
     assert "ended early" not in whole_run.stderr
 
+
+
+@pytest.mark.operations
+@pytest.mark.data
+def test_analyze_prints_no_native_start_up_chatter(data_dir: Path) -> None:
+    from formcheck.native_log import is_native_noise
+
+    result = subprocess.run([sys.executable, "-m", "formcheck.cli", "analyze", "--exercise", "squat",
+                             str(data_dir / "videos/squat/squat_side_bodyweight_b.mp4")],
+                            capture_output=True, check=False, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    noise = [line for line in result.stderr.splitlines(keepends=True) if is_native_noise(line)]
+    assert noise == [], noise
