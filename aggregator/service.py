@@ -309,4 +309,6 @@ def run_aggregator(config: AggregatorConfig) -> int:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
-    return Aggregator(config).run(stop)
+    status = Aggregator(config).run(stop)
+    log.info("stopped (exit status %d)", status)
+    return status

@@ -512,7 +512,8 @@ def test_sigterm_while_influx_is_down_exits_within_5s_and_loses_nothing(tmp_path
     frames = program.add(2, 60)
     try:
         with aggregators() as procs:
-            procs.append(start_aggregator(broker, influxd, log, agg_id))
+            # The default request timeout (5 s), as in production: the old stop waited 2 x 5 s + 6 s.
+            procs.append(start_aggregator(broker, influxd, log, agg_id, INFLUX__TIMEOUT_S="5"))
             wait_ready(broker, influxd, agg_id, log)
             # Hung, not gone: every write attempt waits its whole influx.timeout_s (a dead host, a full disk).
             os.kill(influxd.proc.pid, signal.SIGSTOP)
@@ -532,9 +533,14 @@ def test_sigterm_while_influx_is_down_exits_within_5s_and_loses_nothing(tmp_path
             print(f"SIGTERM -> exit with InfluxDB down: {took:.2f} s")
             assert procs[0].returncode == 0, log.read_text()[-3000:]
             assert took <= 5.0, f"took {took:.1f} s to exit; {log.read_text()[-2000:]}"
-            # Nothing it held was acknowledged: the next run gets every frame again and stores it.
+            # Nothing it held was acknowledged: the broker sends every frame again (DUP) to the next run, which
+            # stores them (a write the stopped one had in flight may land too: points are idempotent).
             os.kill(influxd.proc.pid, signal.SIGCONT)
+            redelivered_before = _frames_sent(broker, client_id, 1)
             procs.append(start_aggregator(broker, influxd, log, agg_id))
+            wait_ready(broker, influxd, agg_id, log)
+            assert wait_until(lambda: _frames_sent(broker, client_id, 1) - redelivered_before >= len(frames), 20), \
+                "the broker did not redeliver what the stopped aggregator held: it had acknowledged it"
             assert wait_until(lambda: count_stored(influxd) == len(frames), 60), \
                 f"{count_stored(influxd)} of {len(frames)} frames stored; {log.read_text()[-2000:]}"
             stop_aggregator(procs[1], log)
