@@ -34,11 +34,18 @@ def is_native_noise(line: bytes) -> bool:
 
 
 class NativeLogFilter:
-    """:meth:`start` a window, :meth:`stop` it (idempotent; a second concurrent window does nothing)."""
+    """:meth:`start` a window, :meth:`stop` it (idempotent, any thread; a second concurrent window does nothing).
 
-    def __init__(self) -> None:
+    ``max_s`` bounds the window: whatever happens (no frame ever comes, a camera that is not there), the log is
+    never held back longer than that.
+    """
+
+    def __init__(self, max_s: float = 8.0) -> None:
         self._saved: int | None = None
         self._capture: IO[bytes] | None = None
+        self._max_s = max_s
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
 
     @property
     def active(self) -> bool:
@@ -51,13 +58,23 @@ class NativeLogFilter:
         self._capture = tempfile.TemporaryFile()  # noqa: SIM115 - open across start()/stop(), closed in stop()
         self._saved = os.dup(2)
         os.dup2(self._capture.fileno(), 2)
+        self._timer = threading.Timer(self._max_s, self.stop)
+        self._timer.daemon = True
+        self._timer.start()
         return self
 
     def stop(self) -> None:
-        saved, capture = self._saved, self._capture
-        if saved is None or capture is None:
-            return
-        self._saved = self._capture = None
+        with self._lock:
+            saved, capture, timer = self._saved, self._capture, self._timer
+            if saved is None or capture is None:
+                return
+            self._saved = self._capture = self._timer = None
+            if timer is not None and timer is not threading.current_thread():
+                timer.cancel()
+            self._restore(saved, capture)
+
+    @staticmethod
+    def _restore(saved: int, capture: IO[bytes]) -> None:
         try:
             sys.stderr.flush()
             os.dup2(saved, 2)

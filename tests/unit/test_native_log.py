@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import pytest
 
@@ -61,3 +62,14 @@ def test_one_window_at_a_time(capfd: pytest.CaptureFixture[str]) -> None:
     os.write(2, NOISE[2])
     first.stop()
     assert capfd.readouterr().err == ""
+
+
+@pytest.mark.operations
+def test_the_window_ends_by_itself(capfd: pytest.CaptureFixture[str]) -> None:
+    """A node whose camera never delivers a frame must not keep its log held back."""
+    quiet = NativeLogFilter(max_s=0.2).start()
+    os.write(2, NOISE[1] + KEPT[1])
+    time.sleep(0.6)
+    assert not quiet.active
+    assert capfd.readouterr().err.encode() == KEPT[1]
+    quiet.stop()
