@@ -350,6 +350,26 @@ def _go_duration_s(text: str) -> int | None:
     return None if total == 0 else round(total)
 
 
+def _retention_policies(cfg: InfluxSection) -> list[tuple[str, str, bool, str]]:
+    """(name, duration, is default, the policy as CREATE/ALTER RETENTION POLICY take it) of both policies."""
+    db = _quote_ident(cfg.database)
+    policies = []
+    wanted = (("frames", cfg.frame_retention, False), ("default", cfg.default_retention, True))
+    for name, duration, is_default in wanted:
+        spec = (f"{_quote_ident(name)} ON {db} DURATION {duration} REPLICATION 1 "
+                f"SHARD DURATION {_shard_duration(duration_seconds(duration))}{' DEFAULT' if is_default else ''}")
+        policies.append((name, duration, is_default, spec))
+    return policies
+
+
+def schema_statements(cfg: InfluxSection) -> list[str]:
+    """The InfluxQL that creates the database and both retention policies: what an administrator runs once when
+    the aggregator writes with an account that may not (``create_database`` off; the compose stack's init script
+    is this, ``formcheck aggregator --print-schema``)."""
+    return [f"CREATE DATABASE {_quote_ident(cfg.database)}",
+            *(f"CREATE RETENTION POLICY {spec}" for _, _, _, spec in _retention_policies(cfg))]
+
+
 def _shard_duration(seconds: int | None) -> str:
     """InfluxDB's own default shard group duration for a retention period, stated explicitly so that
     ALTERing a policy to a shorter duration is never refused for a too-long shard duration."""
@@ -826,18 +846,12 @@ class InfluxWriter:
         db = _quote_ident(cfg.database)
         _query(conn, f"CREATE DATABASE {db}")
         existing = {str(row["name"]): row for row in _query(conn, f"SHOW RETENTION POLICIES ON {db}")}
-        wanted: dict[str, tuple[str, bool]] = {
-            "frames": (cfg.frame_retention, False),
-            "default": (cfg.default_retention, True),
-        }
-        for name, (duration, is_default) in wanted.items():
-            seconds = duration_seconds(duration)
-            spec = f"DURATION {duration} REPLICATION 1 SHARD DURATION {_shard_duration(seconds)}"
-            suffix = " DEFAULT" if is_default else ""
+        for name, duration, is_default, spec in _retention_policies(cfg):
             row = existing.get(name)
             if row is None:
-                _query(conn, f"CREATE RETENTION POLICY {_quote_ident(name)} ON {db} {spec}{suffix}")
-            elif _go_duration_s(str(row["duration"])) != seconds or (is_default and not row["default"]):
-                _query(conn, f"ALTER RETENTION POLICY {_quote_ident(name)} ON {db} {spec}{suffix}")
+                _query(conn, f"CREATE RETENTION POLICY {spec}")
+            elif (_go_duration_s(str(row["duration"])) != duration_seconds(duration)
+                  or (is_default and not row["default"])):
+                _query(conn, f"ALTER RETENTION POLICY {spec}")
         log.info("InfluxDB database %s ready (frames %s, default %s)", cfg.database, cfg.frame_retention,
                  cfg.default_retention)

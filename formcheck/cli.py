@@ -165,6 +165,11 @@ def cmd_aggregator(args: argparse.Namespace) -> int:
         config = load_config(args.config, overrides)
     except ConfigError as exc:
         raise CliError(f"config: {exc}") from exc
+    if args.print_schema:
+        from aggregator.influx import schema_statements
+
+        sys.stdout.write("".join(f"{statement}\n" for statement in schema_statements(config.influx)))
+        return 0
     logging.getLogger().setLevel(config.log_level)
     return run_aggregator(config)
 
@@ -382,6 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
     agg.add_argument("--influx", help="InfluxDB URL, e.g. http://localhost:8086")
     agg.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     agg.add_argument("--print-config", action="store_true", help="print every option with its default and exit")
+    agg.add_argument("--print-schema", action="store_true",
+                     help="print the InfluxQL that creates the database and its retention policies (for an "
+                     "administrator, when the aggregator writes without admin rights) and exit")
     agg.set_defaults(func=cmd_aggregator)
 
     for name, func, text in (("checkin", cmd_checkin, "check a member in at a station"),

@@ -83,10 +83,23 @@ def test_aggregator_environment_is_valid_config() -> None:
     assert config.mqtt.host == "mosquitto"
     assert config.influx.url == "http://influxdb:8086"
     assert config.heartbeat_file is not None
-    # It must be able to create the retention policies it writes to (admin-only in InfluxDB 1.x).
-    assert config.influx.create_database
+    # issue 13 item 7: it writes without admin rights; the init script made the retention policies.
+    assert not config.influx.create_database
     assert config.influx.username is not None
-    assert config.influx.username.get_secret_value() == env_example()["INFLUXDB_ADMIN_USER"]
+    assert config.influx.username.get_secret_value() == env_example()["INFLUXDB_WRITE_USER"]
+    influx = compose()["services"]["influxdb"]
+    assert influx["environment"]["INFLUXDB_USER"] == "${INFLUXDB_WRITE_USER}"
+    assert "./deploy/influxdb/init:/docker-entrypoint-initdb.d:ro" in influx["volumes"]
+
+
+@pytest.mark.security
+def test_the_influx_init_script_is_the_aggregators_schema() -> None:
+    from aggregator.influx import schema_statements
+
+    config = load_aggregator_config(None, environ=_service_env("aggregator", "FORMCHECK_AGG__"))
+    script = (REPO_ROOT / "deploy/influxdb/init/formcheck.iql").read_text()
+    assert script == "".join(f"{s};\n" for s in schema_statements(config.influx)), (
+        "deploy/influxdb/init/formcheck.iql is stale: formcheck aggregator --print-schema | sed 's/$/;/'")
 
 
 def test_demo_edge_environment_is_valid_config() -> None:
