@@ -161,7 +161,7 @@ class RepMessage(_Message):
         default_factory=dict, description="Each fault seen often enough to count, with the seq of its frames."
     )
     checks: dict[str, bool] = Field(default_factory=dict, description="Posture checks and whether each passed.")
-    score: Annotated[float, Field(ge=0, le=100)] = Field(description="0-100 (see README, Grading).")
+    score: Annotated[float, Field(ge=0, le=100)] = Field(description="0-100 (see docs/aggregator.md, Grading).")
     grade: Grade
     verdict: Verdict = Field(description="perfect: all checks passed; good: one failed; bad: more, or poor form.")
 
