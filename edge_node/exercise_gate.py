@@ -62,23 +62,19 @@ class ExerciseGate:
 
     def recognise(self) -> list[FrameMessage]:
         """A check-in without an exercise: recognise it from the next frames (returns frames to publish)."""
-        out = self.release()
-        self._named = None
-        self._recogniser = ExerciseRecogniser(self.config)
-        return out
+        return self._begin(None, ExerciseRecogniser(self.config))
 
     def watch(self, named: Exercise) -> list[FrameMessage]:
         """A check-in naming ``named``: keep it, but count it if the pose says otherwise."""
-        out = self.release()
-        self._named = named
-        self._recogniser = ExerciseRecogniser(self.config)
-        return out
+        return self._begin(named, ExerciseRecogniser(self.config))
 
     def stop(self) -> list[FrameMessage]:
         """Check-out: nothing to recognise any more; held frames are published as classified."""
+        return self._begin(None, None)
+
+    def _begin(self, named: Exercise | None, recogniser: ExerciseRecogniser | None) -> list[FrameMessage]:
         out = self.release()
-        self._named = None
-        self._recogniser = None
+        self._named, self._recogniser = named, recogniser
         return out
 
     def finish(self) -> list[FrameMessage]:

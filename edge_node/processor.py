@@ -48,6 +48,23 @@ _QUIET_FRAMES = 3
 """Frames after which the native libraries' start-up lines have all been written."""
 
 
+class WrongExerciseModel(ModelLoadError):
+    """The model file found for an exercise classifies another one."""
+
+
+def _load_classifier(config: EdgeConfig, exercise: Exercise) -> tuple[Exercise, PhaseFormClassifier]:
+    """The classifier that serves ``exercise`` (its stand-in's where it has none), and that model's exercise."""
+    model = STAND_IN.get(exercise, exercise)
+    if model != exercise:
+        log.warning("no %s form model is trained: phases and form are the %s model's, reps and depth are %s's",
+                    exercise, model, exercise)
+    classifier = PhaseFormClassifier(config.classifier.model_for(model), num_threads=config.classifier.num_threads)
+    if classifier.manifest.exercise != model:
+        raise WrongExerciseModel(f"model {classifier.version} classifies {classifier.manifest.exercise}, "
+                             f"but the node is set to {exercise}")
+    return model, classifier
+
+
 @dataclass(frozen=True)
 class Observation:
     """What the pose model saw in one frame, before any classifier: ``features`` is None without a person."""
@@ -96,19 +113,8 @@ class FrameProcessor:
             min_presence_confidence=config.pose.min_presence_confidence,
         )
         exercise = config.node.exercise
-        model = STAND_IN.get(exercise, exercise)
-        if model != exercise:
-            log.warning("no %s form model is trained: phases and form are the %s model's, reps and depth are %s's",
-                        exercise, model, exercise)
         try:
-            classifier = PhaseFormClassifier(
-                config.classifier.model_for(model), num_threads=config.classifier.num_threads
-            )
-            if classifier.manifest.exercise != model:
-                raise ModelLoadError(
-                    f"model {classifier.version} classifies {classifier.manifest.exercise}, "
-                    f"but the node is set to {exercise}"
-                )
+            model, classifier = _load_classifier(config, exercise)
         except Exception:
             pose.close()
             raise
@@ -124,19 +130,16 @@ class FrameProcessor:
         if exercise == self.exercise:
             return True
         model = STAND_IN.get(exercise, exercise)
-        if model != exercise:
-            log.warning("no %s form model is trained: classifying with the %s model", exercise, model)
         if model not in self.classifiers:
-            path = self.config.classifier.model_for(model)
-            if not path.is_file():
+            if not self.config.classifier.model_for(model).is_file():
                 return False
             quiet = NativeLogFilter().start()
             try:
-                classifier = PhaseFormClassifier(path, num_threads=self.config.classifier.num_threads)
+                model, classifier = _load_classifier(self.config, exercise)
+            except WrongExerciseModel:
+                return False
             finally:
                 quiet.stop()
-            if classifier.manifest.exercise != model:
-                return False
             self.classifiers[model] = classifier
         self.exercise = exercise
         self._window.reset()

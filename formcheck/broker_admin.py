@@ -65,6 +65,14 @@ NODE_PATTERNS: Final[tuple[tuple[str, str], ...]] = (
     ("read", "nodes/%u/session"),
 )
 MEMBER_PATTERNS: Final[tuple[tuple[str, str], ...]] = (("read", "members/%u/notifications"),)
+SCREEN_READS: Final[tuple[tuple[str, str], ...]] = (
+    ("read", "nodes/+/session"),
+    ("read", "nodes/+/reps"),
+    ("read", "nodes/+/sets"),
+    ("read", "nodes/+/status"),
+    ("read", "aggregator/status"),
+)
+"""What a wall or station screen shows: who is checked in, reps, sets, availability."""
 ROLE_TOPICS: Final[dict[Role, tuple[tuple[str, str], ...]]] = {
     "node": (),
     "member": (),
@@ -78,22 +86,10 @@ ROLE_TOPICS: Final[dict[Role, tuple[tuple[str, str], ...]]] = {
         ("write", "members/+/notifications"),
         ("readwrite", "aggregator/status"),
     ),
-    # Staff write sessions of the registered stations only (lines per node, see render_acl): a retained
-    # session per station, never one under an invented station name.
-    "staff": (
-        ("read", "nodes/+/session"),
-        ("read", "nodes/+/reps"),
-        ("read", "nodes/+/sets"),
-        ("read", "nodes/+/status"),
-        ("read", "aggregator/status"),
-    ),
-    "display": (
-        ("read", "nodes/+/session"),
-        ("read", "nodes/+/reps"),
-        ("read", "nodes/+/sets"),
-        ("read", "nodes/+/status"),
-        ("read", "aggregator/status"),
-    ),
+    # Staff read what a screen shows and write the registered stations' sessions (lines per node, see
+    # render_acl): a retained session per station, never one under an invented station name.
+    "staff": SCREEN_READS,
+    "display": SCREEN_READS,
 }
 PER_NODE_TOPICS: Final[dict[Role, tuple[tuple[str, str], ...]]] = {
     "staff": (("readwrite", "session"),),

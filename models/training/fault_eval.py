@@ -13,14 +13,11 @@ behind them. Reps labelled ``unclear`` are left out; labelled reps the counter m
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Final
 
 from aggregator.analyze import analyze_frames
-from models.training.dataset import GROUND_TRUTH
 from models.training.rep_selection import HeldOut, config_for
 from protocol.messages import Exercise, Fault
 
@@ -67,13 +64,7 @@ class FaultReport:
     unjudged_labels: dict[str, int]
 
 
-def rep_labels(data_dir: Path) -> dict[str, list[str]]:
-    """Clip name → the per-rep form labels (one string per complete rep, faults joined by '+')."""
-    with (data_dir / GROUND_TRUTH).open(newline="") as fh:
-        return {Path(r["path"]).stem: r["form"].split() for r in csv.DictReader(fh)}
-
-
-def evaluate_faults(results: Sequence[HeldOut], labels: dict[str, list[str]]) -> FaultReport:
+def evaluate_faults(results: Sequence[HeldOut]) -> FaultReport:
     counts = {(ex, fault): FaultCounts(ex, fault) for ex, faults in JUDGED.items() for fault in faults}
     unmatched = unclear = 0
     unjudged: dict[str, int] = {}
@@ -81,8 +72,7 @@ def evaluate_faults(results: Sequence[HeldOut], labels: dict[str, list[str]]) ->
         clip = held.clip
         config = config_for(held.setting, {clip.exercise: held.floor})
         analysis = analyze_frames(clip.frames, clip.name, clip.exercise, rep_config=config)
-        forms = labels.get(clip.name, [])
-        for bottom, form in zip(clip.bottoms, forms, strict=False):
+        for bottom, form in zip(clip.bottoms, clip.forms, strict=False):
             names = set(form.split("+"))
             if "unclear" in names:
                 unclear += 1

@@ -20,7 +20,7 @@ from __future__ import annotations
 import csv
 import itertools
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -66,6 +66,8 @@ class EvalClip:
     partial_expected: int
     bottoms: tuple[int, ...]
     frames: tuple[FrameMessage, ...]
+    forms: tuple[str, ...] = ()
+    """Per complete rep, its form label (``form`` column: ``good``, a fault, or ``unclear``)."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,7 @@ def load_eval_clips(data_dir: Path, exercises: Iterable[Exercise] | None = None)
             expected=int(row["complete_reps"] or 0), partial_expected=int(row["partial_reps"] or 0),
             bottoms=tuple(int(b) for b in row["bottom_frames"].split()),
             frames=tuple(edge_frames(data_dir / row["path"], exercise)),
+            forms=tuple(row["form"].split()),
         ))
     return clips
 
@@ -122,9 +125,14 @@ def count(frames: Sequence[FrameMessage], exercise: Exercise, config: RepConfig,
     return Outcome(reps=tuple(reps), partial=sum(e.kind == "partial" for e in events))
 
 
+def grid_points(grid: Mapping[str, Sequence[float]]) -> list[Setting]:
+    """Every combination of the grid's candidates, as sorted (name, value) pairs, in a fixed order."""
+    names = sorted(grid)
+    return [tuple(zip(names, values, strict=True)) for values in itertools.product(*(grid[n] for n in names))]
+
+
 def settings() -> list[Setting]:
-    names = sorted(GRID)
-    return [tuple(zip(names, values, strict=True)) for values in itertools.product(*(GRID[n] for n in names))]
+    return grid_points(GRID)
 
 
 @dataclass
@@ -281,9 +289,7 @@ class Recognised:
 
 def recognition_loso(clips: Sequence[EvalClip]) -> tuple[list[Recognised], RecognitionConfig]:
     """Leave-one-source-out exercise recognition, and the thresholds chosen on every clip (what ships)."""
-    names = sorted(RECOGNITION_GRID)
-    grid = [dict(zip(names, values, strict=True))
-            for values in itertools.product(*(RECOGNITION_GRID[n] for n in names))]
+    grid = [dict(point) for point in grid_points(RECOGNITION_GRID)]
     outcomes = [[recognise(c.frames, RecognitionConfig(**point)) for c in clips] for point in grid]
     right = [[r is not None and r.exercise == c.exercise for r, c in zip(row, clips, strict=True)]
              for row in outcomes]
@@ -425,8 +431,8 @@ def evaluate_reps_main(data_dir: Path, out: Path) -> int:
         if rate == 1:
             shipped = chosen_config(table)
     recognised, recognition = recognition_loso(clips)
-    from models.training.fault_eval import evaluate_faults, fault_lines, rep_labels  # imports this module
-    faults = fault_lines(evaluate_faults(by_rate[1], rep_labels(data_dir)))
+    from models.training.fault_eval import evaluate_faults, fault_lines  # it imports this module
+    faults = fault_lines(evaluate_faults(by_rate[1]))
     for line in _totals_lines(by_rate):
         print(line)
     print(f"exercise recognised on {sum(r.correct for r in recognised)}/{len(recognised)} clips (held out)")

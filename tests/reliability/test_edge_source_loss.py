@@ -22,20 +22,31 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def test_stream_loss_is_survived(mosquitto: Mosquitto, data_dir: Path, pose_model: Path) -> None:
-    clip = data_dir / SHORT_CLIP
-    per_pass = decoded_frames(clip)
-    handler = functools.partial(_QuietHandler, directory=str(clip.parent))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+def serve_clips(directory: Path, port: int = 0) -> http.server.ThreadingHTTPServer:
+    """The clips of ``directory`` over HTTP on loopback (a network camera that can go away)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port),
+                                             functools.partial(_QuietHandler, directory=str(directory)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/{clip.name}"
-    rec = Recorder(mosquitto.host, mosquitto.port, "gym/main/nodes/edge-u/#").start()
+    return server
+
+
+def start_edge(url: str, node: str, mosquitto: Mosquitto) -> subprocess.Popen[str]:
+    """``formcheck edge`` on a stream, reopening it quickly (0.2 s, backoff to 0.5 s)."""
     env = {**run_env(), "FORMCHECK_EDGE__SOURCE__RECONNECT_S": "0.2", "FORMCHECK_EDGE__SOURCE__RECONNECT_MAX_S": "0.5"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "formcheck.cli", "edge", "--source", url, "--node", "edge-u",
+    return subprocess.Popen(
+        [sys.executable, "-m", "formcheck.cli", "edge", "--source", url, "--node", node,
          "--broker", f"127.0.0.1:{mosquitto.port}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
     )
+
+
+def test_stream_loss_is_survived(mosquitto: Mosquitto, data_dir: Path, pose_model: Path) -> None:
+    clip = data_dir / SHORT_CLIP
+    per_pass = decoded_frames(clip)
+    server = serve_clips(clip.parent)
+    url = f"http://127.0.0.1:{server.server_address[1]}/{clip.name}"
+    rec = Recorder(mosquitto.host, mosquitto.port, "gym/main/nodes/edge-u/#").start()
+    proc = start_edge(url, "edge-u", mosquitto)
     try:
         # A stream that ends is a lost camera: the node reopens it, so frames keep coming past one pass.
         assert rec.wait_for(lambda m: sum(x.topic.endswith("/frames") for x in m) > per_pass + 10, 60)
@@ -63,23 +74,16 @@ def test_stream_loss_is_survived(mosquitto: Mosquitto, data_dir: Path, pose_mode
 def test_a_stream_not_ready_at_boot_is_waited_for(mosquitto: Mosquitto, data_dir: Path, pose_model: Path) -> None:
     """A camera that is not up when the node starts must not leave the station dead (exit 2 is not restarted)."""
     clip = data_dir / SHORT_CLIP
-    handler = functools.partial(_QuietHandler, directory=str(clip.parent))
     port = free_port()
     url = f"http://127.0.0.1:{port}/{clip.name}"
     rec = Recorder(mosquitto.host, mosquitto.port, "gym/main/nodes/edge-w/#").start()
-    env = {**run_env(), "FORMCHECK_EDGE__SOURCE__RECONNECT_S": "0.2", "FORMCHECK_EDGE__SOURCE__RECONNECT_MAX_S": "0.5"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "formcheck.cli", "edge", "--source", url, "--node", "edge-w",
-         "--broker", f"127.0.0.1:{mosquitto.port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
-    )
+    proc = start_edge(url, "edge-w", mosquitto)
     server = None
     try:
         assert rec.wait_for(lambda m: any(x.topic.endswith("/status") and x.json().get("source_ok") is False
                                           for x in m), 30), "status must say the source is not ready"
         assert proc.poll() is None, "the node exited instead of waiting for its camera"
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        server = serve_clips(clip.parent, port)
         assert rec.wait_for(lambda m: sum(x.topic.endswith("/frames") for x in m) >= 10, 60)
         assert rec.wait_for(lambda m: any(x.topic.endswith("/status") and x.json().get("source_ok") is True
                                           for x in m), 10)
