@@ -15,13 +15,16 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /opt/formcheck
+# Every third-party package from the hash-locked set (make lock), then this project alone without resolving.
+COPY requirements/server.txt ./requirements/server.txt
+RUN pip install --require-hashes -r requirements/server.txt
 COPY pyproject.toml README.md ./
 COPY formcheck ./formcheck
 COPY protocol ./protocol
 COPY edge_node ./edge_node
 COPY aggregator ./aggregator
 COPY models ./models
-RUN pip install ".[notify]" \
+RUN pip install --no-deps . \
     # The pose model is built from the pose graphs of the installed mediapipe at image build time, next to
     # the installed package, where formcheck.paths looks for it.
     && formcheck models build \

@@ -74,6 +74,8 @@ edge-install:
 lock: venv
 	$(PY) -m uv pip compile pyproject.toml --universal --generate-hashes --no-annotate \
 		-c requirements/edge-constraints.txt -o requirements/edge.txt --custom-compile-command "make lock"
+	$(PY) -m uv pip compile pyproject.toml --extra notify --universal --generate-hashes --no-annotate \
+		-c requirements/edge-constraints.txt -o requirements/server.txt --custom-compile-command "make lock"
 
 demo: venv server-deps model
 	@$(PY) -m formcheck.cli demo

@@ -303,7 +303,7 @@ class _Http:
         self._timeout = config.timeout_s
         self._headers: dict[str, str] = {}
         if config.username is not None:
-            password = config.password.get_secret_value() if config.password is not None else ""
+            password = config.resolved_password()
             token = base64.b64encode(f"{config.username.get_secret_value()}:{password}".encode()).decode()
             self._headers["Authorization"] = f"Basic {token}"
         self._conn: http.client.HTTPConnection | None = None

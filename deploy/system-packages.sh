@@ -5,7 +5,8 @@
 #   deploy/system-packages.sh base     the virtualenv and OpenCV's libraries: every machine, edge nodes too
 #   deploy/system-packages.sh server   the broker and the database `make demo` and the tests run (never on a node:
 #                                      Debian's influxdb listens on :8086 without authentication)
-#   deploy/system-packages.sh test     what only the test suite needs (the emulated Raspberry Pi)
+#   deploy/system-packages.sh test     what only the test suite needs (the emulated Raspberry Pi, a Compose
+#                                      implementation that validates docker-compose.yml)
 #   deploy/system-packages.sh --list MODE   print that set, install nothing
 set -euo pipefail
 
@@ -13,7 +14,7 @@ packages_for() {
   case "$1" in
     base) echo "python3-venv python3-dev libgl1 libglib2.0-0" ;;
     server) echo "mosquitto mosquitto-clients influxdb openssl" ;;
-    test) echo "qemu-user-static mmdebstrap" ;;
+    test) echo "qemu-user-static mmdebstrap docker-compose" ;;
     *) echo "formcheck: unknown package set '$1' (base, server, test)" >&2; exit 2 ;;
   esac
 }

@@ -15,7 +15,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import Field, SecretStr, field_validator
 
 from formcheck.paho_compat import TolerantPubackClient
-from formcheck.settings import ConfigError, Section, validated_id
+from formcheck.settings import Section, read_secret_file, validated_id
 from protocol.topics import DEFAULT_PREFIX
 
 ClientT = TypeVar("ClientT", bound=mqtt.Client)
@@ -58,10 +58,7 @@ class BrokerSection(Section):
         if self.password is not None:
             return self.password.get_secret_value()
         if self.password_file is not None:
-            try:
-                return self.password_file.read_text().splitlines()[0].strip()
-            except (OSError, IndexError) as exc:
-                raise ConfigError(f"mqtt.password_file: cannot read a password from {self.password_file}") from exc
+            return read_secret_file(self.password_file, "mqtt.password_file")
         return None
 
 

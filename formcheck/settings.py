@@ -31,6 +31,17 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
+def read_secret_file(path: Path, field: str) -> str:
+    """The first line of a secret file (a compose secret, a systemd credential); ``field`` names it in the error."""
+    try:
+        secret = path.read_text().splitlines()[0].strip()
+    except (OSError, UnicodeDecodeError, IndexError) as exc:
+        raise ConfigError(f"{field}: cannot read a password from {path}") from exc
+    if not secret:
+        raise ConfigError(f"{field}: {path} starts with an empty line")
+    return secret
+
+
 def validated_id(value: str, what: str) -> str:
     """An id usable as a topic level and an InfluxDB tag, for pydantic validators."""
     try:

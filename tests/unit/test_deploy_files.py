@@ -38,11 +38,12 @@ def substitute(text: str, env: dict[str, str]) -> str:
 
 def test_services_and_profiles() -> None:
     services = compose()["services"]
-    assert set(services) == {"preflight", "mosquitto", "influxdb", "grafana", "aggregator", "edge-demo"}
+    assert set(services) == {"preflight", "mosquitto", "influxdb", "grafana", "grafana-kiosk", "aggregator",
+                             "edge-demo"}
     assert services["edge-demo"]["profiles"] == ["demo"]
     for name, service in services.items():
         assert "restart" in service, f"{name} has no restart policy"
-        if name not in ("edge-demo", "preflight"):
+        if name not in ("edge-demo", "preflight", "grafana-kiosk"):  # one-shot jobs
             assert "healthcheck" in service, f"{name} has no health check"
 
 
@@ -88,7 +89,7 @@ def test_aggregator_environment_is_valid_config() -> None:
     assert config.influx.username is not None
     assert config.influx.username.get_secret_value() == env_example()["INFLUXDB_WRITE_USER"]
     influx = compose()["services"]["influxdb"]
-    assert influx["environment"]["INFLUXDB_USER"] == "${INFLUXDB_WRITE_USER}"
+    assert influx["environment"]["INFLUXDB_USER"].startswith("${INFLUXDB_WRITE_USER:?")
     assert "./deploy/influxdb/init:/docker-entrypoint-initdb.d:ro" in influx["volumes"]
 
 
@@ -185,45 +186,211 @@ def test_an_edge_install_installs_no_server() -> None:
     assert "system-packages.sh server" in _make_dry_run("demo")
 
 
-# --- issue 13 items 5 and 6: no example secret runs, no plain MQTT on the network ----------------------------------
+# --- issue 13 items 5, 6 and 7: secrets as files, none in the environment, no example secret runs -------------------
 
-SECRET = re.compile(r"PASSWORD|SECRET")
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|_KEY\b")
 
 
-def _secret_variables() -> set[str]:
-    return {name for name in VAR.findall(COMPOSE.read_text()) if SECRET.search(name)}
+def _secret_dir_paths(text: str) -> set[str]:
+    return set(re.findall(r"/run/secrets/([a-z0-9_]+)", text))
 
 
 @pytest.mark.security
-def test_every_secret_is_required_by_compose() -> None:
-    text = COMPOSE.read_text()
-    for name in _secret_variables():
-        uses = re.findall(r"\$\{" + name + r"(:?[-?]?)[^}]*\}", text)
-        assert uses and all(use == ":?" for use in uses), f"${{{name}}} must be written ${{{name}:?...}}"
+def test_secrets_reach_services_as_files_only() -> None:
+    """Item 7: compose `secrets:`, never environment variables (before: six passwords in `environment:`)."""
+    from formcheck.secrets_check import COMPOSE_SECRETS
+
+    declared = compose()["secrets"]
+    assert set(declared) == set(COMPOSE_SECRETS)
+    for name, spec in declared.items():
+        assert spec == {"file": f"./secrets/{name}"}, name
+    for service_name, service in compose()["services"].items():
+        granted = set(service.get("secrets", []))
+        assert granted <= set(declared), service_name
+        for key, value in service.get("environment", {}).items():
+            if SECRET_NAME.search(key):
+                # Only a path to a granted secret file, never a value.
+                assert key.endswith("_FILE") and str(value).startswith("/run/secrets/"), (service_name, key)
+        used = _secret_dir_paths(yaml.safe_dump(service))
+        for volume in service.get("volumes", []):  # files the service reads, e.g. Grafana's provisioning
+            host = REPO_ROOT / volume.split(":")[0]
+            if volume.startswith("./") and host.exists():
+                for path in [host] if host.is_file() else sorted(host.rglob("*.yaml")):
+                    used |= _secret_dir_paths(path.read_text())
+        assert used <= granted, f"{service_name} reads {sorted(used - granted)} without being granted them"
+        if service_name != "preflight":  # it names the files it checks in its command instead
+            assert granted == used, f"{service_name} is granted secrets it does not read"
+    assert not [name for name in VAR.findall(COMPOSE.read_text()) if SECRET_NAME.search(name)]
+    assert not [key for key in env_example() if SECRET_NAME.search(key)], ".env.example holds names only"
 
 
 @pytest.mark.security
 def test_nothing_starts_before_the_secrets_are_checked() -> None:
+    from formcheck.secrets_check import COMPOSE_SECRETS
+
     services = compose()["services"]
     preflight = services["preflight"]
-    checked = set(preflight["command"][2:])
-    assert preflight["command"][:2] == ["deploy", "check-secrets"]
-    assert _secret_variables() - {"DEMO_NODE_MQTT_PASSWORD"} <= checked
+    assert preflight["command"][:4] == ["deploy", "check-secrets", "--dir", "/run/secrets"]
+    checked = set(preflight["command"][4:])
+    assert checked == set(COMPOSE_SECRETS) - {"mqtt_demo_node_password"}
+    assert set(preflight["secrets"]) == checked
     for name, service in services.items():
         if name != "preflight":
             assert service["depends_on"]["preflight"] == {"condition": "service_completed_successfully"}, name
 
 
 @pytest.mark.security
-def test_the_example_secrets_are_refused() -> None:
-    from formcheck.secrets_check import secret_problems
+def test_init_secrets_writes_random_secrets_the_check_accepts(tmp_path: Path) -> None:
+    from formcheck.secrets_check import COMPOSE_SECRETS, init_secrets, read_secrets, secret_problems
 
-    env = env_example()
-    names = sorted(_secret_variables())
-    problems = secret_problems(names, env)
-    assert len(problems) == len(names), problems
-    assert secret_problems(names, {n: f"{n.lower()}-0123456789abcdef" for n in names}) == []
-    assert secret_problems(["X"], {"X": "short"}) == ["X is shorter than 12 characters"]
+    secrets_dir = tmp_path / "secrets"
+    assert secret_problems(COMPOSE_SECRETS, read_secrets(secrets_dir, COMPOSE_SECRETS)) == [
+        f"{name} is not set" for name in COMPOSE_SECRETS]
+    assert init_secrets(secrets_dir) == list(COMPOSE_SECRETS)
+    values = read_secrets(secrets_dir, COMPOSE_SECRETS)
+    assert secret_problems(COMPOSE_SECRETS, values) == []
+    assert len(set(values.values())) == len(COMPOSE_SECRETS), "every secret is drawn on its own"
+    assert secrets_dir.stat().st_mode & 0o777 == 0o700
+    assert {(secrets_dir / n).stat().st_mode & 0o777 for n in COMPOSE_SECRETS} == {0o444}
+    (secrets_dir / "grafana_secret_key").chmod(0o644)
+    (secrets_dir / "grafana_secret_key").write_text("change-me-grafana-secret-key\n")
+    (secrets_dir / "influxdb_admin_password").unlink()
+    assert init_secrets(secrets_dir) == ["influxdb_admin_password"], "existing secrets are kept"
+    assert secret_problems(COMPOSE_SECRETS, read_secrets(secrets_dir, COMPOSE_SECRETS)) == [
+        "grafana_secret_key still has an example value"]
+    assert secret_problems(["x"], {"x": "short"}) == ["x is shorter than 12 characters"]
+
+
+def _docker_compose(env_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Debian's docker-compose (1.29) renders the shipped file; it predates the top-level `name:` only."""
+    shipped = compose()
+    assert shipped.pop("name") == "formcheck"
+    rendered = env_file.parent / "docker-compose.yml"
+    rendered.write_text(yaml.safe_dump(shipped, sort_keys=False))
+    try:
+        return subprocess.run(["docker-compose", "--project-directory", str(REPO_ROOT), "--env-file", str(env_file),
+                               "-f", str(rendered), *args], capture_output=True, text=True, check=False, timeout=60)
+    except FileNotFoundError:
+        pytest.fail("docker-compose is missing: `make test` installs Debian's docker-compose", pytrace=False)
+
+
+@pytest.mark.security
+def test_compose_accepts_the_file_and_renders_no_secret(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text((REPO_ROOT / ".env.example").read_text())
+    result = _docker_compose(env_file, "config")
+    assert result.returncode == 0, result.stderr
+    rendered = yaml.safe_load(result.stdout)
+    assert set(rendered["services"]) == set(compose()["services"])
+    assert rendered["services"]["aggregator"]["read_only"] is True
+    for name, service in rendered["services"].items():
+        secret_vars = [key for key in service.get("environment", {}) if SECRET_NAME.search(key)]
+        assert all(key.endswith("_FILE") for key in secret_vars), (name, secret_vars)
+    # A name that is missing from .env stops compose with the variable named.
+    env_file.write_text("\n".join(line for line in env_file.read_text().splitlines()
+                                  if not line.startswith("FORMCHECK_SITE=")))
+    result = _docker_compose(env_file, "config")
+    assert result.returncode != 0 and "set FORMCHECK_SITE in .env" in result.stderr
+
+
+# --- issue 13 item 11: containers ------------------------------------------------------------------------------------
+
+# What a service's own start-up needs, and why (anything else is dropped).
+ALLOWED_CAPABILITIES = {
+    "mosquitto": {"CHOWN", "SETUID", "SETGID"},   # chown the persistence volume, then drop to uid 1883
+    "influxdb": {"CHOWN", "SETUID", "SETGID"},    # the image's entrypoint may hand its data to its own user
+}
+
+
+@pytest.mark.security
+def test_every_container_is_hardened() -> None:
+    for name, service in compose()["services"].items():
+        assert service.get("read_only") is True, name
+        assert service.get("cap_drop") == ["ALL"], name
+        assert set(service.get("cap_add", [])) <= ALLOWED_CAPABILITIES.get(name, set()), name
+        assert "no-new-privileges:true" in service.get("security_opt", []), name
+        assert re.fullmatch(r"[0-9]+[mg]", str(service.get("mem_limit", ""))), f"{name} has no memory limit"
+        assert service.get("pids_limit"), name
+        assert "privileged" not in service and service.get("user") != "root", name
+
+
+@pytest.mark.security
+def test_grafana_carries_the_cve_2025_4123_fix() -> None:
+    image = compose()["services"]["grafana"]["image"]
+    repository, _, tag = image.partition(":")
+    assert repository in {"grafana/grafana", "grafana/grafana-oss"}
+    version = tuple(int(part) for part in re.match(r"(\d+)\.(\d+)\.(\d+)", tag).groups())  # type: ignore[union-attr]
+    # Fixed in 12.0.0+security-01 and every 12.x release after; 11.x and older are out of support.
+    assert version >= (12, 0, 1), image
+
+
+# --- issue 13 item 2: the wall display is a read-only anonymous Viewer in an organisation of its own -------------
+
+def _dashboard(name: str) -> dict[str, Any]:
+    import json
+
+    data: dict[str, Any] = json.loads((REPO_ROOT / "dashboards" / "json" / name).read_text())
+    return data
+
+
+@pytest.mark.security
+def test_the_kiosk_is_an_anonymous_viewer_in_its_own_organisation() -> None:
+    services = compose()["services"]
+    grafana = services["grafana"]["environment"]
+    kiosk = services["grafana-kiosk"]
+    command = kiosk["command"]
+    org = command[command.index("--org") + 1]
+    assert grafana["GF_AUTH_ANONYMOUS_ENABLED"] == "true"
+    assert grafana["GF_AUTH_ANONYMOUS_ORG_NAME"] == org
+    assert grafana["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
+    assert org != "Main Org.", "the staff organisation (id 1) must not be the anonymous one"
+    assert grafana["GF_SECURITY_ADMIN_PASSWORD__FILE"] == "/run/secrets/grafana_admin_password"
+    assert grafana["GF_USERS_ALLOW_SIGN_UP"] == "false" and grafana["GF_USERS_ALLOW_ORG_CREATE"] == "false"
+    # Provisioning fills only the main organisation: the staff dashboards never enter the kiosk's.
+    provisioning = REPO_ROOT / "dashboards" / "provisioning"
+    for path in provisioning.rglob("*.yaml"):
+        for entry in (yaml.safe_load(path.read_text()).get("datasources") or []) + (
+                yaml.safe_load(path.read_text()).get("providers") or []):
+            assert entry.get("orgId", 1) == 1, path
+    # The kiosk organisation gets the gym-floor dashboard and nothing else.
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in kiosk["volumes"]}
+    dashboard_arg = command[command.index("--dashboard") + 1]
+    host = mounts[str(Path(dashboard_arg).parent)]
+    assert (REPO_ROOT / host / Path(dashboard_arg).name).resolve() == (
+        REPO_ROOT / "dashboards/json/gym-floor.json").resolve()
+    assert [a for a in command if a.endswith(".json")] == [dashboard_arg]
+    assert kiosk["depends_on"]["grafana"] == {"condition": "service_healthy"}
+
+
+@pytest.mark.security
+def test_the_gym_floor_dashboard_leads_nowhere_else() -> None:
+    """Its only data source is the one the kiosk organisation gets; no link reaches Member or Fleet health."""
+    from formcheck.grafana_kiosk import dashboard_datasource_uids, dashboard_link_targets, kiosk_datasource
+
+    floor = _dashboard("gym-floor.json")
+    source = kiosk_datasource((REPO_ROOT / "dashboards/provisioning/datasources/influxdb.yaml").read_text(),
+                              {"INFLUX_URL": "http://influxdb:8086", "INFLUX_DATABASE": "formcheck",
+                               "INFLUX_USER": "grafana"}, "reader-password-123")
+    assert dashboard_datasource_uids(floor) == {source["uid"]}
+    assert source["url"] == "http://influxdb:8086" and source["user"] == "grafana"
+    assert source["jsonData"]["dbName"] == "formcheck"
+    assert source["secureJsonData"] == {"password": "reader-password-123"} and "orgId" not in source
+    staff = {_dashboard(name)["uid"] for name in ("member.json", "fleet-health.json")}
+    for target in dashboard_link_targets(floor):
+        assert not any(uid in target for uid in staff), target
+
+
+@pytest.mark.security
+def test_the_kiosk_setup_removes_everything_else() -> None:
+    from formcheck.grafana_kiosk import OrgContents, removals
+
+    found = OrgContents(dashboard_uids=["formcheck-gym-floor", "formcheck-member"], folder_uids=["staff"],
+                        datasource_uids=["formcheck-influxdb", "other"], user_logins=["admin", "trainer"])
+    extra = removals(found, "formcheck-gym-floor", "formcheck-influxdb", "admin")
+    assert extra.dashboard_uids == ("formcheck-member",) and extra.folder_uids == ("staff",)
+    assert extra.datasource_uids == ("other",) and extra.user_logins == ("trainer",)
+    clean = OrgContents(["formcheck-gym-floor"], [], ["formcheck-influxdb"], ["admin"])
+    assert removals(clean, "formcheck-gym-floor", "formcheck-influxdb", "admin").count() == 0
 
 
 @pytest.mark.security
@@ -232,7 +399,7 @@ def test_plain_mqtt_is_published_on_loopback_only() -> None:
     plain = [p for p in ports if p.endswith(":1883")]
     assert plain == ["127.0.0.1:1883:1883"], ports
     grafana = compose()["services"]["grafana"]["environment"]
-    assert "GF_SECURITY_SECRET_KEY" in grafana and "GF_SECURITY_COOKIE_SECURE" in grafana
+    assert "GF_SECURITY_SECRET_KEY__FILE" in grafana and "GF_SECURITY_COOKIE_SECURE" in grafana
 
 
 @pytest.mark.security
@@ -269,3 +436,27 @@ def test_the_edge_unit_is_sandboxed() -> None:
     assert "LoadCredential=mqtt-password:/etc/formcheck/mqtt.password" in text
     assert "FORMCHECK_EDGE__MQTT__PASSWORD_FILE=%d/mqtt-password" in text
     assert "MQTT__PASSWORD=" not in text.replace("PASSWORD_FILE=", "")
+
+
+@pytest.mark.security
+def test_the_image_installs_python_packages_from_the_hash_lock() -> None:
+    """Item 11: every third-party package of the image comes hash-checked from requirements/server.txt."""
+    import tomllib
+
+    docker = (REPO_ROOT / "Dockerfile").read_text()
+    assert "pip install --require-hashes -r requirements/server.txt" in docker
+    installs = [line for line in docker.splitlines() if "pip install" in line]
+    assert all("--require-hashes" in line or "--no-deps" in line for line in installs), installs
+    lock = (REPO_ROOT / "requirements/server.txt").read_text()
+    blocks = re.split(r"\n(?=[A-Za-z0-9])", lock.split("\n", 2)[2])  # one requirement with its hashes each
+    pinned = {}
+    for block in blocks:
+        found = re.match(r"([A-Za-z0-9_.\-]+)==([^ ;\\\n]+)", block)
+        assert found and re.search(r"--hash=sha256:[0-9a-f]{64}", block), block[:200]
+        pinned[found.group(1).lower().replace("_", "-")] = found.group(2)
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    for requirement in project["dependencies"] + project["optional-dependencies"]["notify"]:
+        name = re.split(r"[<>=!~; \[]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+        assert name in pinned, f"{name} is not in requirements/server.txt: make lock"
+        if "==" in requirement:
+            assert pinned[name] == requirement.split("==", 1)[1].split(";")[0].strip(), f"{name}: make lock"
