@@ -18,8 +18,11 @@ and the two policy names to buckets (DBRP mappings) by hand.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from formcheck.settings import read_secret_file
 
 # InfluxQL duration literals as retention policies accept them; one unit keeps them readable in configs.
 _DURATION = re.compile(r"^([1-9][0-9]*)([smhdw])$")
@@ -66,6 +69,11 @@ class InfluxSection(BaseModel):
         None,
         description="Password for HTTP basic auth (on 2.x/3.x: an API token). Prefer the environment variable "
         "over the YAML file so it stays out of version control.",
+    )
+    password_file: Path | None = Field(
+        None,
+        description="File whose first line is the password (a compose secret or systemd credential); used when "
+        "password is unset.",
     )
     frame_retention: str = Field(
         "7d",
@@ -126,3 +134,11 @@ class InfluxSection(BaseModel):
         if self.retry_max_s < self.retry_min_s:
             raise ValueError("retry_max_s must not be smaller than retry_min_s")
         return self
+
+    def resolved_password(self) -> str:
+        """The password from ``password`` or else ``password_file``; empty when neither is set."""
+        if self.password is not None:
+            return self.password.get_secret_value()
+        if self.password_file is not None:
+            return read_secret_file(self.password_file, "influx.password_file")
+        return ""

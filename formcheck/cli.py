@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -269,12 +270,46 @@ def cmd_checkout(args: argparse.Namespace) -> int:
 
 
 def cmd_check_secrets(args: argparse.Namespace) -> int:
-    from formcheck.secrets_check import secret_problems
+    from formcheck.secrets_check import read_secrets, secret_problems
 
-    problems = secret_problems(args.names, os.environ)
+    problems = secret_problems(args.names, read_secrets(args.dir, args.names))
     if problems:
-        raise CliError("refusing to start: " + "; ".join(problems) + " (set them in .env)")
+        raise CliError(f"refusing to start: {'; '.join(problems)} (files in {args.dir}; "
+                       f"`formcheck deploy init-secrets` writes missing ones)")
     print(f"{len(args.names)} secrets set")
+    return 0
+
+
+def cmd_init_secrets(args: argparse.Namespace) -> int:
+    from formcheck.secrets_check import COMPOSE_SECRETS, init_secrets
+
+    try:
+        written = init_secrets(args.dir)
+    except OSError as exc:
+        raise CliError(f"cannot write secrets into {args.dir}: {exc.strerror or exc}") from exc
+    kept = len(COMPOSE_SECRETS) - len(written)
+    print(f"{args.dir}: {len(written)} secret(s) written ({', '.join(written) or 'none'}), {kept} kept")
+    return 0
+
+
+def cmd_grafana_kiosk(args: argparse.Namespace) -> int:
+    from formcheck.grafana_kiosk import GrafanaApi, GrafanaError, kiosk_datasource, set_up_kiosk
+    from formcheck.settings import ConfigError, read_secret_file
+
+    try:
+        admin_password = read_secret_file(args.admin_password_file, "--admin-password-file")
+        influx_password = read_secret_file(args.influx_password_file, "--influx-password-file")
+        dashboard = json.loads(args.dashboard.read_text())
+        datasource = kiosk_datasource(args.datasource.read_text(), os.environ, influx_password)
+    except (OSError, ValueError, ConfigError) as exc:
+        raise CliError(str(exc).splitlines()[0]) from exc
+    api = GrafanaApi(args.url, args.admin_user, admin_password)
+    try:
+        api.wait_ready(args.wait_s)
+        report = set_up_kiosk(api, args.org, dashboard, datasource)
+    except GrafanaError as exc:
+        raise CliError(str(exc)) from exc
+    print(report.summary(args.org))
     return 0
 
 
@@ -438,10 +473,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     deploy = sub.add_parser("deploy", help="deployment checks")
     deploy_sub = deploy.add_subparsers(dest="deploy_command", required=True, metavar="CHECK")
-    secrets = deploy_sub.add_parser("check-secrets", help="fail unless every named environment variable holds a "
-                                    "real secret (set, not the .env.example value, at least 12 characters)")
-    secrets.add_argument("names", nargs="+", metavar="VAR")
+    secrets = deploy_sub.add_parser("check-secrets", help="fail unless every named secret file holds a real "
+                                    "secret (present, not an example value, at least 12 characters)")
+    secrets.add_argument("--dir", required=True, type=Path, help="directory of the secret files (/run/secrets)")
+    secrets.add_argument("names", nargs="+", metavar="NAME")
     secrets.set_defaults(func=cmd_check_secrets)
+    init = deploy_sub.add_parser("init-secrets", help="write a random secret into every missing secret file "
+                                 "of docker-compose.yml (existing ones are kept)")
+    init.add_argument("--dir", required=True, type=Path, help="the compose project's secrets directory")
+    init.set_defaults(func=cmd_init_secrets)
+    kiosk = deploy_sub.add_parser("grafana-kiosk", help="give the wall display a read-only Grafana organisation "
+                                  "holding only the gym-floor dashboard (docs/deploy.md)")
+    kiosk.add_argument("--url", default="http://localhost:3000", help="Grafana's base URL")
+    kiosk.add_argument("--org", default="Gym floor", help="the kiosk organisation (GF_AUTH_ANONYMOUS_ORG_NAME)")
+    kiosk.add_argument("--admin-user", default="admin", help="a Grafana server admin")
+    kiosk.add_argument("--admin-password-file", required=True, type=Path)
+    kiosk.add_argument("--dashboard", required=True, type=Path, help="the gym-floor dashboard JSON")
+    kiosk.add_argument("--datasource", required=True, type=Path, help="the data source provisioning YAML")
+    kiosk.add_argument("--influx-password-file", required=True, type=Path, help="the read-only InfluxDB password")
+    kiosk.add_argument("--wait-s", type=float, default=120.0, help="how long to wait for Grafana to answer")
+    kiosk.set_defaults(func=cmd_grafana_kiosk)
 
     topics = sub.add_parser("topics", help="print the MQTT topic registry as markdown")
     topics.add_argument("--prefix", default="gym")

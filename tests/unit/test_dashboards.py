@@ -157,7 +157,8 @@ def test_provisioning_points_at_the_generated_dashboards() -> None:
     assert ds["uid"] == DATASOURCE_UID and ds["type"] == "influxdb"
     assert ds["jsonData"]["version"] == "InfluxQL"
     assert ds["url"] == "${INFLUX_URL}" and ds["jsonData"]["dbName"] == "${INFLUX_DATABASE}"
-    assert ds["user"] == "${INFLUX_USER}" and ds["secureJsonData"]["password"] == "${INFLUX_PASSWORD}"
+    assert ds["user"] == "${INFLUX_USER}" and ds["secureJsonData"]["password"] == (
+        "$__file{/run/secrets/influxdb_reader_password}")
     provider = yaml.safe_load((PROVISIONING / "dashboards" / "formcheck.yaml").read_text())
     (prov,) = provider["providers"]
     assert prov["type"] == "file" and prov["options"]["path"] == "/var/lib/grafana/dashboards/formcheck"
