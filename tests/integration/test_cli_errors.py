@@ -21,6 +21,16 @@ from formcheck.local_services import free_port
         (["checkin", "--node", "bad/node", "--member", "m1"], "node id"),
         (["checkout", "--node", "rack-1", "--broker", f"127.0.0.1:{free_port()}"], "cannot reach broker"),
         (["aggregator", "--config", "/nonexistent.yaml"], "cannot read config file"),
+        pytest.param(["deploy", "check-secrets", "--dir", "/nonexistent", "grafana_admin_password"],
+                     "refusing to start: grafana_admin_password is not set", marks=pytest.mark.security),
+        pytest.param(["deploy", "grafana-kiosk", "--admin-password-file", "/nonexistent", "--dashboard", "x.json",
+                      "--datasource", "x.yaml", "--influx-password-file", "/nonexistent"],
+                     "--admin-password-file: cannot read a password from /nonexistent", marks=pytest.mark.security),
+        pytest.param(["deploy", "grafana-kiosk", "--url", f"http://127.0.0.1:{free_port()}", "--wait-s", "0",
+                      "--admin-password-file", "pyproject.toml", "--influx-password-file", "pyproject.toml",
+                      "--dashboard", "dashboards/json/gym-floor.json",
+                      "--datasource", "dashboards/provisioning/datasources/influxdb.yaml"],
+                     "cannot reach Grafana at http://127.0.0.1:", marks=pytest.mark.security),
     ],
 )
 def test_mistakes_give_one_line_and_status_2(args: list[str], message: str) -> None:

@@ -460,3 +460,20 @@ def test_the_image_installs_python_packages_from_the_hash_lock() -> None:
         assert name in pinned, f"{name} is not in requirements/server.txt: make lock"
         if "==" in requirement:
             assert pinned[name] == requirement.split("==", 1)[1].split(";")[0].strip(), f"{name}: make lock"
+
+
+@pytest.mark.security
+def test_the_aggregator_reads_its_passwords_from_the_secret_files(tmp_path: Path) -> None:
+    from formcheck.settings import ConfigError
+
+    (tmp_path / "mqtt").write_text("mqtt-secret-123456\n")
+    (tmp_path / "influx").write_text("influx-secret-123456\n")
+    environ = {**_service_env("aggregator", "FORMCHECK_AGG__"),
+               "FORMCHECK_AGG__MQTT__PASSWORD_FILE": str(tmp_path / "mqtt"),
+               "FORMCHECK_AGG__INFLUX__PASSWORD_FILE": str(tmp_path / "influx")}
+    config = load_aggregator_config(None, environ=environ)
+    assert config.mqtt.resolved_password() == "mqtt-secret-123456"
+    assert config.influx.resolved_password() == "influx-secret-123456"
+    (tmp_path / "influx").write_text("")
+    with pytest.raises(ConfigError, match="influx.password_file: cannot read a password from"):
+        config.influx.resolved_password()
