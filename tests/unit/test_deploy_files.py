@@ -475,5 +475,5 @@ def test_the_aggregator_reads_its_passwords_from_the_secret_files(tmp_path: Path
     assert config.mqtt.resolved_password() == "mqtt-secret-123456"
     assert config.influx.resolved_password() == "influx-secret-123456"
     (tmp_path / "influx").write_text("")
-    with pytest.raises(ConfigError, match="influx.password_file: cannot read a password from"):
+    with pytest.raises(ConfigError, match=r"influx\.password_file: cannot read a password from"):
         config.influx.resolved_password()
