@@ -315,6 +315,15 @@ def test_every_container_is_hardened() -> None:
 
 
 @pytest.mark.security
+def test_third_party_images_name_an_exact_release() -> None:
+    """No floating tags (`2.0`, `latest`): an `up` months later runs the release that was tested and reviewed."""
+    for name, service in compose()["services"].items():
+        image = service["image"]
+        if image != "formcheck:latest":  # built from this repository by the same `up`
+            assert re.fullmatch(r"[a-z0-9./-]+:[0-9]+\.[0-9]+\.[0-9]+(@sha256:[0-9a-f]{64})?", image), (name, image)
+
+
+@pytest.mark.security
 def test_grafana_carries_the_cve_2025_4123_fix() -> None:
     image = compose()["services"]["grafana"]["image"]
     repository, _, tag = image.partition(":")
