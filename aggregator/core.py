@@ -20,7 +20,7 @@ from typing import NamedTuple, Protocol
 from pydantic import ValidationError
 
 from aggregator.config import AggregatorConfig
-from aggregator.decoder import DROP_REASONS, ClockPolicy, Decoded, Dropped, decode
+from aggregator.decoder import DROP_REASONS, ClockPolicy, Decoded, Dropped, NotOwned, decode
 from aggregator.influx import InfluxError, InfluxWriter, Line, Point, influxql_string
 from aggregator.notifier import Notifier
 from aggregator.points import (
@@ -166,21 +166,22 @@ class ProcessingCore:
         counters["messages"] += len(items)
         received_ms = int(time.time() * 1000)
         topics, clock, max_bytes = self.topics, self._clock, self.config.mqtt.max_payload_bytes
-        owns = self.config.partition.owns
+        partition = self.config.partition
+        owns = partition.owns if partition.mode != "all" else None
         points: list[Point | Line] = []
         outs: list[StationOutput] = []
         acks: list[Inbound] = []
         for item in items:
             if item.qos > 0:
                 acks.append(item)
-            decoded = decode(topics, item.topic, item.payload, received_ms, clock, max_bytes)
+            decoded = decode(topics, item.topic, item.payload, received_ms, clock, max_bytes, owns)
+            if isinstance(decoded, NotOwned):
+                counters["not_owned"] += 1
+                continue
             if isinstance(decoded, Dropped):
                 self.invalid[decoded.reason] += 1
                 self._ratelog(decoded.reason,
                               f"dropped message on {item.topic[:120]}: {decoded.reason}: {decoded.detail}")
-                continue
-            if not owns(decoded.node):
-                counters["not_owned"] += 1
                 continue
             produced, out = self._apply(decoded, received_ms)
             points += produced

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -37,6 +38,13 @@ class Dropped:
 
 
 @dataclass(frozen=True)
+class NotOwned:
+    """A message of a station another aggregator owns (``partition``): skipped before its payload is read."""
+
+    node: str
+
+
+@dataclass(frozen=True)
 class ClockPolicy:
     """Capture times accepted relative to the aggregator's clock (milliseconds)."""
 
@@ -55,8 +63,12 @@ def _reject_constant(value: str) -> float:
 
 
 def decode(topics: Topics, topic: str, payload: bytes, now_ms: int, clock: ClockPolicy,
-           max_bytes: int) -> Decoded | Dropped:
-    """Validate one message from a node topic."""
+           max_bytes: int, owns: Callable[[str], bool] | None = None) -> Decoded | Dropped | NotOwned:
+    """Validate one message from a node topic; with ``owns``, other aggregators' stations are only counted.
+
+    Ownership is decided from the topic alone, so a station this aggregator does not own cannot make it count
+    (or log) invalid payloads that are another aggregator's business.
+    """
     parsed = _TOPIC_CACHE.get((topics, topic))
     if parsed is None:
         try:
@@ -67,6 +79,8 @@ def decode(topics: Topics, topic: str, payload: bytes, now_ms: int, clock: Clock
             _TOPIC_CACHE.clear()
         _TOPIC_CACHE[(topics, topic)] = parsed
     node, kind = parsed
+    if owns is not None and not owns(node):
+        return NotOwned(node)
     if kind not in _TYPES:
         return Dropped("topic", f"not consumed: {kind}")
     if len(payload) > max_bytes:

@@ -2,9 +2,9 @@
 
 The network process (``service.py``) receives MQTT messages; each worker
 process runs one :class:`aggregator.core.ProcessingCore` with its own
-InfluxDB writer. A station's messages always go to the same worker (crc32 of
-the node id modulo the number of workers), so per-station order, rep state
-and sessions live in exactly one place, and workers share nothing.
+InfluxDB writer. A station's messages always go to the same worker
+(:func:`worker_of`), so per-station order, rep state and sessions live in
+exactly one place, and workers share nothing.
 
 Each worker has one duplex pipe. Messages go out in batches; publishes and
 acks (in the worker's order: an ack never overtakes the publish of the rep
@@ -22,6 +22,7 @@ sum (with the network side's inbox figures).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import multiprocessing
 import queue
@@ -29,7 +30,6 @@ import signal
 import sys
 import threading
 import time
-import zlib
 from collections import Counter
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -57,13 +57,24 @@ class NetworkSide(Protocol):
     def worker_failed(self, reason: str) -> None: ...
 
 
+def worker_of(node: str, workers: int) -> int:
+    """The worker a station's messages go to: a hash of its id independent of the partition's.
+
+    Partitions choose stations by ``crc32(node) % count``; choosing workers by ``crc32(node) % workers`` too
+    would send every station an aggregator owns to the same worker whenever the two numbers share a factor
+    (2 aggregators x 2 workers: all on one). A keyed BLAKE2 hash is independent of crc32 and, like it, the
+    same in every process and Python version.
+    """
+    digest = hashlib.blake2b(node.encode("utf-8", "surrogatepass"), digest_size=8, person=b"fc-worker").digest()
+    return int.from_bytes(digest, "big") % workers
+
+
 def worker_index(topic: str, workers: int, cache: dict[str, int]) -> int:
     """The worker of the station a node topic belongs to (``{prefix}/{site}/nodes/{node}/{kind}``)."""
     index = cache.get(topic)
     if index is None:
         parts = topic.rsplit("/", 2)
-        node = parts[-2] if len(parts) == 3 else ""
-        index = zlib.crc32(node.encode("utf-8", "surrogatepass")) % workers
+        index = worker_of(parts[-2] if len(parts) == 3 else "", workers)
         if len(cache) >= 8192:  # topics come from outside: keep the cache bounded
             cache.clear()
         cache[topic] = index
