@@ -112,8 +112,9 @@ class AggregatorConfig(Section):
     worker_processes: int = Field(
         0, ge=0, le=32,
         description="Worker processes in 'process' mode. A station's messages always go to the same worker (a hash "
-        "of the node id independent of the partition's), each with its own InfluxDB connection and an even share of influx.buffer_max_points. 0: one "
-        "per CPU core but one (left for the network process, Mosquitto and InfluxDB), at least 1, at most 4.",
+        "of the node id independent of the partition's), each with its own InfluxDB connection and an even share "
+        "of influx.buffer_max_points. 0: one per CPU core but one (left for the network process, Mosquitto and "
+        "InfluxDB), at least 1, at most 4.",
     )
     stats_interval_s: float = Field(10.0, gt=0, description="Seconds between aggregator_stats points.")
     stop_timeout_s: float = Field(

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aggregator.lean_client import LeanReceiveClient
+from formcheck.paho_internals import LeanReceiveClient, note_bytes_received, wake_socket
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class FlowControlledLoop:
         sock = client.socket()
         if sock is None:
             return
-        wake: Any = getattr(client, "_sockpairR", None)  # paho's self-pipe: other threads queued a packet
+        wake = wake_socket(client)  # readable when other threads queued a packet
         rlist: list[Any] = [wake] if wake is not None else []
         if read:
             rlist.append(sock)
@@ -146,6 +146,4 @@ class FlowControlledLoop:
                 return
             if not waiting:
                 return
-        client: Any = self._client
-        with client._msgtime_mutex:
-            client._last_bytes_received = time.monotonic()  # paho's clock (time_func) is time.monotonic
+        note_bytes_received(self._client)

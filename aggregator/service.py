@@ -44,11 +44,11 @@ from aggregator.config import AggregatorConfig
 from aggregator.core import Inbound, ProcessingCore
 from aggregator.decoder import Decoded
 from aggregator.influx import InfluxWriter, Line, Point
-from aggregator.lean_client import LeanReceiveClient, RawMessage
 from aggregator.mqtt_loop import FlowControlledLoop
 from aggregator.station import Station, StationOutput
 from aggregator.workers import WorkerPool
 from formcheck.broker import connect_properties, disconnect_reason, make_client, unreachable_reason
+from formcheck.paho_internals import LeanReceiveClient, RawMessage
 from formcheck.queues import DropQueue, QueueClosed
 from formcheck.ratelog import RateLimitedLog
 from protocol.messages import NodeState, NodeStatus

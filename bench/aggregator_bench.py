@@ -226,8 +226,8 @@ def child_aggregator(spec: dict[str, Any]) -> dict[str, Any]:
     """Scenario c: the real aggregator, in-process, with its full work; timings and RSS samples."""
 
     from aggregator.core import Inbound
-    from aggregator.lean_client import RawMessage
     from aggregator.service import Aggregator
+    from formcheck.paho_internals import RawMessage
 
     expected: int = spec["expected"]
     sets: int = spec["sets"]
@@ -766,7 +766,7 @@ def print_table(r: dict[str, Any]) -> None:
     print(f"(aggregator over its first 90 % of frames, without the final flush interval: "
           f"{r['aggregator_msgs_per_s_first_90pct']:.0f} msgs/s)")
     print("(b uses paho's stock receive path; the aggregator's client parses PUBLISH packets itself and batches "
-          "PUBACKs: aggregator/lean_client.py)")
+          "PUBACKs: formcheck/paho_internals.py)")
     if r["rounds"] > 1:
         per = "; ".join(f"{key} " + "/".join(f"{c['msgs_per_s'][key]:.0f}" for c in r["per_round"])
                         for key in labels)

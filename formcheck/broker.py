@@ -14,7 +14,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import Field, SecretStr, field_validator
 
-from formcheck.paho_compat import TolerantPubackClient
+from formcheck.paho_internals import TolerantPubackClient
 from formcheck.settings import Section, read_secret_file, validated_id
 from protocol.topics import DEFAULT_PREFIX
 

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from paho.mqtt import _packet
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from aggregator.lean_client import MAX_BATCH, LeanReceiveClient, check_paho_internals, parse_publish
+from formcheck.mqtt_wire import parse_publish
+from formcheck.paho_internals import MAX_BATCH, LeanReceiveClient, check_paho_internals
 
 
 def _varint(n: int) -> bytes:

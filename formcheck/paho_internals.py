@@ -1,5 +1,40 @@
-"""The aggregator's paho client: the same protocol engine with a lean receive path and batched acks.
+"""Every use of paho-mqtt's private API in formcheck, in this one module, against one exact paho release.
 
+paho's public API cannot do two things formcheck needs, so the two client classes here subclass paho's
+``Client`` and override or read its internals. Nothing else in formcheck touches a paho attribute that starts
+with an underscore (a unit test scans the code for it), paho is pinned exactly (``PAHO_VERSION``, pyproject),
+and :func:`check_paho_internals` — called when either class is built, and by a unit test — fails with one
+line naming every attribute the installed paho lacks.
+
+Which parts of formcheck depend on it:
+
+* **Every client, edge nodes included** (:class:`TolerantPubackClient`, the default of
+  ``formcheck.broker.make_client``): the PUBACK 0x95 workaround below. An edge node needs it: without it a
+  broker configured with ``message_size_limit`` puts a live camera into an endless reconnect loop. It is the
+  edge's only private-API use.
+* **The aggregator** (:class:`LeanReceiveClient`, :func:`note_bytes_received`, :func:`wake_socket`): its
+  receive path, for speed.
+
+PUBACK 0x95
+-----------
+Mosquitto 2.0.11 with ``message_size_limit`` answers an oversized QoS 1
+PUBLISH with a PUBACK carrying reason 0x95 (Packet too large). MQTT 5 does
+not list 0x95 for PUBACK, and paho 2.2.0 refuses the whole packet as
+malformed ("Expected exactly one name, found []"), closes the connection,
+reconnects and re-sends the same in-flight message: a loop that never ends
+on a live camera, with nothing counted. (With ``max_packet_size`` the broker
+announces its limit in CONNACK and the edge drops oversized frames before
+sending; this is the other way to configure a limit.)
+
+:class:`TolerantPubackClient` keeps paho's handling for every valid PUBACK.
+For one whose reason code is a failure paho cannot name, it reports the
+refusal through ``on_publish`` as "Unspecified error" (the failure code every
+PUBACK may carry) and remembers the broker's own code in
+:attr:`last_unlisted_reason`, so the message is settled and counted as
+refused and the connection stays up.
+
+The aggregator's receive path
+-----------------------------
 paho handles an incoming MQTT 5 PUBLISH in ~47 µs on the development
 machine, and the aggregator's bench showed where: a ``Properties`` object is
 built and cleared for every message, an ``MQTTMessage`` is assembled, topic
@@ -29,105 +64,115 @@ three things for the aggregator:
   write callback makes paho leave all writes to the loop (woken through its
   socket pair).
 
-It relies on paho internals (``_packet_read``, ``_handle_publish``,
-``_in_packet``, ``_sock_recv``, ``_packet_queue``) of the 2.x series; the
-client fails loudly at start if they are missing, and tests compare the lean
-parser with paho's own ``decode_publish`` packet by packet, and the delivered
-messages of a byte stream cut at arbitrary points with what was sent.
+Tests compare the lean parser with paho's own ``decode_publish`` packet by
+packet, and the delivered messages of a byte stream cut at arbitrary points
+with what was sent.
 """
 
 from __future__ import annotations
 
-import struct
+import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Final
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.client import time_func
 from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
-from formcheck.paho_compat import TolerantPubackClient, require_paho_internals
+from formcheck.mqtt_wire import PUBACK, PUBACK_HEADER, parse_publish, read_varint
+
+PAHO_VERSION: Final = "2.2.0"
+"""The paho-mqtt release these overrides were written and tested against (pinned in pyproject.toml)."""
+
+PAHO_INTERNAL_METHODS: Final[tuple[str, ...]] = (
+    "_handle_pubackcomp", "_do_on_publish",                                 # TolerantPubackClient
+    "_handle_publish", "_packet_read", "_sock_recv", "_packet_queue", "_send_puback",  # LeanReceiveClient
+)
+"""paho ``Client`` methods overridden or called here."""
+
+PAHO_INTERNAL_STATE: Final[tuple[str, ...]] = (
+    "_protocol", "_in_packet", "_out_message_mutex", "_out_messages",      # TolerantPubackClient
+    "_sock", "_msgtime_mutex", "_last_bytes_received", "_in_callback_mutex", "_manual_ack",  # LeanReceiveClient
+    "_sockpairR",                                                          # wake_socket
+)
+"""paho ``Client`` instance attributes read or written here (they exist only once a client is built)."""
 
 RawMessage = tuple[str, bytes, int, int, bool]  # topic, payload, mid, qos, dup
 RawMessagesCallback = Callable[[list[RawMessage]], None]
 MAX_BATCH = 256  # PUBLISH packets handed over per call (a 64 KiB read holds ~130 frames)
 
 _RECV_CHUNK = 65536
-_PUBACK = 0x40
-_PUBACK_HEADER = struct.Struct("!BBH")
-_REQUIRED_INTERNALS = ("_handle_publish", "_packet_read", "_sock_recv", "_packet_queue", "_send_puback")
-_REQUIRED_STATE = ("_in_packet", "_msgtime_mutex", "_last_bytes_received", "_in_callback_mutex", "_manual_ack")
+_UNSPECIFIED_ERROR = 0x80
 
 
-def check_paho_internals() -> None:
-    """Raise RuntimeError if this paho release lacks what the lean path overrides."""
-    require_paho_internals(*_REQUIRED_INTERNALS)
+def check_paho_internals(client: mqtt.Client | None = None) -> None:
+    """Raise RuntimeError naming every internal this module uses that the installed paho (or ``client``) lacks."""
+    missing = [name for name in PAHO_INTERNAL_METHODS if not hasattr(mqtt.Client, name)]
+    if client is not None:
+        missing += [name for name in PAHO_INTERNAL_STATE if not hasattr(client, name)]
+    if missing:
+        raise RuntimeError(f"installed paho-mqtt {getattr(mqtt, '__version__', '?')} lacks {', '.join(missing)}: "
+                           f"formcheck's client overrides are written for paho-mqtt {PAHO_VERSION}")
 
 
-class PublishPacket:
-    """The fields of a PUBLISH packet the aggregator uses."""
-
-    __slots__ = ("dup", "mid", "payload", "qos", "topic")
-
-    def __init__(self, topic: bytes, payload: bytes, mid: int, qos: int, dup: bool) -> None:
-        self.topic = topic
-        self.payload = payload
-        self.mid = mid
-        self.qos = qos
-        self.dup = dup
+def note_bytes_received(client: mqtt.Client) -> None:
+    """Tell paho's keep-alive that the broker was heard from (bytes are waiting that we are not reading yet)."""
+    internal: Any = client
+    with internal._msgtime_mutex:
+        internal._last_bytes_received = time.monotonic()  # paho's clock (time_func) is time.monotonic
 
 
-def read_varint(data: bytes | bytearray, pos: int, end: int) -> tuple[int, int]:
-    """The MQTT Variable Byte Integer at ``pos`` and the position after it; ``(-1, pos)`` when it runs past ``end``
-    or is longer than the 4 bytes MQTT allows."""
-    value = shift = 0
-    start = pos
-    while pos < end and shift <= 21:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-    return -1, start
+def wake_socket(client: mqtt.Client) -> Any:
+    """paho's self-pipe, readable when another thread queued a packet for the network loop; None if absent."""
+    return getattr(client, "_sockpairR", None)
 
 
-def parse_publish(command: int, packet: bytes | bytearray, mqtt5: bool) -> PublishPacket:
-    """Split a PUBLISH packet body (everything after the fixed header). Raises ValueError if malformed."""
-    qos = (command & 0x06) >> 1
-    end = len(packet)
-    if end < 2:
-        raise ValueError("PUBLISH shorter than its topic length")
-    topic_end = 2 + ((packet[0] << 8) | packet[1])
-    if topic_end > end:
-        raise ValueError("PUBLISH topic runs past the packet")
-    topic = bytes(packet[2:topic_end])
-    pos = topic_end
-    mid = 0
-    if qos > 0:
-        if pos + 2 > end:
-            raise ValueError("PUBLISH without its packet identifier")
-        mid = (packet[pos] << 8) | packet[pos + 1]
-        pos += 2
-    if mqtt5:
-        length, pos = read_varint(packet, pos, end)  # the property length
-        if length < 0:
-            raise ValueError("PUBLISH property length is malformed")
-        pos += length
-        if pos > end:
-            raise ValueError("PUBLISH properties run past the packet")
-    return PublishPacket(topic, bytes(packet[pos:]), mid, qos, bool(command & 0x08))
+def unlisted_puback_failure(packet: bytes | bytearray) -> tuple[int, int] | None:
+    """``(mid, reason)`` of an MQTT 5 PUBACK body whose failure reason PUBACK does not list; else None."""
+    if len(packet) < 3:
+        return None
+    reason = packet[2]
+    if reason < 0x80 or _listed_for_puback(reason):
+        return None
+    return (packet[0] << 8) | packet[1], reason
+
+
+def _listed_for_puback(reason: int) -> bool:
+    names: dict[str, list[int]] = ReasonCode(PacketTypes.PUBACK).names.get(reason, {})
+    return any(PacketTypes.PUBACK in packet_types for packet_types in names.values())
+
+
+class TolerantPubackClient(mqtt.Client):
+    """paho ``Client``; a PUBACK failure code paho cannot name counts as a refusal, not a protocol error."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        check_paho_internals(self)
+        self.last_unlisted_reason: int | None = None
+
+    def _handle_pubackcomp(self, cmd: Any) -> MQTTErrorCode:
+        if cmd == "PUBACK" and self._protocol == mqtt.MQTTv5:
+            unlisted = unlisted_puback_failure(self._in_packet["packet"])
+            if unlisted is not None:
+                mid, reason = unlisted
+                self.last_unlisted_reason = reason
+                with self._out_message_mutex:
+                    if mid in self._out_messages:
+                        refused = ReasonCode(PacketTypes.PUBACK, identifier=_UNSPECIFIED_ERROR)
+                        return self._do_on_publish(mid, refused, Properties(PacketTypes.PUBACK))  # type: ignore[no-untyped-call]
+                return MQTTErrorCode.MQTT_ERR_SUCCESS
+        result: MQTTErrorCode = super()._handle_pubackcomp(cmd)
+        return result
 
 
 class LeanReceiveClient(TolerantPubackClient):
     """paho ``Client`` with buffered reads, a lean QoS 0/1 receive path and batched acks (module docstring)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        check_paho_internals()
         super().__init__(*args, **kwargs)
-        missing = [name for name in _REQUIRED_STATE if not hasattr(self, name)]
-        if missing:
-            raise RuntimeError(f"installed paho-mqtt lacks {', '.join(missing)}: formcheck needs paho-mqtt 2.x")
         self.on_raw_messages: RawMessagesCallback | None = None
         self._rx = b""
         self._rx_pos = 0
@@ -143,9 +188,9 @@ class LeanReceiveClient(TolerantPubackClient):
 
     def ack_many(self, mids: Iterable[int]) -> None:
         """Acknowledge QoS 1 messages with one queued write (they leave in the given order)."""
-        blob = b"".join(_PUBACK_HEADER.pack(_PUBACK, 2, mid) for mid in mids)
+        blob = b"".join(PUBACK_HEADER.pack(PUBACK, 2, mid) for mid in mids)
         if blob:
-            self._packet_queue(_PUBACK, blob, 0, 1)
+            self._packet_queue(PUBACK, blob, 0, 1)
 
     # -- paho overrides ---------------------------------------------------------------------------------------
 
