@@ -104,18 +104,23 @@ def session_point(site: str, node: str, session: SessionMessage | None, received
                   clock: ClockPolicy) -> Point:
     """A check-in (``session``) or, for ``None`` (the empty payload), a check-out at ``node``.
 
-    A check-out has no payload and so no time of its own: it is stored at its receive time. Its fields keep
-    the types of a check-in's (empty strings), so ``last("member")`` is "" once the member has left.
+    The member is a tag, as on every point that names one, so ``formcheck member erase`` removes it with
+    ``DROP SERIES`` (InfluxDB 1.x deletes by tag only). A check-out names nobody: it has no ``member`` tag (a
+    tag cannot be empty in line protocol), so the station's last point reads ``member`` null once the member
+    has left. It has no payload and so no time of its own: it is stored at its receive time. Its fields keep
+    the types of a check-in's (``exercise`` ""), so the measurement has no type conflict.
     """
     fields: dict[str, float | int | bool | str]
+    tags = {"site": site, "node": node}
     if session is None:
-        fields = {"member": "", "exercise": "", "checked_in": False}
+        fields = {"exercise": "", "checked_in": False}
         ts = received_ms
     else:
         # "" when the check-in names no exercise (the node recognises it; the frames and reps carry it).
-        fields = {"member": session.member, "exercise": session.exercise or "", "checked_in": True}
+        fields = {"exercise": session.exercise or "", "checked_in": True}
+        tags["member"] = session.member
         ts = event_ts(session.ts, received_ms, clock)
-    return Point("session", {"site": site, "node": node}, fields, ts)
+    return Point("session", tags, fields, ts)
 
 
 def node_status_point(site: str, status: NodeStatus, received_ms: int, clock: ClockPolicy) -> Point:
@@ -132,16 +137,19 @@ def checkpoint_points(site: str, node: str, ended: list[SetMessage], open_set: C
 
     One point per set, at the set's start, so each checkpoint overwrites the last: ``closed`` once the set
     ended, else the set's state (``Station.checkpoint``) when ``changed`` (a rep was added). Written with the
-    rep that changed the set, so a checkpoint is never older than the reps stored.
+    rep that changed the set, so a checkpoint is never older than the reps stored. The set's member is a tag
+    (the state names them too): the ``closed`` point overwrites the member's open checkpoint, and erasing the
+    member drops both.
     """
-    tags = {"site": site, "node": node}
-    points = [Point("open_set", tags, {"set_id": s.set_id, "closed": True, "state": ""}, s.start_ts) for s in ended]
+    points = [Point("open_set", {"site": site, "node": node, "member": s.member},
+                    {"set_id": s.set_id, "closed": True, "state": ""}, s.start_ts) for s in ended]
     if open_set is not None and changed:
         # Past one string field (hundreds of reps) the set cannot be resumed: say so rather than leave an older,
         # shorter state behind, which would resume the set without its latest reps.
         resumable = len(open_set.state) <= CHECKPOINT_MAX_BYTES
-        points.append(Point("open_set", tags, {"set_id": open_set.set_id, "closed": not resumable,
-                                               "state": open_set.state if resumable else ""}, open_set.start_ts))
+        points.append(Point("open_set", {"site": site, "node": node, "member": open_set.member},
+                            {"set_id": open_set.set_id, "closed": not resumable,
+                             "state": open_set.state if resumable else ""}, open_set.start_ts))
     return points
 
 

@@ -98,6 +98,7 @@ class Checkpoint(NamedTuple):
     set_id: str
     start_ts: int  # the set's first rep: one point per set, each checkpoint overwrites the previous one
     state: str
+    member: str  # stored as a tag as well, so that erasing the member drops the checkpoint
 
 
 class OpenSetCheckpoint(BaseModel):
@@ -318,7 +319,7 @@ class Station:
             "last_rep_end_seq": current.last_rep_end_seq,
         }, separators=(",", ":"))
         state = f'{head[:-1]},"reps":[{",".join(current.rep_json)}]}}'
-        return Checkpoint(current.set_id, current.reps[0].start_ts, state)
+        return Checkpoint(current.set_id, current.reps[0].start_ts, state, current.member)
 
     def resume(self, checkpoint: OpenSetCheckpoint) -> None:
         """Reopen the set a previous aggregator left open, before this station's first message.

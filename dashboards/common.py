@@ -79,9 +79,12 @@ def stale_mappings() -> list[dashboard.ValueMapping]:
 
 
 def member_mappings() -> list[dashboard.ValueMapping]:
-    """A check-out is stored with member "": shown as a dash, like a station nobody ever checked in at."""
+    """A check-out names no member (its point has no ``member`` tag, read as null): shown as a dash, like a
+    station nobody ever checked in at. Empty matches the ``member`` field "" of check-outs stored before the
+    member became a tag."""
     return [dashboard.SpecialValueMap(options=dashboard.DashboardSpecialValueMapOptions(
-        match=dashboard.SpecialValueMatch.EMPTY, result=dashboard.ValueMappingResult(text="—", index=0)))]
+        match=match, result=dashboard.ValueMappingResult(text="—", index=index)))
+        for index, match in enumerate((dashboard.SpecialValueMatch.NULL, dashboard.SpecialValueMatch.EMPTY))]
 
 
 def text_mappings(colors: dict[str, str], labels: dict[str, str] | None = None) -> list[dashboard.ValueMapping]:

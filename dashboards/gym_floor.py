@@ -59,7 +59,10 @@ def station_tile() -> stat.Panel:
                      f"no stats for about {STALE_AFTER_S} s (next to ONLINE: connected but not working).")
         .repeat("node").repeat_direction("h").max_per_row(4).grid_pos(place(0, 0, 6, 7))
         # Target order is the order of the values on the tile.
-        .with_target(InfluxQL("A", f'SELECT last("member") AS "member" FROM "session" WHERE {NODE}').table())
+        # The last session point and its member tag (a check-out has none: null). "::tag": sessions stored
+        # before the member became a tag have a "member" field, and the bare name would read that field.
+        .with_target(InfluxQL("A", f'SELECT last("checked_in") AS "checked_in", "member"::tag AS "member" '
+                                   f'FROM "session" WHERE {NODE}').table())
         .with_target(InfluxQL("B", f'SELECT last("rep_index") AS "reps", "grade" FROM "rep" '
                                    f"WHERE $timeFilter AND {NODE}").table())
         .with_target(InfluxQL("C", f'SELECT last("phase") AS "phase" FROM {FRAME} '

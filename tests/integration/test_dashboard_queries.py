@@ -429,9 +429,12 @@ class Expectations:
         uid = "gym-floor"
         assert {r["value"] for r in self.one(uid, "variable node", "node")} == set(NODES)
         reps, stations = self.data.reps, self.data.stations
-        # Member: the last session point; bob checked out (""), carol is still checked in at an offline node.
+        # Member: the last session point's member tag; bob checked out (no member: null, shown as a dash), carol
+        # is still checked in at an offline node.
         member = {n: self.values(self.one(uid, "$node", f"A@{n}"), "member") for n in NODES}
-        assert member == {"rack-1": ["alice"], "rack-2": [""], "rack-3": ["carol"]}
+        assert member == {"rack-1": ["alice"], "rack-2": [None], "rack-3": ["carol"]}
+        checked_in = {n: self.values(self.one(uid, "$node", f"A@{n}"), "checked_in") for n in NODES}
+        assert checked_in == {"rack-1": [True], "rack-2": [False], "rack-3": [True]}
         for node in NODES:
             (tile,) = self.one(uid, "$node", f"B@{node}")
             last = reps[node][-1]

@@ -124,7 +124,9 @@ def test_station_tile_reads_stored_sessions_and_statuses() -> None:
     (tile,) = [p for p in models()["gym-floor.json"]["panels"] if p.get("repeat") == "node"]
     queries = {t["refId"]: t["query"] for t in tile["targets"]}
     # Current member: the last session point, whatever its age (a check-in lasts until the check-out).
-    assert queries["A"] == 'SELECT last("member") AS "member" FROM "session" WHERE "node" =~ /^$node$/'
+    # The member is a tag (erasable, issue 13 item 8); a check-out has none, so it reads null.
+    assert queries["A"] == ('SELECT last("checked_in") AS "checked_in", "member"::tag AS "member" FROM "session" '
+                            'WHERE "node" =~ /^$node$/')
     assert '"member"' not in queries["B"]                      # the last rep's member is not the current one
     # Status: the node's last word, not derived from stats.
     assert queries["D"] == 'SELECT last("state") AS "status" FROM "node_status" WHERE "node" =~ /^$node$/'
@@ -132,9 +134,9 @@ def test_station_tile_reads_stored_sessions_and_statuses() -> None:
     assert value_texts(mappings_of(tile, "status")) == {
         state: state.upper() for state in get_args(NodeState)}
     assert value_texts(mappings_of(tile, "stats")) == {"0": "STALE"}
-    (empty,) = mappings_of(tile, "member")
-    assert empty["type"] == "special" and empty["options"]["match"] == "empty"
-    assert empty["options"]["result"]["text"] == "—"
+    dashes = mappings_of(tile, "member")
+    assert {m["type"] for m in dashes} == {"special"} and {m["options"]["result"]["text"] for m in dashes} == {"—"}
+    assert {m["options"]["match"] for m in dashes} == {"null", "empty"}   # a check-out; one stored before the tag
     shown = re.compile(tile["options"]["reduceOptions"]["fields"].strip("/"))
     assert all(shown.match(f) for f in ("member", "reps", "grade", "phase", "status", "stats"))
 

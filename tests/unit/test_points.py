@@ -55,15 +55,16 @@ def test_check_in_with_its_own_time() -> None:
     point = session_point(SITE, "rack-1", SessionMessage(member="m-1042", exercise="pushup", ts=CHECKIN_TS),
                           RECEIVED, CLOCK)
     assert point.measurement == "session"
-    assert point.tags == {"site": SITE, "node": "rack-1"}
-    assert point.fields == {"member": "m-1042", "exercise": "pushup", "checked_in": True}
+    # The member is a tag, never a field: InfluxDB 1.x erases by tag only (issue 13 item 8).
+    assert point.tags == {"site": SITE, "node": "rack-1", "member": "m-1042"}
+    assert point.fields == {"exercise": "pushup", "checked_in": True}
     assert point.ts_ms == CHECKIN_TS
     assert_durable(point)
 
 
 def test_check_in_without_a_time_is_stored_when_received() -> None:
     point = session_point(SITE, "rack-1", SessionMessage(member="m-1042"), RECEIVED, CLOCK)
-    assert point.fields == {"member": "m-1042", "exercise": "", "checked_in": True}
+    assert point.fields == {"exercise": "", "checked_in": True}
     assert point.ts_ms == RECEIVED
 
 
@@ -74,15 +75,16 @@ def test_check_in_with_an_implausible_time_is_stored_when_received() -> None:
     assert session_point(SITE, "rack-1", ancient, RECEIVED, CLOCK).ts_ms == RECEIVED
 
 
-def test_check_out_is_an_empty_member_at_receive_time() -> None:
+def test_check_out_names_no_member_at_receive_time() -> None:
     point = session_point(SITE, "rack-2", None, RECEIVED, CLOCK)
     assert point.measurement == "session"
+    # No member tag (line protocol has no empty tag): the station's last point reads member null once checked out.
     assert point.tags == {"site": SITE, "node": "rack-2"}
-    # Same field types as a check-in: one measurement, no type conflict; last("member") is "" once checked out.
-    assert point.fields == {"member": "", "exercise": "", "checked_in": False}
+    # Same field types as a check-in: one measurement, no type conflict.
+    assert point.fields == {"exercise": "", "checked_in": False}
     assert point.ts_ms == RECEIVED
     assert_durable(point)
-    assert 'member=""' in encode_line(point)
+    assert "member" not in encode_line(point)
 
 
 def test_redelivered_check_in_overwrites_its_point_only_when_it_has_a_time() -> None:
@@ -156,13 +158,13 @@ def test_apply_check_in_and_check_out(aggregator: Aggregator) -> None:
     checkin = SessionMessage(member="m-1042", ts=TS0 - 60_000)
     points, out = aggregator._apply(Decoded(NODE, "session", checkin), TS0)
     assert measurements(points) == ["session"] and not out.sets
-    assert points[0].ts_ms == TS0 - 60_000 and points[0].fields["member"] == "m-1042"
+    assert points[0].ts_ms == TS0 - 60_000 and points[0].tags["member"] == "m-1042"
     open_set(aggregator)
     received = TS0 + 60_000
     points, out = aggregator._apply(Decoded(NODE, "session", None), received)
     assert [(s.member, s.ended_by, s.complete) for s in out.sets] == [("m-1042", "checkout", True)]
     assert measurements(points) == ["session", "set"]
-    assert (points[0].fields["member"], points[0].fields["checked_in"], points[0].ts_ms) == ("", False, received)
+    assert ("member" in points[0].tags, points[0].fields["checked_in"], points[0].ts_ms) == (False, False, received)
 
 
 def test_apply_statuses(aggregator: Aggregator) -> None:

@@ -426,8 +426,12 @@ def test_one_frame_stamped_far_ahead_does_not_freeze_the_stream() -> None:
 
 def _checkpoint_after_restart(station: Station) -> OpenSetCheckpoint:
     """What the next aggregator reads back: the open set's checkpoint as stored (JSON, fault frames left out)."""
-    points = checkpoint_points("main", NODE, [], station.checkpoint(), changed=True)
+    checkpoint = station.checkpoint()
+    assert checkpoint is not None
+    points = checkpoint_points("main", NODE, [], checkpoint, changed=True)
     assert [(p.measurement, p.fields["closed"]) for p in points] == [("open_set", False)]
+    # The member is a tag as well as in the state: erasing the member drops the checkpoint (issue 13 item 8).
+    assert points[0].tags == {"site": "main", "node": NODE, "member": checkpoint.member}
     return OpenSetCheckpoint.model_validate_json(str(points[0].fields["state"]))
 
 
@@ -480,6 +484,8 @@ def test_a_closed_set_leaves_nothing_to_resume() -> None:
     [ended] = out.sets
     points = checkpoint_points("main", NODE, out.sets, station.checkpoint(), changed=bool(out.reps))
     assert [(p.measurement, p.fields["closed"], p.ts_ms) for p in points] == [("open_set", True, ended.start_ts)]
+    # Same series as the set's open checkpoint (member tag included), so the closed point overwrites it.
+    assert points[0].tags == {"site": "main", "node": NODE, "member": ended.member}
 
 
 def test_a_resumed_set_of_an_edge_process_that_restarted_meanwhile_is_aborted() -> None:
