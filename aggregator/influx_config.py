@@ -6,9 +6,11 @@ to two retention policies in one database:
 
 - ``frames`` — per-frame telemetry, kept ``frame_retention`` (default 7 days): it is large and only useful
   while someone looks at a live wall display or debugs a station.
-- ``default`` — reps, sets and node/aggregator stats, kept ``default_retention`` (default ``INF``: a member's
-  training history is what the product keeps). Set a finite duration such as ``1825d`` where the gym's
-  data-protection rules require deleting old records.
+- ``default`` — reps, sets, check-ins, open-set checkpoints and node/aggregator stats, kept
+  ``default_retention`` (default ``730d``, two years). Everything here that names a member is personal data
+  (a pseudonymous member id included), and storage must be limited in time: two years keep a year-on-year
+  comparison of a member's training, then it goes. Set what the gym's data-protection rules say; ``INF`` keeps
+  it forever. ``formcheck member erase`` removes one member at any time.
 
 With ``create_database`` on, the writer creates the database and both policies (and alters their durations
 when the config changes) through InfluxQL; that works on 1.x. On 2.x/3.x turn it off and map the database
@@ -28,6 +30,8 @@ from formcheck.settings import read_secret_file
 _DURATION = re.compile(r"^([1-9][0-9]*)([smhdw])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 INFINITE = "INF"
+# Member data (reps, sets, check-ins) is personal data: kept for a limited time unless configured otherwise.
+DEFAULT_RETENTION = "730d"
 # InfluxDB refuses retention policies shorter than one hour.
 MIN_RETENTION_S = 3600
 
@@ -81,9 +85,10 @@ class InfluxSection(BaseModel):
         "such as '2d', '7d' or '4w', at least 1h.",
     )
     default_retention: str = Field(
-        INFINITE,
-        description="How long reps, sets and stats (retention policy 'default') are kept: 'INF' (forever) or a "
-        "duration such as '1825d' where data-protection rules require deleting old records.",
+        DEFAULT_RETENTION,
+        description="How long reps, sets, check-ins and stats (retention policy 'default') are kept: member data "
+        "is personal data, so finite by default (730d: two years, a year-on-year comparison); a duration such "
+        "as '365d' or '104w', or 'INF' (forever) if your data-protection rules allow it.",
     )
     batch_size: int = Field(500, ge=1, le=50_000, description="Most points sent in one write request.")
     flush_interval_s: float = Field(

@@ -11,7 +11,8 @@ from aggregator.influx_config import InfluxSection, duration_seconds
 def test_defaults() -> None:
     cfg = InfluxSection()
     assert cfg.url == "http://127.0.0.1:8086"
-    assert (cfg.database, cfg.frame_retention, cfg.default_retention) == ("formcheck", "7d", "INF")
+    # Member data is personal data: finite by default (issue 13 item 8).
+    assert (cfg.database, cfg.frame_retention, cfg.default_retention) == ("formcheck", "7d", "730d")
     assert (cfg.batch_size, cfg.flush_interval_s, cfg.timeout_s, cfg.buffer_max_points) == (500, 0.1, 5.0, 100_000)
     assert (cfg.retry_min_s, cfg.retry_max_s, cfg.create_database, cfg.gzip) == (0.5, 30.0, True, False)
     assert cfg.username is None and cfg.password is None
