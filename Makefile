@@ -16,7 +16,7 @@ help:
 	@echo "make bench-pi - the emulated Raspberry Pi's per-frame decisions vs this machine's (BOARD=pi4|pi5)"
 	@echo "make bench-latency - rep latency, capture -> MQTT and -> InfluxDB, p50/p95/p99 at 10 stations x 30 fps"
 	@echo "make evaluate - rep counting, leave one source out, per-clip table and totals (models/REPORT_reps.md)"
-	@echo "make train  - retrain the classifiers and rewrite their held-out reports (installs the [train] extra)"
+	@echo "make train  - retrain the classifiers and rewrite their held-out reports (installs the [train] extra; EXERCISE=lunge for one)"
 	@echo "make edge-install - a Raspberry Pi (or any edge box): .venv from the hash-locked requirements/edge.txt + pose model"
 	@echo "make pi     - only the emulated Raspberry Pi tests (pytest -m pi; part of make test)"
 	@echo "make lock   - regenerate requirements/edge.txt (hash-locked, Linux x86-64 and aarch64, Python 3.11-3.12)"
@@ -109,9 +109,11 @@ $(STAMPS)/train-venv: pyproject.toml
 	@$(TRAIN_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev,train]'
 	@touch $@
 
+# EXERCISE=lunge (or squat, pushup, curl) retrains and re-evaluates that classifier only.
+EXERCISE ?= all
 train: system-deps model $(STAMPS)/train-venv
-	$(TRAIN_VENV)/bin/python -m formcheck.cli models train
-	$(TRAIN_VENV)/bin/python -m formcheck.cli models evaluate
+	$(TRAIN_VENV)/bin/python -m formcheck.cli models train --exercise $(EXERCISE)
+	$(TRAIN_VENV)/bin/python -m formcheck.cli models evaluate --exercise $(EXERCISE)
 
 clean:
 	rm -rf $(VENV) $(STAMPS) .mypy_cache .ruff_cache .pytest_cache *.egg-info

@@ -391,12 +391,12 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--out", type=Path, default=POSE_MODEL)
     build.set_defaults(func=cmd_models_build)
     train = models_sub.add_parser("train", help="train the phase/form classifiers from the data set")
-    train.add_argument("--exercise", default="all", choices=["all", "squat", "pushup", "curl"])
+    train.add_argument("--exercise", default="all", choices=["all", "squat", "pushup", "curl", "lunge"])
     train.set_defaults(func=cmd_models_train)
     evaluate = models_sub.add_parser(
         "evaluate", help="held-out evaluation (split by clip/person), baselines, figures and models/REPORT_*.md"
     )
-    evaluate.add_argument("--exercise", default="all", choices=["all", "squat", "pushup", "curl"])
+    evaluate.add_argument("--exercise", default="all", choices=["all", "squat", "pushup", "curl", "lunge"])
     evaluate.set_defaults(func=cmd_models_evaluate)
     evaluate_reps = models_sub.add_parser(
         "evaluate-reps", help="rep counting, leave one source out (settings chosen without it): models/REPORT_reps.md"

@@ -22,12 +22,13 @@ from typing import Final
 
 import numpy as np
 
-from edge_node.classifier import MODEL_PHASES, ModelLoadError, load_manifest
+from edge_node.classifier import MODEL_PHASES, ModelLoadError, PhaseFormClassifier, load_manifest
 from edge_node.features import FEATURE_SPEC_VERSION, MOTION_LAGS, feature_names, feature_spec_hash
-from formcheck.paths import MODELS_DIR, POSE_MODEL, DataMissingError, require_data_dir
+from formcheck.paths import MODELS_DIR, POSE_MODEL, DataMissingError, classifier_model, require_data_dir
 from models.training import labels as labelling
-from models.training.augment import AugmentConfig, config_for, describe
+from models.training.augment import NO_AUGMENTATION, AugmentConfig, config_for, describe
 from models.training.dataset import GROUND_TRUTH, data_files
+from models.training.history import PastRun
 from models.training.labels import IGNORE, LabelRules
 from models.training.metrics import Scores, roc_auc, score
 from models.training.plots import confusion_png, roc_png
@@ -37,6 +38,7 @@ from models.training.rule_baseline import rule_bad, rule_phases
 from models.training.train import (
     BAD_THRESHOLD,
     FORM_LABELS,
+    Predictions,
     Prepared,
     TrainConfig,
     _clip_summary,
@@ -44,6 +46,7 @@ from models.training.train import (
     _evaluation_method,
     _fault_groups,
     _held_out,
+    build_augmented_set,
     cross_validate,
     head_scores,
     held_out_rep_counts,
@@ -55,6 +58,13 @@ from models.training.train import (
 )
 
 FIGURES_DIR: Final = "reports"
+
+MEASURED_VARIANTS: Final[dict[str, tuple[tuple[str, str, AugmentConfig], ...]]] = {
+    "lunge": (("this code, no augmentation", "the shipped protocol without augmented copies; same folds and seed",
+               NO_AUGMENTATION),),
+}
+"""Per exercise, other training settings each report also measures on the same folds, beside the shipped one:
+the before/after of a choice, computed in the same run (never used to choose: the protocol is fixed)."""
 
 
 def _sha256(path: Path) -> str:
@@ -82,6 +92,43 @@ def _rule_scores(prep: Prepared) -> tuple[Scores, Scores]:
     has_phase, has_form = f.phase != IGNORE, f.bad != IGNORE
     return (score(f.phase[has_phase], phase_pred[has_phase], MODEL_PHASES),
             score(f.bad[has_form], bad_pred[has_form], FORM_LABELS))
+
+
+BEFORE: Final[dict[str, str]] = {"lunge": "squat"}
+"""The committed model that served an exercise before it had one of its own (a lunge station ran the squat
+model): scored on the same frames, it is the "before" of the exercise's first model. It never trained on them."""
+
+
+def _before(prep: Prepared) -> tuple[PastRun, ...]:
+    """The ``BEFORE`` model of the exercise on its labelled frames, as a row of the changes table."""
+    other = BEFORE.get(prep.exercise)
+    if other is None:
+        return ()
+    classifier = PhaseFormClassifier(classifier_model(other))
+    outputs = [classifier.classify(vector) for vector in prep.frames.x]
+    preds = Predictions(
+        phase_p=np.array([[o.phase_p[p] for p in MODEL_PHASES] for o in outputs], dtype=np.float32),
+        bad_p=np.array([o.bad_p for o in outputs], dtype=np.float32))
+    phase, form = head_scores(prep.frames, preds)
+    form_present = sum(1 for c in form.per_class() if c.support > 0) == 2
+    return (PastRun(
+        f"{classifier.version} (before: the {other} model ran for {prep.exercise})",
+        f"the committed {other} classifier on the same {prep.exercise} frames (it never saw one); it judged "
+        f"{1 - form.accuracy:.1%} of the {form.frames} form-labelled frames `bad`",
+        f"{phase.macro_f1:.3f}", f"{form.macro_f1:.3f}" if form_present else "-", kept=True),)
+
+
+def _variants(prep: Prepared, config: TrainConfig) -> tuple[PastRun, ...]:
+    """Held-out macro-F1 of each of the exercise's ``MEASURED_VARIANTS`` on the same folds."""
+    rows: list[PastRun] = []
+    for name, change, augment in MEASURED_VARIANTS.get(prep.exercise, ()):
+        augmented = build_augmented_set(prep.clips, prep.frame_labels, augment) if augment.copies else None
+        cv = cross_validate(prep.frames, prep.groups, config, augmented=augmented)
+        phase, form = head_scores(prep.frames, cv.frames)
+        form_present = sum(1 for c in form.per_class() if c.support > 0) == 2
+        rows.append(PastRun(name, change, f"{phase.macro_f1:.3f}", f"{form.macro_f1:.3f}" if form_present else "-",
+                            kept=False))
+    return tuple(rows)
 
 
 def run_evaluation(
@@ -161,6 +208,7 @@ def run_evaluation(
         model_change=(f"motion at lags {', '.join(str(lag) for lag in MOTION_LAGS)} ({len(feature_names())} "
                       f"inputs); {describe(augment)}"),
         rule_phase=rule_phase, rule_form=rule_form, form_auc=auc, figures=tuple(figures),
+        variants=(*_before(prep), *_variants(prep, config)),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from models.training.history import HISTORY, NOTES
+from models.training.history import HISTORY, NOTES, PastRun
 from models.training.metrics import Scores
 from models.training.rep_eval import BOTTOM_TOLERANCE, ClipRepCount, RepCountTotals
 
@@ -68,6 +68,8 @@ class RunSummary:
     form_auc: float | None = None
     figures: tuple[tuple[str, str], ...] = ()
     """(caption, path relative to the report) of each saved figure."""
+    variants: tuple[PastRun, ...] = ()
+    """Other settings measured in this run on the same folds (not shipped, chose nothing)."""
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
@@ -207,7 +209,7 @@ def _changes(run: RunSummary) -> list[str]:
     """Earlier models' held-out figures next to this run's: what each change did."""
     form_present = sum(1 for c in run.pooled_form.per_class() if c.support > 0) == 2
     rows = [(p.model, p.change, p.phase_macro_f1, p.form_macro_f1, "yes" if p.kept else "no, measured only")
-            for p in HISTORY.get(run.exercise, ())]
+            for p in (*HISTORY.get(run.exercise, ()), *run.variants)]
     rows.append((f"{run.model_version} (this report)", run.model_change, f"**{run.pooled_phase.macro_f1:.3f}**",
                  f"**{run.pooled_form.macro_f1:.3f}**" if form_present else "-", "shipped"))
     return [
@@ -215,7 +217,7 @@ def _changes(run: RunSummary) -> list[str]:
         "",
         *_table(("model", "change", "phase macro-F1", "form macro-F1", "kept"), rows),
         "",
-        *([NOTES, ""] if NOTES else []),
+        *([NOTES[run.exercise], ""] if run.exercise in NOTES else []),
     ]
 
 

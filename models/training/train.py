@@ -3,13 +3,14 @@
 Model: the raw ``FeatureWindow`` vector → standardisation baked in as a Keras
 ``Normalization`` layer (mean/std of the training frames) → small MLP → two
 heads: phase softmax over ``MODEL_PHASES`` and bad-form sigmoid. Training
-frames of squat and push-up are augmented with simulated camera changes
+frames of squat, push-up and lunge are augmented with simulated camera changes
 (:mod:`models.training.augment`: mirroring, yaw, distance, jitter, dropped
 landmarks), and all get Gaussian noise on the standardised features; held-out
 frames never are.
 
 Evaluation is leave-one-group-out: a group is a clip, or all clips of one
-person where the data README says so. Every frame's held-out prediction comes
+person where the data README says so; for lunge (``SOURCE_GROUPED``) all clips
+of one source repository. Every frame's held-out prediction comes
 from a model that never saw that person; predictions are pooled over all folds
 and scored once. The same fold models also predict every frame of their
 held-out clips in order, and those outputs go through the edge node's message
@@ -44,6 +45,7 @@ from formcheck.paths import DataMissingError, classifier_model, require_data_dir
 from models.training import labels as labelling
 from models.training.augment import AugmentConfig, augmented_copies, config_for
 from models.training.dataset import (
+    SOURCE_GROUPED,
     TRAINING_CLIPS,
     Clip,
     ClipFeatures,
@@ -420,6 +422,18 @@ def _evaluation_method(clips: Sequence[Clip]) -> str:
     for clip in clips:
         groups.setdefault(clip.group, []).append(clip.truth.name)
     shared = [f"{g} = {', '.join(names)}" for g, names in sorted(groups.items()) if len(names) > 1]
+    if clips and clips[0].truth.exercise in SOURCE_GROUPED:
+        return (f"Leave-one-source-out cross-validation over {len(groups)} source repositories ({len(clips)} clips): "
+                "each group is every clip of one source repository named in the data README (several clips of "
+                f"one source: {'; '.join(shared) or 'none'}). Each fold trains on the other sources and predicts "
+                "the held-out one; all held-out predictions are pooled and scored once. Nothing was chosen on "
+                "these folds: architecture, hyper-parameters, label rules and augmentation are the squat model's, "
+                f"fixed before the folds were run. With {len(groups)} sources, one held-out source is a large "
+                "share of the frames: read the per-source table, not only the pooled figures. Form is not "
+                "measured: every rep of these clips is labelled `good` or `unclear`, so the form head has only "
+                "ever seen `good` and its figures below are trivially perfect. The data set's lunge keypoint tables "
+                "(stage and knee-over-toe labels) hold 13 image landmarks of single frames, not the world landmarks "
+                "and motion the edge's features are computed from, so they are not used.")
     if any(c.truth.segment for c in clips):
         return (f"Leave-one-rep-out cross-validation over {len(groups)} parts of the only clip(s), each cut halfway "
                 "between labelled bottom frames: the data set has one person for this exercise, so every fold "
@@ -546,8 +560,8 @@ def ready_exercises(exercise: str, without_tensorflow: str) -> list[str] | None:
     return names
 
 
-TRAINED_EXERCISES: Final = ("squat", "pushup", "curl")
-"""Exercises the data set has clips of (``lunge`` has none yet)."""
+TRAINED_EXERCISES: Final = ("squat", "pushup", "curl", "lunge")
+"""Exercises the data set has clips of, each with a committed model."""
 
 
 def train_main(exercise: str = "all", out_dir: Path | None = None) -> int:

@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
+from aggregator.reps import DEPTH_SIGNAL
 from models.training.labels import (
     ASCENDING,
     BAD,
@@ -20,6 +21,8 @@ from models.training.labels import (
     label_clip,
     smooth,
 )
+from protocol.messages import FrameMessage
+from tests.unit.synthetic_frames import BOOT, TS0
 
 TOP, DEPTH = -1.0, 0.1
 
@@ -201,3 +204,45 @@ def test_smooth_keeps_gaps_and_constant_signals() -> None:
     out = smooth(values, 5)
     assert np.isnan(out[2])
     np.testing.assert_allclose(out[[0, 1, 3, 4, 5]], 1.0)
+
+
+def test_lunge_labels_read_the_rep_counters_depth_signal() -> None:
+    """A lunge's bottom is where the hips are lowest (the data README): the labels and the counter both read it
+    from ``hip_depth``, whatever the per-leg knee and hip angles do."""
+    hip_depth = np.array([-1.0, -0.8, -0.5, -0.9], dtype=np.float32)
+    measures = {"hip_depth": hip_depth, "knee_l": np.array([175.0, 90.0, 95.0, 170.0], np.float32),
+                "knee_r": np.array([175.0, 120.0, 100.0, 170.0], np.float32)}
+    frames = [FrameMessage(node="n", boot=BOOT, seq=i, ts=TS0 + 33 * i, exercise="lunge", phase="standing",
+                           form="good", bad_p=0.0, vis=1.0,
+                           angles={name: float(values[i]) for name, values in measures.items()})
+              for i in range(len(hip_depth))]
+    counter = [DEPTH_SIGNAL["lunge"].of(frame) for frame in frames]
+    np.testing.assert_allclose(depth_signal("lunge", measures), np.array(counter, dtype=np.float32))
+    np.testing.assert_allclose(depth_signal("lunge", measures), depth_signal("squat", measures))
+
+
+def test_walking_lunges_cut_at_both_ends_alternating_legs() -> None:
+    """Walking lunges as in the data set: the clip opens at the bottom of one lunge and ends going down into
+    another (two partial reps); the legs alternate, so the hips sink less on one leg (-0.5 vs -0.6 thigh
+    lengths below the knees) and the person never quite stands between lunges (-0.9, not -1.0)."""
+    def lunge(depth: float) -> list[float]:
+        return [max(v, -0.9) if i < 10 or i > 35 else v for i, v in enumerate(rep(depth=depth))]
+
+    opening = signal([-0.62, -0.61] + [-0.6] * 5, rep(depth=-0.6)[26:])  # already at the bottom, then up
+    depth = signal(opening, lunge(-0.5), lunge(-0.6), lunge(-0.5), stand(10), rep(depth=-0.6)[:24])
+    starts = [len(opening) + 46 * k for k in range(3)]
+    bottoms = [s + 23 for s in starts]
+    labels = label_clip(depth, bottoms, ["good", "good", "good"], partial_reps=2)
+    complete = [r for r in labels.reps if r.form is not None]
+    assert len(complete) == 3
+    for r, b in zip(complete, bottoms, strict=True):
+        assert r.bottom_start <= b <= r.bottom_end
+        assert (labels.phase[r.start:r.bottom_start] == DESCENDING).all()
+        assert (labels.phase[r.bottom_end + 1:r.end + 1] == ASCENDING).all()
+    assert runs(labels.phase) == [BOTTOM, ASCENDING, STANDING, *([DESCENDING, BOTTOM, ASCENDING, STANDING] * 3),
+                                  DESCENDING, BOTTOM]
+    # Partial reps are never judged for form; the complete ones are good.
+    first, last = labels.reps[0], labels.reps[-1]
+    assert first.form is None and last.form is None
+    assert (labels.bad[first.start:first.end + 1] == IGNORE).all() and (labels.bad[last.start:] == IGNORE).all()
+    assert (labels.bad[complete[0].start:complete[-1].end + 1] == GOOD).all()
