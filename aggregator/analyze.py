@@ -18,7 +18,6 @@ from typing import TextIO
 from aggregator.recognition import Recognition
 from aggregator.reps import RepConfig
 from aggregator.station import Station, StationOutput
-from edge_node.classifier import STAND_IN
 from edge_node.exercise_gate import ExerciseGate
 from edge_node.offline import classify_video, offline_config
 from edge_node.processor import FrameProcessor
@@ -151,9 +150,6 @@ def run_analyze(video: Path, exercise: Exercise | None, as_json: bool) -> int:
         return 0
     print(f"{result.frames} frames, {result.complete_reps} complete reps, {result.partial_reps} partial, "
           f"{len(result.sets)} set(s)")
-    if result.exercise in STAND_IN:
-        print(f"note: no {result.exercise} form model yet: reps and depth are judged, the form verdict is the "
-              f"{STAND_IN[result.exercise]} model's")
     for line in result.placement_advice():
         print(f"camera: {line}")
     return 0

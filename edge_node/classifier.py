@@ -26,12 +26,6 @@ log = logging.getLogger(__name__)
 MODEL_PHASES: tuple[Phase, ...] = ("standing", "descending", "bottom", "ascending")
 """Phases the model predicts. ``no_person`` is decided before the model runs."""
 
-STAND_IN: dict[Exercise, Exercise] = {"lunge": "squat"}
-"""Exercises without a classifier of their own, and whose classifier ``formcheck analyze`` runs for them. Reps
-are counted from the depth signal, not the phases; the stand-in's form verdict is not a judgement of the
-exercise (no lunge form model has been trained)."""
-
-
 class ModelLoadError(RuntimeError):
     """A classifier model could not be used; the message is one line for the operator."""
 

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 from edge_node.capture import CapturedFrame
-from edge_node.classifier import STAND_IN, ModelLoadError, PhaseFormClassifier
+from edge_node.classifier import ModelLoadError, PhaseFormClassifier
 from edge_node.config import EdgeConfig
 from edge_node.faults import frame_faults
 from edge_node.features import FeatureWindow, FrameFeatures, frame_features
@@ -52,17 +52,13 @@ class WrongExerciseModel(ModelLoadError):
     """The model file found for an exercise classifies another one."""
 
 
-def _load_classifier(config: EdgeConfig, exercise: Exercise) -> tuple[Exercise, PhaseFormClassifier]:
-    """The classifier that serves ``exercise`` (its stand-in's where it has none), and that model's exercise."""
-    model = STAND_IN.get(exercise, exercise)
-    if model != exercise:
-        log.warning("no %s form model is trained: phases and form are the %s model's, reps and depth are %s's",
-                    exercise, model, exercise)
-    classifier = PhaseFormClassifier(config.classifier.model_for(model), num_threads=config.classifier.num_threads)
-    if classifier.manifest.exercise != model:
+def _load_classifier(config: EdgeConfig, exercise: Exercise) -> PhaseFormClassifier:
+    """The classifier of ``exercise``; refused when the model file found classifies another exercise."""
+    classifier = PhaseFormClassifier(config.classifier.model_for(exercise), num_threads=config.classifier.num_threads)
+    if classifier.manifest.exercise != exercise:
         raise WrongExerciseModel(f"model {classifier.version} classifies {classifier.manifest.exercise}, "
-                             f"but the node is set to {exercise}")
-    return model, classifier
+                                 f"but the node is set to {exercise}")
+    return classifier
 
 
 @dataclass(frozen=True)
@@ -114,33 +110,32 @@ class FrameProcessor:
         )
         exercise = config.node.exercise
         try:
-            model, classifier = _load_classifier(config, exercise)
+            classifier = _load_classifier(config, exercise)
         except Exception:
             pose.close()
             raise
-        return cls(config=config, boot=boot, exercise=exercise, pose=pose, classifiers={model: classifier})
+        return cls(config=config, boot=boot, exercise=exercise, pose=pose, classifiers={exercise: classifier})
 
     @property
     def classifier(self) -> PhaseFormClassifier:
-        """The classifier of the current exercise (its stand-in's, see ``STAND_IN``, where it has none)."""
-        return self.classifiers[STAND_IN.get(self.exercise, self.exercise)]
+        """The classifier of the current exercise."""
+        return self.classifiers[self.exercise]
 
     def switch_exercise(self, exercise: Exercise) -> bool:
         """Classify ``exercise`` from now on, if a model for it exists; False otherwise."""
         if exercise == self.exercise:
             return True
-        model = STAND_IN.get(exercise, exercise)
-        if model not in self.classifiers:
-            if not self.config.classifier.model_for(model).is_file():
+        if exercise not in self.classifiers:
+            if not self.config.classifier.model_for(exercise).is_file():
                 return False
             quiet = NativeLogFilter().start()
             try:
-                model, classifier = _load_classifier(self.config, exercise)
+                classifier = _load_classifier(self.config, exercise)
             except WrongExerciseModel:
                 return False
             finally:
                 quiet.stop()
-            self.classifiers[model] = classifier
+            self.classifiers[exercise] = classifier
         self.exercise = exercise
         self._window.reset()
         return True

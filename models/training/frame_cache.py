@@ -13,7 +13,6 @@ import hashlib
 import os
 from pathlib import Path
 
-from edge_node.classifier import STAND_IN
 from edge_node.offline import classify_video, offline_config
 from formcheck.paths import POSE_MODEL, REPO_ROOT, cache_dir, classifier_model
 from models.training.dataset import file_sha256, pose_pipeline_id
@@ -32,11 +31,10 @@ def _code_digest() -> str:
 
 
 def frames_cache_path(video: Path, exercise: Exercise) -> Path:
-    model_exercise = STAND_IN.get(exercise, exercise)
     stat = video.stat()
     key = hashlib.sha256("|".join((
         f"{stat.st_size}:{stat.st_mtime_ns}", exercise, file_sha256(POSE_MODEL), pose_pipeline_id(),
-        file_sha256(classifier_model(model_exercise)), _code_digest(),
+        file_sha256(classifier_model(exercise)), _code_digest(),
     )).encode()).hexdigest()[:16]
     return cache_dir() / "frames" / f"{video.stem}-{key}.jsonl"
 

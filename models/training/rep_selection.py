@@ -374,7 +374,7 @@ def write_report(path: Path, by_rate: dict[int, list[HeldOut]], shipped: RepConf
         "exactly, then the smaller count error, then the earlier grid point), then run on the held-out ones. "
         "The counter reads the depth signal of the edge's frame messages and does not use the classifier, so "
         "no model is retrained per fold. Its structure (signals, rules) was designed while looking at these "
-        "clips; only its numbers are chosen per fold. Lunge clips run the squat classifier for the frames' "
+        "clips; only its numbers are chosen per fold. Each clip's frames carry its own exercise's classifier "
         "phases, which the counter ignores.",
         "",
         "The lower frame rates keep every k-th frame message (settings chosen again at that rate, per fold): "

@@ -178,8 +178,8 @@ def test_session_for_an_exercise_without_model_keeps_the_current_one(
     assert {m.json()["exercise"] for m in rec.of_kind("frames")} == {"squat"}
 
 
-def test_lunge_runs_with_the_squat_model_and_says_so(mosquitto: Mosquitto, data_dir: Path, pose_model: Path) -> None:
-    """No lunge form model is trained: a lunge station classifies with the squat model, its frames say lunge."""
+def test_lunge_runs_with_its_own_model(mosquitto: Mosquitto, data_dir: Path, pose_model: Path) -> None:
+    """A lunge station classifies with the lunge model (no stand-in): its frames and status say lunge."""
     rec = Recorder(mosquitto.host, mosquitto.port, "gym/main/nodes/edge-l/#").start()
     try:
         result = subprocess.run(edge_cmd(data_dir / SHORT_CLIP, mosquitto.port, "edge-l", "--realtime", "off",
@@ -192,4 +192,5 @@ def test_lunge_runs_with_the_squat_model_and_says_so(mosquitto: Mosquitto, data_
         rec.stop()
     assert {m.json()["exercise"] for m in rec.of_kind("frames")} == {"lunge"}
     status = rec.of_kind("status")[0].json()
-    assert status["exercise"] == "lunge" and status["model"].startswith("squat"), status
+    assert status["exercise"] == "lunge" and status["model"].startswith("lunge_phase_form@"), status
+    assert "form model is trained" not in result.stderr
