@@ -34,11 +34,11 @@ from typing import Final, Literal, cast, get_args
 
 import yaml
 
-from protocol.topics import DEFAULT_PREFIX, TopicError, level
+from protocol.topics import DEFAULT_PREFIX, REGISTRY, Scope, TopicError, level
 
 DEFAULT_SITE: Final = "main"
 
-Role = Literal["node", "aggregator", "staff", "display", "member"]
+Role = Literal["node", "aggregator", "staff", "display", "member", "operator"]
 ROLES: Final[tuple[Role, ...]] = cast(tuple[Role, ...], get_args(Role))
 
 REGISTRY_FILE: Final = "users.yaml"
@@ -90,6 +90,15 @@ ROLE_TOPICS: Final[dict[Role, tuple[tuple[str, str], ...]]] = {
     # render_acl): a retained session per station, never one under an invented station name.
     "staff": SCREEN_READS,
     "display": SCREEN_READS,
+    # `formcheck member erase`: refuse while the member is checked in (reads the retained sessions), then clear the
+    # member's retained topics with an empty message. Not the aggregator's account: one connection per
+    # account, a second one would take over the running aggregator's session.
+    # Every retained member topic of the registry (the last set summary, and any added later).
+    "operator": (
+        ("read", "nodes/+/session"),
+        *(("write", f"members/+/{spec.kind}") for spec in REGISTRY.values()
+          if spec.scope is Scope.MEMBER and spec.retain),
+    ),
 }
 PER_NODE_TOPICS: Final[dict[Role, tuple[tuple[str, str], ...]]] = {
     "staff": (("readwrite", "session"),),
@@ -103,6 +112,8 @@ ROLE_TITLES: Final[dict[Role, str]] = {
     "display": "Wall and station screens: read sessions, reps, sets and availability; write nothing.",
     "member": "Members: their rights come from the pattern above (their own notifications).",
     "node": "Edge nodes: their rights come from the patterns above.",
+    "operator": "Operators (`formcheck member erase`): read the stations' sessions (is the member checked\n"
+                "# in?); write members' retained topics (clear an erased member's).",
 }
 
 
@@ -169,7 +180,7 @@ def render_acl(users: Mapping[str, str], prefix: str = DEFAULT_PREFIX, site: str
         "# Members: read their own notifications.",
         *(f"pattern {access} {root}/{topic}" for access, topic in MEMBER_PATTERNS),
     ]
-    blocks: tuple[Role, ...] = ("aggregator", "staff", "display", "member")
+    blocks: tuple[Role, ...] = ("aggregator", "staff", "display", "operator", "member")
     for role in blocks:
         names = sorted(name for name, r in accounts.items() if r == role)
         if not names:

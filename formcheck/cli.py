@@ -367,6 +367,90 @@ def cmd_broker_users(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_first_line(path: Path, what: str) -> str:
+    try:
+        line = path.read_text().splitlines()[0].strip()
+    except (OSError, UnicodeDecodeError, IndexError):
+        raise CliError(f"{what}: cannot read a password from {path}") from None
+    if not line:
+        raise CliError(f"{what}: {path} starts with an empty line")
+    return line
+
+
+def cmd_member_erase(args: argparse.Namespace) -> int:
+    """Erase one member: InfluxDB series, the retained notification, the broker account (see member_erase)."""
+    from formcheck.broker import BrokerSection
+    from formcheck.broker_admin import BrokerAdminError, list_users, load_registry, remove_user
+    from formcheck.member_erase import BrokerSession, CheckedInError, EraseError, InfluxEraser, summary
+    from formcheck.settings import ConfigError, load_settings
+    from protocol.topics import TopicError, Topics, level
+
+    member = args.member
+    try:
+        level(member, "member id")
+        topics = Topics(site=args.site, prefix=args.prefix)
+    except TopicError as exc:
+        raise CliError(str(exc)) from exc
+    if member == "guest":
+        raise CliError("'guest' is not a member: it stands for reps done without a check-in")
+    if args.accounts is not None:
+        try:
+            role = load_registry(args.accounts).users.get(member)
+        except BrokerAdminError as exc:
+            raise CliError(str(exc)) from exc
+        if role is not None and role != "member":
+            raise CliError(f"{member!r} is a {role} account in {args.accounts}, not a member: nothing erased")
+    host, port = args.broker or ("localhost", None)
+    given: dict[str, Any] = {"host": host, "prefix": args.prefix, **({"port": port} if port else {})}
+    if args.username:
+        given["username"] = args.username
+    if args.password_file:
+        given["password_file"] = args.password_file
+    if args.tls_ca:
+        given["tls"] = {"ca_file": args.tls_ca}
+    influx_password = (_read_first_line(args.influx_password_file, "--influx-password-file")
+                       if args.influx_password_file else None)
+    try:
+        cfg = load_settings(BrokerSection, None, given, None, "FORMCHECK_MQTT__")
+        broker = BrokerSession(cfg, topics)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from exc
+    except OSError as exc:  # TLS files
+        raise CliError(f"cannot use the TLS files: {exc.strerror or exc}") from exc
+    try:
+        broker.connect()
+        stations = broker.check_ins(member)
+        if stations:
+            raise CheckedInError(f"member {member!r} is checked in at {', '.join(stations)}: check them out first "
+                                 f"(formcheck checkout --node {stations[0]}); nothing erased")
+        eraser = InfluxEraser(args.influx, args.database, args.influx_username, influx_password)
+        try:
+            removed = eraser.erase(member).removed
+        finally:
+            eraser.close()
+        print(f"InfluxDB {args.database}: " + (f"removed {summary(removed)} points of member {member!r}"
+                                               if removed else f"nothing stored for member {member!r}"))
+        for topic in broker.clear_retained(member):
+            print(f"broker: cleared the retained message on {topic}")
+    except EraseError as exc:
+        raise CliError(str(exc)) from exc
+    finally:
+        broker.close()
+    if args.accounts is None:
+        print("broker account: not checked (give --accounts DIR to remove it)")
+        return 0
+    try:
+        if member not in {account.name for account in list_users(args.accounts)}:
+            print(f"broker account: none named {member!r} in {args.accounts}")
+            return 0
+        remove_user(args.accounts, member, owner=args.owner)
+    except BrokerAdminError as exc:
+        raise CliError(str(exc)) from exc
+    print(f"broker account: removed member account {member!r}; reload the broker to apply: "
+          "systemctl reload mosquitto (or kill -HUP its pid)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="formcheck", description="Camera-based exercise form grading.")
     parser.add_argument("--version", action="version", version=f"formcheck {__version__}")
@@ -451,8 +535,10 @@ def build_parser() -> argparse.ArgumentParser:
                   "else unchanged)")
     users_add = users_sub.add_parser("add", help="create an account (names are unique across roles)")
     users_add.add_argument("name", help="account name; a node's or member's name is its id in topics")
-    users_add.add_argument("--role", required=True, choices=["node", "aggregator", "staff", "display", "member"],
-                           help="display: read-only (wall and station screens)")
+    users_add.add_argument("--role", required=True,
+                           choices=["node", "aggregator", "staff", "display", "member", "operator"],
+                           help="display: read-only (wall and station screens); operator: for 'formcheck member "
+                           "erase' (reads check-ins, clears members' notifications)")
     users_add.add_argument("--site", help="the gym's site id, set with the first account (default main); every "
                            "right is under gym/SITE/")
     users_add.add_argument("--dir", required=True, type=Path, help="directory of users.yaml, passwd and acl")
@@ -470,6 +556,28 @@ def build_parser() -> argparse.ArgumentParser:
     users_list = users_sub.add_parser("list", help="print every account's name and role (never passwords)")
     users_list.add_argument("--dir", required=True, type=Path, help="directory of users.yaml, passwd and acl")
     users_list.set_defaults(func=cmd_broker_users)
+
+    member = sub.add_parser("member", help="a member's personal data")
+    member_sub = member.add_subparsers(dest="member_command", required=True, metavar="ACTION")
+    erase = member_sub.add_parser(
+        "erase", help="remove a member's reps, sets, check-ins and checkpoints from InfluxDB, clear their retained "
+        "notification and remove their broker account (refused while they are checked in)")
+    erase.add_argument("member", help="member id")
+    erase.add_argument("--site", default="main", help="site id")
+    erase.add_argument("--prefix", default="gym", help="topic prefix")
+    erase.add_argument("--influx", default="http://127.0.0.1:8086", help="InfluxDB URL (v1 API)")
+    erase.add_argument("--database", default="formcheck", help="InfluxDB database")
+    erase.add_argument("--influx-username", help="InfluxDB account with READ and WRITE on the database (no admin)")
+    erase.add_argument("--influx-password-file", type=Path, help="file whose first line is its password")
+    erase.add_argument("--broker", type=_broker, help="HOST[:PORT] of the MQTT broker (default localhost)")
+    erase.add_argument("--username", help="broker account of the operator role (or FORMCHECK_MQTT__USERNAME)")
+    erase.add_argument("--password-file", type=Path,
+                       help="file whose first line is the password (or FORMCHECK_MQTT__PASSWORD)")
+    erase.add_argument("--tls-ca", type=Path, help="CA certificate of the broker: connect with TLS (port 8883)")
+    erase.add_argument("--accounts", type=Path, metavar="DIR",
+                       help="the broker's account directory (users.yaml, passwd, acl): remove the member's account")
+    erase.add_argument("--owner", help=owner_help)
+    erase.set_defaults(func=cmd_member_erase)
 
     deploy = sub.add_parser("deploy", help="deployment checks")
     deploy_sub = deploy.add_subparsers(dest="deploy_command", required=True, metavar="CHECK")

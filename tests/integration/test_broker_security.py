@@ -41,7 +41,8 @@ pytestmark = pytest.mark.broker
 CONF = REPO_ROOT / "mosquitto" / "mosquitto.conf"
 T = Topics(site="main")
 WAIT = 5.0  # every wait below is bounded by this
-ACCOUNTS = {"st-a": "node", "st-b": "node", "agg": "aggregator", "desk": "staff", "wall": "display", "alice": "member",
+ACCOUNTS = {"st-a": "node", "st-b": "node", "agg": "aggregator", "desk": "staff", "wall": "display", "ops": "operator",
+            "alice": "member",
             "bob": "member"}
 
 
@@ -695,3 +696,34 @@ def test_staff_write_sessions_of_registered_stations_only(broker: Broker, client
     assert desk.publish(T.node("st-b", "session"), b'{"member":"m-79"}', retain=True) == "Success"
     assert desk.publish(T.node("no-such-station", "session"), b"x" * 60_000, retain=True) == "Not authorized"
 
+# --- issue 13 item 8: the operator role of `formcheck member erase` ----------------------------------------------
+
+
+@pytest.mark.security
+def test_operator_reads_check_ins_and_clears_notifications_only(broker: Broker, clients: list[Conn]) -> None:
+    ops, agg, desk, wall = login(broker, "ops"), login(broker, "agg"), login(broker, "desk"), login(broker, "wall")
+    clients += [ops, agg, desk, wall]
+    ops.subscribe(T.node("st-a", "session"), T.member_notifications("bob"))
+    wall.subscribe(T.node("st-a", "session"))
+    assert desk.publish(T.node("st-a", "session"), b'{"member":"m-80"}', retain=True) == "Success"
+    assert ops.wait_for(T.node("st-a", "session"), b'{"member":"m-80"}')          # is the member checked in?
+    assert agg.publish(T.member_notifications("bob"), b"bob's last set", retain=True) == "Success"
+    # It clears a member's retained notification, and reads none.
+    assert ops.publish(T.member_notifications("bob"), b"", retain=True) == "Success"
+    late = login(broker, "bob")
+    clients.append(late)
+    late.subscribe(T.member_notifications("bob"))
+    late.subscribe(T.node("bob", "session"))  # barrier: any retained message came before this SUBACK
+    assert late.received(T.member_notifications("bob")) == []
+    reasons = {
+        "session": ops.publish(T.node("st-a", "session"), b"", retain=True),
+        "reps": ops.publish(T.node("st-a", "reps"), b"forged rep"),
+        "frames": ops.publish(T.node("st-a", "frames"), b"forged frame"),
+        "aggregator status": ops.publish(T.aggregator_status(), b"forged", retain=True),
+        "other site": ops.publish(Topics(site="elsewhere").member_notifications("bob"), b"", retain=True),
+    }
+    assert set(reasons.values()) == {"Not authorized"}, reasons
+    assert desk.publish(T.node("st-a", "session"), b'{"member":"m-81"}', retain=True) == "Success"  # barrier
+    assert wall.wait_for(T.node("st-a", "session"), b'{"member":"m-81"}')
+    assert b"" not in wall.received(T.node("st-a", "session"))
+    assert ops.received(T.member_notifications("bob")) == []

@@ -20,6 +20,7 @@ from formcheck.broker_admin import (
 )
 from formcheck.cli import main as cli_main
 from formcheck.paths import REPO_ROOT
+from protocol.topics import REGISTRY, Scope
 
 CONF = REPO_ROOT / "mosquitto" / "mosquitto.conf"
 ME = pwd.getpwuid(os.geteuid()).pw_name
@@ -32,9 +33,14 @@ def acl_rules(text: str) -> list[str]:
 # --- render_acl --------------------------------------------------------------------------------------------------
 
 
+# The operator clears every retained member topic of the registry (the last set summary, ...).
+RETAINED_MEMBER_WRITES = [f"topic write gym/main/members/+/{spec.kind}" for spec in REGISTRY.values()
+                          if spec.scope is Scope.MEMBER and spec.retain]
+
+
 def test_acl_for_every_role() -> None:
     acl = render_acl({"st-2": "node", "st-1": "node", "agg": "aggregator", "desk": "staff", "zoe": "member",
-                      "al": "member", "wall": "display"})
+                      "al": "member", "wall": "display", "ops": "operator"})
     assert acl_rules(acl) == [
         "pattern write gym/main/nodes/%u/frames",
         "pattern write gym/main/nodes/%u/status",
@@ -67,6 +73,10 @@ def test_acl_for_every_role() -> None:
         "topic read gym/main/nodes/+/sets",
         "topic read gym/main/nodes/+/status",
         "topic read gym/main/aggregator/status",
+        "user ops",
+        "topic deny gym/main/nodes/ops/#",
+        "topic read gym/main/nodes/+/session",
+        *RETAINED_MEMBER_WRITES,
         "user al",
         "topic deny gym/main/nodes/al/#",
         "user zoe",
@@ -74,8 +84,12 @@ def test_acl_for_every_role() -> None:
     ]
     # No right anywhere but the registry's site, and no write at all for a display.
     assert all("gym/main/" in rule for rule in acl_rules(acl) if not rule.startswith("user "))
-    wall = acl_rules(acl)[acl_rules(acl).index("user wall") + 1:acl_rules(acl).index("user al")]
+    wall = acl_rules(acl)[acl_rules(acl).index("user wall") + 1:acl_rules(acl).index("user ops")]
     assert not any(rule.startswith(("topic write", "topic readwrite")) for rule in wall)
+    # The operator (member erase) writes members' notifications only: no session, no station, no reps.
+    ops = acl_rules(acl)[acl_rules(acl).index("user ops") + 1:acl_rules(acl).index("user al")]
+    assert [rule for rule in ops if rule.startswith(("topic write", "topic readwrite"))] == RETAINED_MEMBER_WRITES
+    assert "topic write gym/main/members/+/notifications" in RETAINED_MEMBER_WRITES
     assert "# Edge node accounts (rights from the patterns): st-1, st-2" in acl
     # Mosquitto only knows whole-line comments: every line is a comment, blank, or one rule.
     for line in acl.splitlines():
