@@ -35,382 +35,33 @@ counted as rejected at ``submit`` and logged; it never reaches InfluxDB.
 
 from __future__ import annotations
 
-import base64
-import functools
 import gzip
-import http.client
-import json
 import logging
-import math
-import numbers
-import re
 import threading
 import time
-import urllib.parse
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
 
-from aggregator.influx_config import InfluxSection, duration_seconds
+from aggregator.influx.http import (
+    ERROR_CLASSES,
+    ErrorClass,
+    InfluxError,
+    InfluxHttp,
+    WriteOutcome,
+    classify_write_response,
+    query_series,
+)
+from aggregator.influx.line import RETENTION_POLICIES, Line, Point, Retention, encode_line
+from aggregator.influx.schema import ensure_schema
+from aggregator.influx_config import InfluxSection
 from formcheck.ratelog import RateLimitedLog
 
-log = logging.getLogger(__name__)
-
-Retention = Literal["frames", "default"]
-FieldValue = float | int | bool | str
-ErrorClass = Literal["timeout", "connection", "5xx", "4xx", "auth"]
-ERROR_CLASSES: tuple[ErrorClass, ...] = ("timeout", "connection", "5xx", "4xx", "auth")
-RETENTION_POLICIES: tuple[Retention, ...] = ("frames", "default")
-
-# InfluxDB stores nanoseconds in an int64 and refuses the two extreme values.
-_MAX_TS_MS = 9_223_372_036_854_775_806 // 1_000_000
-_MIN_TS_MS = -_MAX_TS_MS
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-
-# Field keys (not tags) are unescaped for \" as well, hence the extra entry.
-_MEASUREMENT_ESCAPES = str.maketrans({",": "\\,", " ": "\\ "})
-_TAG_ESCAPES = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ "})
-_FIELD_KEY_ESCAPES = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ ", '"': '\\"'})
-
-
-def _string_field(value: str) -> str:
-    # Two str.replace calls: several times faster than str.translate on long strings (open set checkpoints).
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-@dataclass(frozen=True)
-class Point:
-    """One InfluxDB point. Its identity is measurement + tags + ``ts_ms``: writing it again overwrites it."""
-
-    measurement: str
-    tags: Mapping[str, str]
-    fields: Mapping[str, FieldValue]
-    ts_ms: int
-    durable: bool = True
-    retention: Retention = "default"
-
-
-def _name(value: str, what: str) -> str:
-    """Checks shared by measurements, tag keys/values and field keys."""
-    if not value:
-        raise ValueError(f"empty {what}")
-    if "\n" in value or "\r" in value:
-        raise ValueError(f"{what} {value!r} contains a line break, which line protocol cannot carry")
-    # InfluxDB 1.x's line splitter takes any backslash as escaping the next byte, its key parser only one
-    # before , = space (and " in field keys). For a backslash followed by an escaped comma they disagree,
-    # and a later string field holding a newline then splits the line in two (seen on 1.6.7). Names
-    # here are ids and enum values, so refusing backslashes costs nothing.
-    if "\\" in value:
-        raise ValueError(f"{what} {value!r} contains a backslash, which line protocol cannot carry reliably")
-    return value
-
-
-def _key(value: str, what: str, escapes: dict[int, str]) -> str:
-    _name(value, what)
-    if value == "time":
-        raise ValueError(f"{what} 'time' is reserved by InfluxDB")
-    return value.translate(escapes)
-
-
-@functools.lru_cache(maxsize=8192)
-def _escaped_tag(key: str, value: str) -> str:
-    """``,key=value`` ready for a line; names repeat on every point, so the checks run once per name."""
-    return f",{_key(key, 'tag key', _TAG_ESCAPES)}={_name(value, 'tag value').translate(_TAG_ESCAPES)}"
-
-
-@functools.lru_cache(maxsize=4096)
-def _escaped_field_key(key: str) -> str:
-    return _key(key, "field key", _FIELD_KEY_ESCAPES)
-
-
-def _field_value(key: str, value: object) -> str:
-    # Exact types first: by far the most common values, and no isinstance walk over numbers ABCs.
-    if type(value) is float:
-        if not math.isfinite(value):
-            raise ValueError(f"field {key!r}: {value} cannot be stored (NaN and infinity are not valid)")
-        return repr(value)
-    if type(value) is str:
-        return _string_field(value)
-    if type(value) is int and _INT64_MIN <= value <= _INT64_MAX:
-        return f"{value}i"
-    # bool before int: bool is an int subclass, and 'true' must not become '1i'. numpy's bool is no
-    # numbers.Integral but comes out of any comparison on arrays.
-    if isinstance(value, bool) or (type(value).__module__ == "numpy" and type(value).__name__ in ("bool_", "bool")):
-        return "true" if value else "false"
-    if isinstance(value, numbers.Integral):
-        number = int(value)
-        if not _INT64_MIN <= number <= _INT64_MAX:
-            raise ValueError(f"field {key!r}: integer {number} does not fit in int64")
-        return f"{number}i"
-    if isinstance(value, numbers.Real):
-        real = float(value)
-        if not math.isfinite(real):
-            raise ValueError(f"field {key!r}: {real} cannot be stored (NaN and infinity are not valid)")
-        return repr(real)
-    if isinstance(value, str):
-        return _string_field(value)
-    raise TypeError(f"field {key!r}: unsupported type {type(value).__name__}")
-
-
-def _encode_fields(fields: Mapping[str, object]) -> str:
-    # The hot loop of every frame (~16 fields): finite floats inline, keys from a plain dict (cheaper than
-    # lru_cache's wrapper); everything else goes through the full checks of _field_value.
-    parts = []
-    keys = _FIELD_KEYS
-    for key in sorted(fields):
-        escaped = keys.get(key)
-        if escaped is None:
-            escaped = _escaped_field_key(key)
-            if len(keys) < _FIELD_KEYS_MAX:
-                keys[key] = escaped
-        value = fields[key]
-        if type(value) is float and _isfinite(value):
-            parts.append(f"{escaped}={value!r}")
-        else:
-            parts.append(f"{escaped}={_field_value(key, value)}")
-    return ",".join(parts)
-
-
-_FIELD_KEYS: dict[str, str] = {}
-_FIELD_KEYS_MAX = 4096
-_isfinite = math.isfinite
-
-
-def encode_line(point: Point) -> str:
-    """One line of line protocol (no newline), precision ms; raises ValueError/TypeError for unencodable points.
-
-    Tags and fields are sorted by key (InfluxDB's canonical tag order), so equal points encode to equal bytes.
-    Tags with an empty value are left out: InfluxDB treats a missing tag and an empty one alike.
-    """
-    return encode_series_line(series_key(point.measurement, tuple(sorted(point.tags.items()))), point.fields,
-                              point.ts_ms)
-
-
-@functools.lru_cache(maxsize=4096)
-def series_key(measurement: str, tags: tuple[tuple[str, str], ...]) -> str:
-    """Measurement and tags (``tags`` sorted by key) as they start a line; a station's series repeat on every
-    point, so this is built and checked once per series."""
-    _name(measurement, "measurement")
-    if measurement.startswith("#"):
-        raise ValueError(f"measurement {measurement!r} starts with '#', which makes the line a comment")
-    return measurement.translate(_MEASUREMENT_ESCAPES) + "".join(
-        _escaped_tag(key, value) for key, value in tags if value != "")
-
-
-def encode_series_line(series: str, fields: Mapping[str, object], ts_ms: int) -> str:
-    """A line from a ``series_key`` and the point's fields and time (the hot path of frames: no ``Point``)."""
-    if not fields:
-        raise ValueError(f"point {series!r} has no fields")
-    encoded = _encode_fields(fields)
-    if type(ts_ms) is not int:
-        raise TypeError(f"ts_ms must be an int, not {type(ts_ms).__name__}")
-    if not _MIN_TS_MS <= ts_ms <= _MAX_TS_MS:
-        raise ValueError(f"timestamp {ts_ms} ms is outside InfluxDB's range")
-    return f"{series} {encoded} {ts_ms}"
-
-
-class Line(NamedTuple):
-    """A point already encoded by ``encode_series_line``: the writer sends it as it is."""
-
-    text: str
-    durable: bool = True
-    retention: Retention = "default"
-
-
-# --- responses -------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class WriteOutcome:
-    """What to do with a batch after InfluxDB answered ``status``."""
-
-    action: Literal["done", "retry", "ensure"]
-    rejected: int = 0
-    error_class: ErrorClass | None = None
-    message: str = ""
-    # InfluxDB stored none of the request (a 4xx that is not a partial write).
-    whole: bool = False
-
-
-_DROPPED = re.compile(r"dropped=(\d+)")
-
-
-def error_message(body: bytes) -> str:
-    """InfluxDB's error text: ``{"error": ...}`` on 1.x, ``{"message": ...}`` on 2.x/3.x, else the raw body."""
-    text = body.decode("utf-8", errors="replace").strip()
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return text[:500]
-    if isinstance(data, dict):
-        for key in ("error", "message"):
-            if isinstance(data.get(key), str):
-                return str(data[key])
-    return text[:500]
-
-
-def classify_write_response(status: int, body: bytes, points: int) -> WriteOutcome:
-    """Map a ``/write`` answer to an action; pure, so every observed InfluxDB answer can be unit-tested."""
-    if 200 <= status < 300:
-        return WriteOutcome("done")
-    message = error_message(body)
-    if status in (401, 403):
-        return WriteOutcome("retry", error_class="auth", message=message)
-    if status == 404:
-        return WriteOutcome("ensure", error_class="4xx", message=message)
-    if status >= 500:
-        if "retention policy not found" in message:
-            return WriteOutcome("ensure", error_class="5xx", message=message)
-        return WriteOutcome("retry", error_class="5xx", message=message)
-    if status in (408, 429):
-        # Too busy / too slow is transient: InfluxDB 2.x rate-limits with 429.
-        return WriteOutcome("retry", error_class="4xx", message=message)
-    if "partial write" in message:
-        found = _DROPPED.search(message)
-        reported = int(found.group(1)) if found else 0
-        unparsable = message.count("unable to parse '")
-        rejected = min(points, max(1, reported + unparsable))
-        return WriteOutcome("done", rejected=rejected, error_class="4xx", message=message)
-    return WriteOutcome("done", rejected=points, error_class="4xx", message=message, whole=True)
-
-
-# --- HTTP --------------------------------------------------------------------------------------------------------
-
-
-class InfluxError(Exception):
-    """A request to InfluxDB failed; ``error_class`` is one of ``ERROR_CLASSES``."""
-
-    def __init__(self, error_class: ErrorClass, message: str) -> None:
-        super().__init__(f"{error_class}: {message}")
-        self.error_class: ErrorClass = error_class
-        self.message = message
+log = logging.getLogger("aggregator.influx")
 
 
 class WriterClosedError(RuntimeError):
     """``submit`` on a writer that is closing: the points were not queued and ``on_done`` will not fire."""
-
-
-class _Http:
-    """One keep-alive HTTP(S) connection to InfluxDB; reopened after any error."""
-
-    def __init__(self, config: InfluxSection) -> None:
-        parsed = urllib.parse.urlsplit(config.url)
-        self._https = parsed.scheme == "https"
-        self._host = parsed.hostname or "127.0.0.1"
-        self._port = parsed.port
-        self._prefix = parsed.path.rstrip("/")
-        self._timeout = config.timeout_s
-        self._headers: dict[str, str] = {}
-        if config.username is not None:
-            password = config.resolved_password()
-            token = base64.b64encode(f"{config.username.get_secret_value()}:{password}".encode()).decode()
-            self._headers["Authorization"] = f"Basic {token}"
-        self._conn: http.client.HTTPConnection | None = None
-
-    def _connection(self) -> http.client.HTTPConnection:
-        if self._conn is None:
-            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-            self._conn = cls(self._host, self._port, timeout=self._timeout)
-        return self._conn
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def post(self, path: str, params: Mapping[str, str], body: bytes, headers: Mapping[str, str]) -> tuple[int, bytes]:
-        """POST and read the whole answer; network failures raise ``InfluxError`` (timeout / connection)."""
-        url = f"{self._prefix}{path}?{urllib.parse.urlencode(params)}"
-        conn = self._connection()
-        try:
-            conn.request("POST", url, body=body, headers={**self._headers, **headers})
-            response = conn.getresponse()
-            data = response.read()
-        except TimeoutError as exc:
-            self.close()
-            raise InfluxError("timeout", f"no answer within {self._timeout:g} s") from exc
-        except (OSError, http.client.HTTPException) as exc:
-            self.close()
-            raise InfluxError("connection", f"{type(exc).__name__}: {exc}") from exc
-        if response.will_close:
-            self.close()
-        return response.status, data
-
-
-def _quote_ident(name: str) -> str:
-    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _go_duration_s(text: str) -> int | None:
-    """Seconds in a Go duration as SHOW RETENTION POLICIES prints it ('168h0m0s'); '0s' means infinite."""
-    total = 0.0
-    for amount, unit in re.findall(r"([0-9.]+)(h|ms|m|s|us|µs|ns)", text):
-        total += float(amount) * {"h": 3600, "m": 60, "s": 1, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}[unit]
-    return None if total == 0 else round(total)
-
-
-def _retention_policies(cfg: InfluxSection) -> list[tuple[str, str, bool, str]]:
-    """(name, duration, is default, the policy as CREATE/ALTER RETENTION POLICY take it) of both policies."""
-    db = _quote_ident(cfg.database)
-    policies = []
-    wanted = (("frames", cfg.frame_retention, False), ("default", cfg.default_retention, True))
-    for name, duration, is_default in wanted:
-        spec = (f"{_quote_ident(name)} ON {db} DURATION {duration} REPLICATION 1 "
-                f"SHARD DURATION {_shard_duration(duration_seconds(duration))}{' DEFAULT' if is_default else ''}")
-        policies.append((name, duration, is_default, spec))
-    return policies
-
-
-def schema_statements(cfg: InfluxSection) -> list[str]:
-    """The InfluxQL that creates the database and both retention policies: what an administrator runs once when
-    the aggregator writes with an account that may not (``create_database`` off; the compose stack's init script
-    is this, ``formcheck aggregator --print-schema``)."""
-    return [f"CREATE DATABASE {_quote_ident(cfg.database)}",
-            *(f"CREATE RETENTION POLICY {spec}" for _, _, _, spec in _retention_policies(cfg))]
-
-
-def _shard_duration(seconds: int | None) -> str:
-    """InfluxDB's own default shard group duration for a retention period, stated explicitly so that
-    ALTERing a policy to a shorter duration is never refused for a too-long shard duration."""
-    if seconds is None or seconds >= 180 * 86_400:
-        return "7d"
-    if seconds >= 2 * 86_400:
-        return "1d"
-    return "1h"
-
-
-def influxql_string(value: str) -> str:
-    """``value`` as an InfluxQL string literal."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def _query(http_: _Http, q: str, db: str | None = None) -> list[dict[str, object]]:
-    """One InfluxQL statement over POST /query; the first series' rows as dicts; errors raise InfluxError."""
-    series = _query_series(http_, q, db)
-    return series[0][1] if series else []
-
-
-def _query_series(http_: _Http, q: str, db: str | None = None) -> list[tuple[dict[str, str], list[dict[str, object]]]]:
-    """One InfluxQL statement over POST /query; every series as (its GROUP BY tags, its rows as dicts)."""
-    params = {"q": q, **({"db": db} if db else {})}
-    status, body = http_.post("/query", params, b"", {"Content-Length": "0"})
-    if status in (401, 403):
-        raise InfluxError("auth", f"{q}: {error_message(body)}")
-    if status >= 500:
-        raise InfluxError("5xx", f"{q}: {error_message(body)}")
-    if status >= 300:
-        raise InfluxError("4xx", f"{q}: HTTP {status} {error_message(body)}")
-    data = json.loads(body or b"{}")
-    result = (data.get("results") or [{}])[0]
-    if "error" in result or "error" in data:
-        raise InfluxError("4xx", f"{q}: {result.get('error') or data.get('error')}")
-    return [(dict(one.get("tags") or {}),
-             [dict(zip(one["columns"], row, strict=True)) for row in one.get("values") or []])
-            for one in result.get("series") or []]
-
-
-# --- writer ------------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -472,7 +123,7 @@ class InfluxWriter:
 
     def __init__(self, config: InfluxSection, name: str = "influx-writer") -> None:
         self.config = config
-        self._http = _Http(config)
+        self._http = InfluxHttp(config)
         self._cond = threading.Condition()
         self._queue: deque[_Entry] = deque()
         self._frames: deque[_Entry] = deque()
@@ -598,9 +249,9 @@ class InfluxWriter:
         Every series as (its GROUP BY tags, its rows as dicts); raises ``InfluxError``.
         """
         config = self.config if timeout_s is None else self.config.model_copy(update={"timeout_s": timeout_s})
-        conn = _Http(config)
+        conn = InfluxHttp(config)
         try:
-            return _query_series(conn, q, db=self.config.database)
+            return query_series(conn, q, db=self.config.database)
         finally:
             conn.close()
 
@@ -609,9 +260,9 @@ class InfluxWriter:
 
         Idempotent. Uses its own connection, so it is safe to call from any thread. Raises ``InfluxError``.
         """
-        conn = _Http(self.config)
+        conn = InfluxHttp(self.config)
         try:
-            self._ensure(conn)
+            ensure_schema(conn, self.config)
         finally:
             conn.close()
 
@@ -793,7 +444,7 @@ class InfluxWriter:
         while True:
             try:
                 if self._needs_ensure:
-                    self._ensure(self._http)
+                    ensure_schema(self._http, self.config)
                     self._needs_ensure = False
                 status, answer = self._http.post("/write", params, body, headers)
                 outcome = classify_write_response(status, answer, len(part))
@@ -840,18 +491,3 @@ class InfluxWriter:
             self._ratelog(f"retry-{outcome.error_class}",
                           f"InfluxDB write failed ({outcome.error_class}: {outcome.message[:300]}); "
                           f"retrying {points} points (rp {rp}) in {delay:.1f} s")
-
-    def _ensure(self, conn: _Http) -> None:
-        cfg = self.config
-        db = _quote_ident(cfg.database)
-        _query(conn, f"CREATE DATABASE {db}")
-        existing = {str(row["name"]): row for row in _query(conn, f"SHOW RETENTION POLICIES ON {db}")}
-        for name, duration, is_default, spec in _retention_policies(cfg):
-            row = existing.get(name)
-            if row is None:
-                _query(conn, f"CREATE RETENTION POLICY {spec}")
-            elif (_go_duration_s(str(row["duration"])) != duration_seconds(duration)
-                  or (is_default and not row["default"])):
-                _query(conn, f"ALTER RETENTION POLICY {spec}")
-        log.info("InfluxDB database %s ready (frames %s, default %s)", cfg.database, cfg.frame_retention,
-                 cfg.default_retention)
