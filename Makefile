@@ -6,7 +6,7 @@ STAMPS := .stamps
 PYTEST_ARGS ?=
 VENV_FLAGS ?=
 
-.PHONY: demo test lint typecheck unit integration reliability pi bench soak bench-latency model system-deps server-deps test-system-deps venv edge-install lock bench-pi evaluate train clean help
+.PHONY: demo test web web-deps web-lint browser lint typecheck unit integration reliability pi bench soak bench-latency model system-deps server-deps test-system-deps venv edge-install lock bench-pi evaluate train clean help
 
 help:
 	@echo "make demo   - run an edge node on a sample clip against a local broker and show what it publishes"
@@ -19,6 +19,8 @@ help:
 	@echo "make train  - retrain the classifiers and rewrite their held-out reports (installs the [train] extra; EXERCISE=lunge for one)"
 	@echo "make edge-install - a Raspberry Pi (or any edge box): .venv from the hash-locked requirements/edge.txt + pose model"
 	@echo "make pi     - only the emulated Raspberry Pi tests (pytest -m pi; part of make test)"
+	@echo "make web    - bundle the member and station pages into web/dist (npm ci from web/package-lock.json)"
+	@echo "make browser - only the browser tests (pytest -m browser; part of make test)"
 	@echo "make lock   - regenerate requirements/edge.txt (hash-locked, Linux x86-64 and aarch64, Python 3.11-3.12)"
 
 system-deps:
@@ -33,6 +35,26 @@ server-deps:
 test-system-deps:
 	@bash deploy/system-packages.sh test
 
+# The member and station pages (web/): npm packages exactly as web/package-lock.json says, bundled into web/dist,
+# which Mosquitto serves (http_dir). Node.js and npm from Debian when missing.
+web-deps:
+	@bash deploy/system-packages.sh web
+
+web/node_modules/.package-lock.json: web/package-lock.json
+	@cd web && npm ci --no-audit --no-fund --loglevel=error
+
+web/dist/index.html: web/node_modules/.package-lock.json web/build.mjs $(wildcard web/src/*)
+	@cd web && npm run -s build
+
+web: web-deps web/dist/index.html
+
+web-lint: web
+	cd web && npm run -s lint
+
+# Only the browser tests (pytest -m browser; part of make test).
+browser: venv server-deps test-system-deps model web
+	$(PY) -m pytest -m browser -q $(PYTEST_ARGS)
+
 $(STAMPS)/venv: pyproject.toml
 	@mkdir -p $(STAMPS)
 	@$(PYTHON) deploy/python_check.py
@@ -46,8 +68,9 @@ venv: system-deps $(STAMPS)/venv
 model: venv
 	@$(PY) -m formcheck.cli models build
 
-lint: venv
+lint: venv web
 	$(PY) -m ruff check .
+	cd web && npm run -s lint
 
 typecheck: venv
 	$(PY) -m mypy
@@ -55,7 +78,7 @@ typecheck: venv
 unit: venv
 	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
 
-test: venv server-deps test-system-deps model lint typecheck
+test: venv server-deps test-system-deps model web lint typecheck
 	$(PY) -m pytest -n 2 -q $(PYTEST_ARGS)
 
 pi: venv server-deps test-system-deps model
@@ -77,7 +100,7 @@ lock: venv
 	$(PY) -m uv pip compile pyproject.toml --extra notify --universal --generate-hashes --no-annotate \
 		-c requirements/edge-constraints.txt -o requirements/server.txt --custom-compile-command "make lock"
 
-demo: venv server-deps model
+demo: venv server-deps model web
 	@$(PY) -m formcheck.cli demo
 
 bench: venv server-deps model
@@ -116,4 +139,4 @@ train: system-deps model $(STAMPS)/train-venv
 	$(TRAIN_VENV)/bin/python -m formcheck.cli models evaluate --exercise $(EXERCISE)
 
 clean:
-	rm -rf $(VENV) $(STAMPS) .mypy_cache .ruff_cache .pytest_cache *.egg-info
+	rm -rf $(VENV) $(STAMPS) .mypy_cache .ruff_cache .pytest_cache *.egg-info web/node_modules web/dist web/screenshots

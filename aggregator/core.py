@@ -15,6 +15,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
+from datetime import datetime
 from typing import NamedTuple, Protocol
 
 from pydantic import ValidationError
@@ -35,13 +36,23 @@ from aggregator.points import (
 )
 from aggregator.station import OpenSetCheckpoint, Station, StationOutput
 from formcheck.ratelog import RateLimitedLog
-from protocol.messages import FrameMessage, NodeStats, NodeStatus, SessionMessage
+from protocol.messages import (
+    FrameMessage,
+    HistoryEntry,
+    MemberHistory,
+    NodeStats,
+    NodeStatus,
+    SessionMessage,
+    SetMessage,
+)
 from protocol.topics import REGISTRY, Topics
 
 log = logging.getLogger("aggregator.service")
 
 RESUME_TIMEOUT_S = 2.0  # longest the processing waits for the open set checkpoints
 RESUME_RETRY_S = 30.0  # after a failed read, the earliest next attempt
+HISTORY_SETS = 20  # sets in a member's retained history message
+HISTORY_TIMEOUT_S = 2.0  # longest a member's history is read from InfluxDB (once per member and run)
 
 
 class Inbound(NamedTuple):
@@ -80,6 +91,7 @@ class ProcessingCore:
         self._checkpoints_retry_at = 0.0
         self._clock = ClockPolicy(int(config.clock.max_future_s * 1000), int(config.clock.max_age_s * 1000))
         self._ratelog = RateLimitedLog(log)
+        self._history: dict[str, list[HistoryEntry]] = {}  # member -> last sets, newest first
 
     def start(self) -> None:
         self.writer.start()
@@ -235,13 +247,53 @@ class ProcessingCore:
         topics = self.topics
         for out in outs:
             for rep in out.reps:
-                self.outbox.publish(topics.node(rep.node, "reps"), rep.to_json(), REGISTRY["reps"].qos, False)
+                payload = rep.to_json()
+                self.outbox.publish(topics.node(rep.node, "reps"), payload, REGISTRY["reps"].qos, False)
+                self.outbox.publish(topics.member(rep.member, "reps"), payload, REGISTRY["member:reps"].qos, False)
             for s in out.sets:
                 self.outbox.publish(topics.node(s.node, "sets"), s.to_json(), REGISTRY["sets"].qos, False)
                 self.outbox.publish(topics.member_notifications(s.member), s.to_json(), 1, True)
+                self.outbox.publish(topics.member(s.member, "history"), self.member_history(s).to_json(),
+                                    REGISTRY["member:history"].qos, True)
                 self.notifier.notify(s)
         if acks:
             self.outbox.ack_many(acks)
+
+    def member_history(self, s: SetMessage) -> MemberHistory:
+        """The member's last sets with ``s`` first. Kept in memory; the first time a member is seen in this run it
+        is read from the stored ``set`` rows (``s`` is stored already), so a restart does not shorten it."""
+        entries = self._history.get(s.member)
+        if entries is None:
+            entries = self._stored_history(s.member)
+        entry = HistoryEntry(set_id=s.set_id, node=s.node, exercise=s.exercise, end_ts=s.end_ts, reps=s.reps,
+                             grade=s.grade, score_mean=round(s.score_mean, 1), main_fault=s.main_fault,
+                             complete=s.complete)
+        entries = [entry, *(e for e in entries if e.set_id != s.set_id)][:HISTORY_SETS]
+        self._history[s.member] = entries
+        return MemberHistory(member=s.member, sets=entries)
+
+    def _stored_history(self, member: str) -> list[HistoryEntry]:
+        q = (f'SELECT * FROM "set" WHERE "site" = {influxql_string(self.config.site)} AND "member" = '
+             f'{influxql_string(member)} ORDER BY time DESC LIMIT {HISTORY_SETS}')
+        try:
+            series = self.writer.query(q, timeout_s=min(self.config.influx.timeout_s, HISTORY_TIMEOUT_S))
+        except InfluxError as exc:
+            log.warning("history of member %s not read from InfluxDB (%s): it restarts with this set", member, exc)
+            return []
+        entries: list[HistoryEntry] = []
+        for _, rows in series:
+            for row in rows:
+                try:
+                    start = datetime.fromisoformat(str(row["time"])).timestamp()
+                    entries.append(HistoryEntry.model_validate({
+                        "set_id": row["set_id"], "node": row["node"], "exercise": row["exercise"],
+                        "end_ts": round((start + float(str(row.get("duration") or 0))) * 1000),
+                        "reps": row["reps"], "grade": row["grade"],
+                        "score_mean": round(float(str(row["score_mean"])), 1),
+                        "main_fault": row.get("main_fault") or "", "complete": row.get("complete") is not False}))
+                except (KeyError, ValueError, ValidationError):
+                    continue
+        return entries
 
     def stats_point(self, inbox: int = 0, inbox_dropped: int = 0) -> Point:
         fields: dict[str, float | int | bool | str] = {**self.stats_fields(), "inbox": inbox,

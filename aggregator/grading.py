@@ -207,7 +207,7 @@ def grade_rep(
     knees = [a["knee"] for a in angles if "knee" in a]
     elbows = [a["elbow"] for a in angles if "elbow" in a]
     hip_depths = [a["hip_depth"] for a in angles if "hip_depth" in a]
-    return RepMessage(
+    rep_message = RepMessage(
         node=node, member=member, exercise=exercise, set_id=set_id, rep_index=rep_index,
         start_ts=start.ts, bottom_ts=bottom_frame.ts, end_ts=end.ts,
         start_seq=start.seq, bottom_seq=bottom_frame.seq, end_seq=end.seq,
@@ -218,6 +218,8 @@ def grade_rep(
         bad_ratio=round(bad_ratio, 4), faults=faults, checks=checks,
         score=score, grade=letter(score, config), verdict=verdict,
     )
+    # What the station screen says after the rep, in the set message's words.
+    return rep_message.model_copy(update={"cue": main_fault([rep_message])})
 
 
 def _rep_ranges(indices: Sequence[int]) -> str:

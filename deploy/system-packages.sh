@@ -6,7 +6,8 @@
 #   deploy/system-packages.sh server   the broker and the database `make demo` and the tests run (never on a node:
 #                                      Debian's influxdb listens on :8086 without authentication)
 #   deploy/system-packages.sh test     what only the test suite needs (the emulated Raspberry Pi, a Compose
-#                                      implementation that validates docker-compose.yml)
+#                                      implementation that validates docker-compose.yml, Chromium for the pages)
+#   deploy/system-packages.sh web      Node.js and npm: `make web` bundles the member and station pages
 #   deploy/system-packages.sh --list MODE   print that set, install nothing
 set -euo pipefail
 
@@ -14,8 +15,9 @@ packages_for() {
   case "$1" in
     base) echo "python3-venv python3-dev libgl1 libglib2.0-0" ;;
     server) echo "mosquitto mosquitto-clients influxdb openssl" ;;
-    test) echo "qemu-user-static mmdebstrap docker-compose" ;;
-    *) echo "formcheck: unknown package set '$1' (base, server, test)" >&2; exit 2 ;;
+    test) echo "qemu-user-static mmdebstrap docker-compose chromium" ;;
+    web) echo "nodejs npm" ;;
+    *) echo "formcheck: unknown package set '$1' (base, server, test, web)" >&2; exit 2 ;;
   esac
 }
 
@@ -26,6 +28,11 @@ fi
 read -r -a packages <<< "$(packages_for "${1:-base}")"
 missing=()
 for pkg in "${packages[@]}"; do
+  # A Node.js from elsewhere (e.g. NodeSource's, which bundles npm and conflicts with Debian's npm) is used as it is.
+  case "$pkg" in
+    nodejs) command -v node >/dev/null 2>&1 && continue ;;
+    npm) command -v npm >/dev/null 2>&1 && continue ;;
+  esac
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0

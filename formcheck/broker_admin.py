@@ -64,7 +64,11 @@ NODE_PATTERNS: Final[tuple[tuple[str, str], ...]] = (
     ("write", "nodes/%u/stats"),
     ("read", "nodes/%u/session"),
 )
-MEMBER_PATTERNS: Final[tuple[tuple[str, str], ...]] = (("read", "members/%u/notifications"),)
+MEMBER_PATTERNS: Final[tuple[tuple[str, str], ...]] = (
+    ("read", "members/%u/notifications"),
+    ("read", "members/%u/reps"),
+    ("read", "members/%u/history"),
+)
 SCREEN_READS: Final[tuple[tuple[str, str], ...]] = (
     ("read", "nodes/+/session"),
     ("read", "nodes/+/reps"),
@@ -84,6 +88,8 @@ ROLE_TOPICS: Final[dict[Role, tuple[tuple[str, str], ...]]] = {
         ("write", "nodes/+/reps"),
         ("write", "nodes/+/sets"),
         ("write", "members/+/notifications"),
+        ("write", "members/+/reps"),
+        ("write", "members/+/history"),
         ("readwrite", "aggregator/status"),
     ),
     # Staff read what a screen shows and write the registered stations' sessions (lines per node, see
@@ -106,11 +112,11 @@ PER_NODE_TOPICS: Final[dict[Role, tuple[tuple[str, str], ...]]] = {
 """Rights a role has on each registered station's topics, written out per node name."""
 ROLE_TITLES: Final[dict[Role, str]] = {
     "aggregator": "Aggregators: read every station's frames, status, stats and session;\n"
-                  "# write reps, sets, member notifications and their own availability.",
+                  "# write reps, sets, member notifications, live reps and history, and their own availability.",
     "staff": "Staff and check-in kiosks: write and read the registered stations' sessions;\n"
              "# read reps, sets and availability.",
     "display": "Wall and station screens: read sessions, reps, sets and availability; write nothing.",
-    "member": "Members: their rights come from the pattern above (their own notifications).",
+    "member": "Members: their rights come from the patterns above (their own notifications, reps, history).",
     "node": "Edge nodes: their rights come from the patterns above.",
     "operator": "Operators (`formcheck member erase`): read the stations' sessions (is the member checked\n"
                 "# in?); write members' retained topics (clear an erased member's).",
@@ -177,7 +183,7 @@ def render_acl(users: Mapping[str, str], prefix: str = DEFAULT_PREFIX, site: str
         "# read their own session.",
         *(f"pattern {access} {root}/{topic}" for access, topic in NODE_PATTERNS),
         "",
-        "# Members: read their own notifications.",
+        "# Members: read their own notifications, live reps and set history (the member page).",
         *(f"pattern {access} {root}/{topic}" for access, topic in MEMBER_PATTERNS),
     ]
     blocks: tuple[Role, ...] = ("aggregator", "staff", "display", "operator", "member")
@@ -197,7 +203,7 @@ def render_acl(users: Mapping[str, str], prefix: str = DEFAULT_PREFIX, site: str
 
 _PATH_OPTIONS: Final = frozenset({
     "password_file", "acl_file", "psk_file", "persistence_location", "pid_file",
-    "cafile", "capath", "certfile", "keyfile", "crlfile", "dhparamfile",
+    "cafile", "capath", "certfile", "keyfile", "crlfile", "dhparamfile", "http_dir",
 })
 
 

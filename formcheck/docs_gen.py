@@ -14,7 +14,16 @@ from pydantic import BaseModel
 from aggregator.config import example_yaml as aggregator_example
 from edge_node.config import example_yaml
 from formcheck.paths import REPO_ROOT
-from protocol.messages import FrameMessage, NodeStats, NodeStatus, RepMessage, SessionMessage, SetMessage
+from protocol.messages import (
+    FrameMessage,
+    HistoryEntry,
+    MemberHistory,
+    NodeStats,
+    NodeStatus,
+    RepMessage,
+    SessionMessage,
+    SetMessage,
+)
 from protocol.topics import registry_markdown
 
 DOCS = REPO_ROOT / "docs"
@@ -33,7 +42,8 @@ def topics_doc() -> str:
              "Generated from `protocol/topics.py` (the registry) and `protocol/messages.py`.\n",
              registry_markdown(), "\n## Payloads (JSON)\n"]
     parts += [_fields_table(m) + "\n"
-              for m in (FrameMessage, NodeStatus, NodeStats, SessionMessage, RepMessage, SetMessage)]
+              for m in (FrameMessage, NodeStatus, NodeStats, SessionMessage, RepMessage, SetMessage, MemberHistory,
+                        HistoryEntry)]
     return "\n".join(parts)
 
 

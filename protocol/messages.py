@@ -164,6 +164,8 @@ class RepMessage(_Message):
     score: Annotated[float, Field(ge=0, le=100)] = Field(description="0-100 (see docs/aggregator.md, Grading).")
     grade: Grade
     verdict: Verdict = Field(description="perfect: all checks passed; good: one failed; bad: more, or poor form.")
+    cue: str = Field("", description="The rep's fault and what to do about it in plain words, as the set's main_fault "
+                     "('knees caved in on rep 3: push them out over your toes'), or '' when there is none.")
 
 
 class SetMessage(_Message):
@@ -188,3 +190,25 @@ class SetMessage(_Message):
         description="rest, checkout, exercise_change, member_change, offline, restart, node_stopped, end_of_stream."
     )
     rep_scores: list[Finite] = Field(default_factory=list, description="Score of each rep, in order.")
+
+
+class HistoryEntry(_Message):
+    """One set in a member's history (what the member page lists)."""
+
+    set_id: str
+    node: Identifier
+    exercise: Exercise
+    end_ts: int = Field(description="End of the set's last rep, unix ms.")
+    reps: int = Field(ge=0)
+    grade: Grade
+    score_mean: Finite
+    main_fault: str = Field("", description="The set's main fault in plain words, or ''.")
+    complete: bool = True
+
+
+class MemberHistory(_Message):
+    """The member's last sets, newest first (retained per member; the page reads it, never the database)."""
+
+    v: Literal[1] = PROTOCOL_VERSION
+    member: Identifier
+    sets: list[HistoryEntry] = Field(default_factory=list, description="At most 20 sets, newest first.")

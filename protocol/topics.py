@@ -13,7 +13,15 @@ from typing import Final
 
 from pydantic import BaseModel
 
-from protocol.messages import FrameMessage, NodeStats, NodeStatus, RepMessage, SessionMessage, SetMessage
+from protocol.messages import (
+    FrameMessage,
+    MemberHistory,
+    NodeStats,
+    NodeStatus,
+    RepMessage,
+    SessionMessage,
+    SetMessage,
+)
 
 DEFAULT_PREFIX: Final = "gym"
 _LEVEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -74,6 +82,10 @@ REGISTRY: Final[dict[str, TopicSpec]] = {
         TopicSpec("sets", Scope.NODE, 1, False, "aggregator", SetMessage, "One graded set."),
         TopicSpec("notifications", Scope.MEMBER, 1, True, "aggregator", SetMessage,
                   "Set summary for the member's phone (last one retained)."),
+        TopicSpec("reps", Scope.MEMBER, 1, False, "aggregator", RepMessage,
+                  "Each rep of the member's current set, live, for the member page."),
+        TopicSpec("history", Scope.MEMBER, 1, True, "aggregator", MemberHistory,
+                  "The member's last 20 sets, newest first (retained; the member page's history)."),
         TopicSpec("status", Scope.SITE, 1, True, "aggregator (+ Last Will)", NodeStatus,
                   "Aggregator availability (node = the aggregator's id)."),
     )
@@ -104,6 +116,13 @@ class Topics:
 
     def member_notifications(self, member: str) -> str:
         return f"{self.root}/members/{level(member, 'member id')}/notifications"
+
+    def member(self, member: str, kind: str) -> str:
+        """A member topic: ``notifications``, ``reps`` or ``history``."""
+        spec = REGISTRY.get(f"member:{kind}")
+        if spec is None:
+            raise TopicError(f"unknown member topic kind {kind!r}")
+        return f"{self.root}/members/{level(member, 'member id')}/{kind}"
 
     def aggregator_status(self) -> str:
         return f"{self.root}/aggregator/status"

@@ -39,6 +39,7 @@ from protocol.topics import Topics
 pytestmark = pytest.mark.broker
 
 CONF = REPO_ROOT / "mosquitto" / "mosquitto.conf"
+WEB_DIST = REPO_ROOT / "web" / "dist"  # `make web` builds the pages the websockets listener serves
 T = Topics(site="main")
 WAIT = 5.0  # every wait below is bounded by this
 ACCOUNTS = {"st-a": "node", "st-b": "node", "agg": "aggregator", "desk": "staff", "wall": "display", "ops": "operator",
@@ -99,6 +100,10 @@ class Broker:
     def ws_port(self) -> int:
         return self.server.extra_ports["websockets"]
 
+    @property
+    def web_port(self) -> int:
+        return self.server.extra_ports["web"]
+
 
 def add_accounts(accounts: Path, secrets: Path, names: dict[str, str]) -> dict[str, str]:
     """Accounts made by the real CLI: generated passwords for most, ``--password-file`` for one."""
@@ -126,19 +131,31 @@ def render(root: Path, ports: dict[int, int], text: str | None = None) -> str:
             "/etc/mosquitto/certs/": root / "tls",
             "/etc/mosquitto/ca_certificates/": root / "tls",
             "/var/lib/mosquitto/": root / "data",
+            "/usr/share/formcheck/web/": WEB_DIST,
         },
         # Started as root, the broker would drop to `mosquitto`, which cannot enter a private temp dir.
         user=pwd.getpwuid(os.geteuid()).pw_name,
     )
 
 
+# Every listener of the shipped file, by the name the tests use for it.
+LISTENERS = {1883: "mqtt", 8883: "tls", 9001: "websockets", 8080: "web"}
+
+
+def free_ports() -> dict[int, int]:
+    """A free loopback port for each listener of the shipped file."""
+    return {port: free_port() for port in LISTENERS}
+
+
+def named(ports: dict[int, int]) -> dict[str, int]:
+    return {LISTENERS[port]: free for port, free in ports.items()}
+
+
 def start(root: Path, text: str | None = None) -> tuple[Mosquitto, str]:
-    ports = {1883: free_port(), 8883: free_port(), 9001: free_port()}
+    ports = free_ports()
     (root / "data").mkdir(exist_ok=True)
     rendered = render(root, ports, text)
-    server = start_mosquitto_with_config(
-        rendered, root / "run", {"mqtt": ports[1883], "tls": ports[8883], "websockets": ports[9001]}
-    )
+    server = start_mosquitto_with_config(rendered, root / "run", named(ports))
     return server, rendered
 
 
@@ -287,14 +304,14 @@ def test_the_shipped_config_is_what_runs(broker: Broker) -> None:
     assert len(shipped) == len(rendered)
     changed = {a.split()[0] for a, b in zip(shipped, rendered, strict=True) if a != b}
     assert changed <= {"listener", "password_file", "acl_file", "persistence_location", "certfile", "keyfile",
-                       "cafile", "user"}, changed
+                       "cafile", "user", "http_dir"}, changed
     for needed in ("allow_anonymous false", "per_listener_settings false", "persistence true",
                    "protocol websockets", "socket_domain ipv4", "require_certificate false"):
         assert needed in shipped
     # Our process, and only on loopback, holds all three listeners.
     listening = {(c.laddr.ip, c.laddr.port) for c in psutil.Process(broker.server.pid).net_connections("tcp")
                  if c.status == psutil.CONN_LISTEN}
-    ports = {broker.mqtt_port, broker.tls_port, broker.ws_port}
+    ports = {broker.mqtt_port, broker.tls_port, broker.ws_port, broker.web_port}
     assert ports <= {port for _, port in listening}
     assert {ip for ip, port in listening if port in ports} == {"127.0.0.1"}
 
@@ -523,7 +540,7 @@ AGGREGATOR_ID = "formcheck-aggregator-main-a"  # what the aggregator would send:
 @pytest.mark.security
 def test_every_listener_uses_the_account_name_as_client_id() -> None:
     blocks = CONF.read_text().split("\nlistener ")[1:]
-    assert len(blocks) == 3
+    assert len(blocks) == 4
     for block in blocks:
         settings = [line.strip() for line in block.splitlines() if line.strip() and not line.startswith("#")]
         assert "use_username_as_clientid true" in settings, block.splitlines()[0]

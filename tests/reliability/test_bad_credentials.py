@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from formcheck.local_services import Mosquitto, free_port, start_mosquitto_with_config
-from tests.integration.test_broker_security import add_accounts, make_ca, make_cert, render
+from tests.integration.test_broker_security import add_accounts, free_ports, make_ca, make_cert, named, render
 from tests.integration.test_edge_mqtt import LONG_CLIP, edge_cmd
 from tests.waiting import wait_until
 
@@ -49,12 +49,10 @@ def secured(tmp_path: Path) -> Iterator[Secured]:
     make_cert(tmp_path / "tls", "formcheck-ca", "formcheck-server", server=True)
     add_accounts(tmp_path / "accounts", tmp_path / "secrets", {"st-a": "node", "agg": "aggregator"})
     log = tmp_path / "broker.log"
-    ports = {1883: free_port(), 8883: free_port(), 9001: free_port()}
+    ports = free_ports()
     (tmp_path / "data").mkdir()
     rendered = render(tmp_path, ports) + f"log_dest file {log}\n"
-    server = start_mosquitto_with_config(
-        rendered, tmp_path / "run", {"mqtt": ports[1883], "tls": ports[8883], "websockets": ports[9001]}
-    )
+    server = start_mosquitto_with_config(rendered, tmp_path / "run", named(ports))
     try:
         yield Secured(server, log)
     finally:

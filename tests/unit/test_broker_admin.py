@@ -47,6 +47,8 @@ def test_acl_for_every_role() -> None:
         "pattern write gym/main/nodes/%u/stats",
         "pattern read gym/main/nodes/%u/session",
         "pattern read gym/main/members/%u/notifications",
+        "pattern read gym/main/members/%u/reps",
+        "pattern read gym/main/members/%u/history",
         "user agg",
         "topic deny gym/main/nodes/agg/#",
         "topic read gym/main/nodes/+/frames",
@@ -56,6 +58,8 @@ def test_acl_for_every_role() -> None:
         "topic write gym/main/nodes/+/reps",
         "topic write gym/main/nodes/+/sets",
         "topic write gym/main/members/+/notifications",
+        "topic write gym/main/members/+/reps",
+        "topic write gym/main/members/+/history",
         "topic readwrite gym/main/aggregator/status",
         "user desk",
         "topic deny gym/main/nodes/desk/#",
@@ -98,7 +102,7 @@ def test_acl_for_every_role() -> None:
 
 def test_acl_without_accounts_still_has_the_patterns() -> None:
     rules = acl_rules(render_acl({}))
-    assert len(rules) == 5
+    assert len(rules) == 7
     assert all(rule.startswith("pattern ") for rule in rules)
 
 
@@ -135,15 +139,19 @@ PATHS = {
     "/etc/mosquitto/ca_certificates/": "/t/tls",
     "/var/lib/mosquitto/": "/t/data",
     "/var/log/mosquitto/": "/t/log",
+    "/usr/share/formcheck/web/": "/t/web",
 }
 
 
 def test_render_the_shipped_config() -> None:
     shipped = CONF.read_text()
-    out = render_config(shipped, ports={1883: 1, 8883: 2, 9001: 3}, paths=PATHS, bind="127.0.0.1", user="me")
+    out = render_config(shipped, ports={1883: 1, 8883: 2, 9001: 3, 8080: 4}, paths=PATHS, bind="127.0.0.1",
+                        user="me")
     assert "listener 1 127.0.0.1\n" in out
     assert "listener 2 127.0.0.1\n" in out
     assert "listener 3 127.0.0.1\n" in out
+    assert "listener 4 127.0.0.1\n" in out
+    assert "http_dir /t/web/\n" in out
     assert "password_file /t/accounts/passwd\n" in out
     assert "acl_file /t/accounts/acl\n" in out
     assert "persistence_location /t/data/\n" in out
@@ -153,6 +161,7 @@ def test_render_the_shipped_config() -> None:
     changed = [(a, b) for a, b in zip(shipped.splitlines(), out.splitlines(), strict=True) if a != b]
     assert {a.split()[0] for a, _ in changed} == {
         "listener", "password_file", "acl_file", "persistence_location", "certfile", "keyfile", "cafile", "user",
+        "http_dir",
     }
 
 

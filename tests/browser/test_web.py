@@ -1,0 +1,280 @@
+"""The member and station pages in a real browser (Debian's Chromium driven by Playwright) against the real stack.
+
+The shipped ``mosquitto/mosquitto.conf`` is rendered onto free loopback ports with a test CA by the helpers of
+``tests/integration/test_broker_security.py`` (its websockets listener serves ``web/dist`` through ``http_dir``
+over TLS), with a real InfluxDB, the real aggregator and a real edge node playing a clip of the data set. The
+pages log in with the accounts ``formcheck broker users add`` made, so the broker's ACL is what is tested.
+
+Chromium trusts the test server by its key only: ``--ignore-certificate-errors-spki-list`` with the SHA-256 of
+the test server certificate's public key. Every other certificate is still verified, nothing is added to a
+certificate store, and the pages are reached over real TLS (https:// and wss://).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from formcheck.local_services import Influxd, running_influxd
+from formcheck.paths import REPO_ROOT
+from tests.integration.test_broker_security import WEB_DIST, add_accounts, make_ca, make_cert, start
+
+pytestmark = [pytest.mark.browser, pytest.mark.broker, pytest.mark.data]
+
+CHROMIUM = Path("/usr/bin/chromium")
+AXE = REPO_ROOT / "web" / "node_modules" / "axe-core" / "axe.min.js"
+SHOTS = REPO_ROOT / "web" / "screenshots"  # gitignored; two of them are copied into docs/ for the README
+DOC_SHOTS = {"member-phone.png": "web-member-phone.png", "station-tv.png": "web-station-tv.png"}
+CLIP = "videos/squat/squat_side_bodyweight_a.mp4"
+CLIP_REPS = 3
+NODE = "rack-1"
+ACCOUNTS = {"desk": "staff", NODE: "node", "agg": "aggregator", "screen": "display", "watch": "display",
+            "alice": "member", "bob": "member"}
+PHONE = {"width": 390, "height": 844}
+TV = {"width": 1920, "height": 1080}
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "formcheck.cli", *args]
+
+
+@dataclass
+class Stack:
+    web_port: int
+    wss_port: int
+    mqtt_port: int
+    influxd: Influxd
+    passwords: dict[str, str]
+    secrets: Path
+    spki: str
+
+    def url(self, query: str = "") -> str:
+        return f"http://127.0.0.1:{self.web_port}/index.html?site=main&wss={self.wss_port}{query}"
+
+
+def spki_hash(cert: Path) -> str:
+    pub = subprocess.run(["openssl", "x509", "-in", str(cert), "-pubkey", "-noout"], capture_output=True, check=True)
+    der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "der"], input=pub.stdout, capture_output=True,
+                         check=True)
+    return base64.b64encode(hashlib.sha256(der.stdout).digest()).decode()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, pose_model: Path) -> Iterator[Stack]:
+    if not (WEB_DIST / "index.html").is_file() or not AXE.is_file():
+        pytest.fail("web/dist or web/node_modules missing: run 'make web'", pytrace=False)
+    root = tmp_path_factory.mktemp("web")
+    tls = root / "tls"
+    make_ca(tls, "formcheck-ca")
+    cert, _ = make_cert(tls, "formcheck-ca", "formcheck-server", server=True)
+    passwords = add_accounts(root / "accounts", root / "secrets", ACCOUNTS)
+    server, _ = start(root)
+    env = {**os.environ, "FORMCHECK_AGG__MQTT__USERNAME": "agg", "FORMCHECK_AGG__MQTT__PASSWORD": passwords["agg"],
+           "FORMCHECK_AGG__MQTT__KEEPALIVE_S": "5", "FORMCHECK_AGG__INFLUX__FLUSH_INTERVAL_S": "0.1"}
+    try:
+        with running_influxd() as influxd:
+            agg = subprocess.Popen(cli("aggregator", "--broker", f"127.0.0.1:{server.port}", "--influx", influxd.url),
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+            try:
+                yield Stack(server.extra_ports["web"], server.extra_ports["websockets"], server.port, influxd,
+                            passwords, root / "secrets", spki_hash(cert))
+            finally:
+                agg.send_signal(signal.SIGTERM)
+                _, err = agg.communicate(timeout=30)
+            assert agg.returncode == 0 and "Traceback" not in err, err[-3000:]
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(stack: Stack) -> Iterator[Any]:
+    if not CHROMIUM.is_file():
+        pytest.fail("Debian's chromium is missing: run 'make test-system-deps'", pytrace=False)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM),
+                                     args=[f"--ignore-certificate-errors-spki-list={stack.spki}"])
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def open_page(browser: Any, stack: Stack, size: dict[str, int], query: str = "") -> Any:
+    page = browser.new_page(viewport=size)
+    page.set_default_timeout(15_000)
+    page.goto(stack.url(query))
+    return page
+
+
+def sign_in(page: Any, name: str, password: str) -> None:
+    page.fill("#username", name)
+    page.fill("#password", password)
+    page.click("#login-button")
+
+
+def axe_serious(page: Any) -> list[str]:
+    """Serious or critical axe-core violations on the page as it is now."""
+    page.add_script_tag(path=str(AXE))
+    result = page.evaluate("async () => (await axe.run(document)).violations"
+                           ".map(v => ({id: v.id, impact: v.impact, help: v.help, n: v.nodes.length}))")
+    return [f"{v['impact']}: {v['id']} ({v['help']}, {v['n']} nodes)" for v in result
+            if v["impact"] in ("serious", "critical")]
+
+
+def shot(page: Any, name: str) -> None:
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / name), full_page=False)
+
+
+@dataclass
+class RepTimes:
+    """When each rep message reached a real MQTT client (a display account), wall clock in ms."""
+
+    arrived: dict[int, float] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def watch_reps(stack: Stack) -> tuple[mqtt.Client, RepTimes]:
+    times = RepTimes()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="watch", protocol=mqtt.MQTTv5)
+    client.username_pw_set("watch", stack.passwords["watch"])
+    subscribed = threading.Event()
+
+    def on_message(c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
+        import json
+
+        rep = json.loads(msg.payload)
+        with times.lock:
+            times.arrived[int(rep["rep_index"])] = time.time() * 1000
+
+    client.on_message = on_message
+    client.on_subscribe = lambda *a: subscribed.set()
+    client.on_connect = lambda c, *a: c.subscribe(f"gym/main/nodes/{NODE}/reps", qos=1)
+    client.connect("127.0.0.1", stack.mqtt_port, keepalive=10)
+    client.loop_start()
+    assert subscribed.wait(5), "rep watcher not subscribed"
+    return client, times
+
+
+def test_wrong_password_is_refused(browser: Any, stack: Stack) -> None:
+    page = open_page(browser, stack, PHONE)
+    try:
+        sign_in(page, "alice", "not-the-password")
+        page.wait_for_function("document.getElementById('login-error').textContent.length > 0")
+        assert page.text_content("#login-error") == "Wrong name or password. Check them and try again."
+        assert page.is_hidden("#member")
+        assert axe_serious(page) == []
+        shot(page, "login-phone.png")
+    finally:
+        page.close()
+
+
+def test_member_sees_live_reps_and_grade_station_shows_count_and_offline(
+    browser: Any, stack: Stack, data_dir: Path
+) -> None:
+    alice = open_page(browser, stack, PHONE)
+    bob = open_page(browser, stack, PHONE)
+    station = open_page(browser, stack, TV, f"&view=station&station={NODE}")
+    watcher, times = watch_reps(stack)
+    try:
+        sign_in(alice, "alice", stack.passwords["alice"])
+        sign_in(bob, "bob", stack.passwords["bob"])
+        sign_in(station, "screen", stack.passwords["screen"])
+        for page in (alice, bob):
+            page.wait_for_selector("#member:not([hidden])")
+        station.wait_for_selector("#station:not([hidden])")
+        assert station.text_content("#st-state") == "Waiting for check-in"
+        shot(station, "station-waiting-tv.png")
+
+        desk_pw = stack.secrets / "desk.password"
+        subprocess.run(cli("checkin", "--node", NODE, "--member", "alice", "--exercise", "squat", "--broker",
+                           f"127.0.0.1:{stack.mqtt_port}", "--username", "desk", "--password-file", str(desk_pw)),
+                       check=True, capture_output=True, timeout=30)
+        station.wait_for_function("document.getElementById('st-state').textContent === 'Training'")
+        assert station.text_content("#st-member") == "alice"
+
+        edge_env = {**os.environ, "FORMCHECK_EDGE__MQTT__USERNAME": NODE,
+                    "FORMCHECK_EDGE__MQTT__PASSWORD": stack.passwords[NODE]}
+        edge = subprocess.Popen(cli("edge", "--source", str(data_dir / CLIP), "--node", NODE, "--broker",
+                                    f"127.0.0.1:{stack.mqtt_port}", "--realtime", "on"),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=edge_env)
+        try:
+            # Live: each rep appears on the member's phone and the station screen while the clip plays.
+            alice.wait_for_selector(f"#live-reps li[data-rep-index='{CLIP_REPS}']", timeout=120_000)
+            station.wait_for_function(f"document.getElementById('st-count').textContent === '{CLIP_REPS}'")
+            shot(station, "station-tv.png")
+            station.set_viewport_size(PHONE)
+            shot(station, "station-phone.png")
+            station.set_viewport_size(TV)
+            _, err = edge.communicate(timeout=120)
+            assert edge.returncode == 0, err[-2000:]
+        finally:
+            if edge.poll() is None:
+                edge.kill()
+                edge.wait()
+
+        # Latency: rep message at an MQTT client -> the rep visible in the member's page.
+        shown = alice.eval_on_selector_all("#live-reps li", "els => els.map(e => [+e.dataset.repIndex, "
+                                           "+e.dataset.shownAt])")
+        assert [i for i, _ in shown] == list(range(1, CLIP_REPS + 1))
+        with times.lock:
+            lat = [at - times.arrived[i] for i, at in shown]
+        print(f"\nrep message -> visible in the member page: {[round(x) for x in lat]} ms, "
+              f"max {max(lat):.0f} ms, median {statistics.median(lat):.0f} ms")
+        assert max(lat) < 1000, lat
+
+        # The set: grade, score and what to fix in plain words, then the history.
+        alice.wait_for_function("document.getElementById('live-status').textContent.startsWith('Set finished')",
+                                timeout=60_000)
+        rows = stack.influxd.query('SELECT * FROM "set"', db="formcheck")
+        assert len(rows) == 1 and rows[0]["member"] == "alice" and rows[0]["reps"] == CLIP_REPS, rows
+        stored = rows[0]
+        result = alice.text_content("#result") or ""
+        assert f"{CLIP_REPS} reps" in result and stored["grade"] in result
+        expected_fix = f"What to fix: {stored['main_fault']}." if stored["main_fault"] else "Nothing to fix"
+        assert expected_fix in result
+        alice.wait_for_selector("#history tbody tr")
+        assert alice.eval_on_selector_all("#history tbody tr", "els => els.length") == 1
+        shot(alice, "member-phone.png")
+        alice.set_viewport_size(TV)
+        shot(alice, "member-tv.png")
+
+        # Station: the set summary, then the camera's stop shows as offline.
+        station.wait_for_function("document.getElementById('st-state').textContent === 'Camera offline'")
+        assert station.is_visible("#st-summary")
+        shot(station, "station-offline-tv.png")
+
+        # Member B saw nothing of member A, live or history.
+        assert bob.text_content("#live-count") == "0"
+        assert bob.eval_on_selector_all("#live-reps li", "els => els.length") == 0
+        assert "No set yet." in (bob.text_content("#result") or "")
+        assert "No sets yet." in (bob.text_content("#history") or "")
+        assert stored["set_id"] not in bob.content()
+
+        for name, page in (("member", alice), ("station", station), ("member B", bob)):
+            assert axe_serious(page) == [], name
+    finally:
+        watcher.loop_stop()
+        watcher.disconnect()
+        for page in (alice, bob, station):
+            page.close()
+    for source, target in DOC_SHOTS.items():
+        shutil.copyfile(SHOTS / source, REPO_ROOT / "docs" / target)

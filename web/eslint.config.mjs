@@ -1,0 +1,8 @@
+import js from "@eslint/js";
+import globals from "globals";
+
+export default [
+  js.configs.recommended,
+  { files: ["src/**/*.js"], languageOptions: { ecmaVersion: 2022, sourceType: "module", globals: globals.browser } },
+  { files: ["*.mjs"], languageOptions: { ecmaVersion: 2022, sourceType: "module", globals: globals.node } },
+];
