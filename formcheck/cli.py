@@ -368,13 +368,12 @@ def cmd_broker_users(args: argparse.Namespace) -> int:
 
 
 def _read_first_line(path: Path, what: str) -> str:
+    from formcheck.settings import ConfigError, read_secret_file
+
     try:
-        line = path.read_text().splitlines()[0].strip()
-    except (OSError, UnicodeDecodeError, IndexError):
-        raise CliError(f"{what}: cannot read a password from {path}") from None
-    if not line:
-        raise CliError(f"{what}: {path} starts with an empty line")
-    return line
+        return read_secret_file(path, what)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
 
 
 def cmd_member_erase(args: argparse.Namespace) -> int:

@@ -37,7 +37,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import SecretStr
 
-from aggregator.influx import InfluxError, _Http, error_message, influxql_string
+from aggregator.influx import InfluxError, InfluxHttp, error_message, influxql_string
 from aggregator.influx_config import InfluxSection
 from formcheck.broker import BrokerSection, connect_properties, make_client, unreachable_reason
 from protocol.topics import REGISTRY, Scope, Topics
@@ -135,7 +135,7 @@ class InfluxEraser:
         self.config = InfluxSection(url=url, database=database, create_database=False, timeout_s=timeout_s,
                                     username=SecretStr(username) if username else None,
                                     password=SecretStr(password or "") if username else None)
-        self._http = _Http(self.config)
+        self._http = InfluxHttp(self.config)
 
     def close(self) -> None:
         self._http.close()

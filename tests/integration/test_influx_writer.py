@@ -85,7 +85,8 @@ def test_points_are_written_and_read_back(influxd: Influxd) -> None:
     assert count(influxd.url, "SELECT count(seq) FROM frame") == 0
     policies = {r["name"]: r for r in influxd.query(f"SHOW RETENTION POLICIES ON {DB}")}
     assert policies["frames"]["duration"] == "168h0m0s"
-    assert policies["default"]["default"] is True and policies["default"]["duration"] == "0s"
+    # Member data is kept 730 days by default (issue 13 item 8).
+    assert policies["default"]["default"] is True and policies["default"]["duration"] == "17520h0m0s"
 
 
 def test_identical_point_written_twice_is_one_row(influxd: Influxd) -> None:
@@ -366,11 +367,11 @@ def test_ensure_database_is_idempotent_and_applies_new_durations(influxd: Influx
 
     InfluxWriter(config(influxd.url)).ensure_database()
     InfluxWriter(config(influxd.url)).ensure_database()
-    assert policies() == {"autogen": ("0s", False), "frames": ("168h0m0s", False), "default": ("0s", True)}
+    assert policies() == {"autogen": ("0s", False), "frames": ("168h0m0s", False), "default": ("17520h0m0s", True)}
     InfluxWriter(config(influxd.url, frame_retention="1d", default_retention="1825d")).ensure_database()
     assert policies()["frames"] == ("24h0m0s", False)
     assert policies()["default"] == ("43800h0m0s", True)
-    InfluxWriter(config(influxd.url)).ensure_database()
+    InfluxWriter(config(influxd.url, default_retention="INF")).ensure_database()
     assert policies()["frames"] == ("168h0m0s", False) and policies()["default"] == ("0s", True)
 
 
