@@ -75,8 +75,9 @@ lint: venv web
 typecheck: venv
 	$(PY) -m mypy
 
+# Pure logic only: no data set, no broker, no database (markers applied in tests/conftest.py).
 unit: venv
-	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
+	$(PY) -m pytest tests/unit -q -m "not (data or broker or influx or slow)" $(PYTEST_ARGS)
 
 test: venv server-deps test-system-deps model web lint typecheck
 	$(PY) -m pytest -n 2 -q $(PYTEST_ARGS)

@@ -21,12 +21,17 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
+
+STARTED: Counter[str] = Counter()
+"""Servers this process has started, by program ("mosquitto", "influxd"): the test suite checks each test's
+markers against it (a test that starts a broker is marked ``broker``)."""
 
 
 class ServiceError(RuntimeError):
@@ -148,6 +153,7 @@ def start_mosquitto(
     if not log.exists():
         proc.kill()
         raise ServiceError(f"mosquitto cannot write to {workdir}: persistence would be lost on restart")
+    STARTED["mosquitto"] += 1
     return Mosquitto(port=port, workdir=workdir, proc=proc, config=config, log=log)
 
 
@@ -178,6 +184,7 @@ def start_mosquitto_with_config(
         proc.wait(timeout=5)
         raise
     names = list(ports)
+    STARTED["mosquitto"] += 1
     return Mosquitto(port=ports[names[0]], workdir=workdir, proc=proc, config=config, log=log,
                      extra_ports={name: ports[name] for name in names[1:]})
 
@@ -380,6 +387,7 @@ def start_influxd(
             raise ServiceError(f"influxd exited with status {proc.returncode}; see {log}")
         version = _ping(url, timeout=1.0)
         if version is not None:
+            STARTED["influxd"] += 1
             return Influxd(port=port, rpc_port=rpc_port, workdir=workdir, proc=proc, config=config, log=log,
                            version=version)
         time.sleep(0.05)

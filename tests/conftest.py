@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from formcheck import local_services
 from formcheck.local_services import Influxd, Mosquitto, running_influxd, running_mosquitto
 from formcheck.paths import POSE_MODEL, DataMissingError, require_data_dir
 from tests.analyze_floors import BOTTOM_FLOOR, LOSO_FLOORS, RECOGNITION_FLOOR, floor_verdicts
@@ -42,6 +44,44 @@ def influxd() -> Iterator[Influxd]:
     """A fresh influxd 1.x on a free loopback port in its own temporary directory."""
     with running_influxd() as server:
         yield server
+
+
+# --- markers that are really applied ---------------------------------------------------------------------------
+# `pytest -m "not broker"` must mean what it says: markers come from the fixtures a test uses and from the server
+# starters its module calls, and a test that starts a server without its marker fails (checked at teardown).
+
+FIXTURE_MARKERS = {"data_dir": "data", "pose_model": "data", "mosquitto": "broker", "influxd": "influx"}
+STARTER_MARKERS = {"start_mosquitto": "broker", "start_mosquitto_with_config": "broker", "running_mosquitto": "broker",
+                   "start_influxd": "influx", "running_influxd": "influx"}
+SERVER_MARKERS = {"mosquitto": "broker", "influxd": "influx"}
+_MODULE_MARKERS: dict[str, set[str]] = {}
+
+
+def _module_markers(path: Path) -> set[str]:
+    if str(path) not in _MODULE_MARKERS:
+        source = path.read_text() if path.suffix == ".py" else ""
+        _MODULE_MARKERS[str(path)] = {mark for name, mark in STARTER_MARKERS.items() if name + "(" in source}
+    return _MODULE_MARKERS[str(path)]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        wanted = {FIXTURE_MARKERS[name] for name in getattr(item, "fixturenames", ()) if name in FIXTURE_MARKERS}
+        wanted |= _module_markers(item.path)
+        for mark in sorted(wanted - {m.name for m in item.iter_markers()}):
+            item.add_marker(mark)
+
+
+@pytest.fixture(autouse=True)
+def _markers_cover_the_servers_started(request: pytest.FixtureRequest) -> Iterator[None]:
+    before = Counter(local_services.STARTED)
+    yield
+    started = local_services.STARTED - before
+    missing = [f"{program} -> @pytest.mark.{mark}" for program, mark in SERVER_MARKERS.items()
+               if started[program] and request.node.get_closest_marker(mark) is None]
+    if missing:
+        pytest.fail(f"{request.node.nodeid} started servers its markers do not say: {', '.join(missing)}",
+                    pytrace=False)
 
 
 _ANALYZE_ROWS: list[dict[str, Any]] = []

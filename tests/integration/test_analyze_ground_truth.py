@@ -20,7 +20,7 @@ from formcheck.paths import DataMissingError, require_data_dir
 from models.training.frame_cache import edge_frames
 from tests.analyze_floors import BOTTOM_TOLERANCE_FRAMES, REGRESSION_CLIPS
 
-pytestmark = pytest.mark.data
+pytestmark = [pytest.mark.data, pytest.mark.slow]
 
 BAD_FORMS = {"knees_in", "knee_over_toes", "too_deep", "forward_lean", "too_upright"}
 

@@ -713,6 +713,7 @@ def test_staff_write_sessions_of_registered_stations_only(broker: Broker, client
     assert desk.publish(T.node("st-b", "session"), b'{"member":"m-79"}', retain=True) == "Success"
     assert desk.publish(T.node("no-such-station", "session"), b"x" * 60_000, retain=True) == "Not authorized"
 
+
 # --- issue 13 item 8: the operator role of `formcheck member erase` ----------------------------------------------
 
 

@@ -24,7 +24,7 @@ from models.pose_bundle import installed_graphs, write_bundle
 from protocol.messages import FrameMessage
 from tests.integration.mqtt_helpers import Recorder
 
-pytestmark = [pytest.mark.pi, pytest.mark.broker, pytest.mark.data, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.pi, pytest.mark.broker, pytest.mark.data, pytest.mark.slow, pytest.mark.timeout(900)]
 
 CLIP = "videos/squat/squat_side_bodyweight_a.mp4"
 FIRST_FRAME = 70  # the descent into the first rep's bottom (labelled at frame 79) and the bottom itself

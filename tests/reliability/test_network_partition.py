@@ -35,6 +35,8 @@ from tests.integration.mqtt_helpers import Received, Recorder, states
 from tests.integration.test_edge_mqtt import edge_cmd, run_env
 from tests.waiting import wait_until
 
+pytestmark = [pytest.mark.netns, pytest.mark.slow]
+
 CLIP = "videos/squat/squat_front_bodyweight_a.mp4"  # 6 reps in 18 s
 CLIP_REPS = 6
 NODE = "edge-part"

@@ -30,6 +30,8 @@ NOW_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: a fixed aggregator clock kee
 CLOCK = ClockPolicy(max_future_ms=300_000, max_age_ms=7 * 86_400_000)
 MAX_BYTES = 65_536
 KINDS = ("frames", "status", "stats", "session")
+pytestmark = pytest.mark.slow  # 10,000 generated messages: `make test` runs them, `make unit` does not
+
 FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
