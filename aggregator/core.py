@@ -34,7 +34,7 @@ from aggregator.points import (
     session_point,
     set_point,
 )
-from aggregator.station import OpenSetCheckpoint, Station, StationOutput
+from aggregator.station import GUEST, OpenSetCheckpoint, Station, StationOutput
 from formcheck.ratelog import RateLimitedLog
 from protocol.messages import (
     FrameMessage,
@@ -55,6 +55,13 @@ HISTORY_SETS = 20  # sets in a member's retained history message
 HISTORY_TIMEOUT_S = 2.0  # longest a member's history is read from InfluxDB (once per member and run)
 
 
+Snapshot = dict[str, dict[str, int]]
+"""Sections of additive counters (see ``ProcessingCore.snapshot``)."""
+
+STATION_SECTION = "station/"
+"""Prefix of a station's section in a snapshot."""
+
+
 class Inbound(NamedTuple):
     """One MQTT message as received: what the core needs, and what identifies its acknowledgement.
 
@@ -68,11 +75,11 @@ class Inbound(NamedTuple):
 
 
 class Outbox(Protocol):
-    """The core's only way out to MQTT."""
+    """The way back to MQTT: the network side itself in one process, a pipe to it from a worker process."""
 
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None: ...
-    def ack_many(self, items: list[Inbound]) -> None:
-        """Acknowledge QoS 1 messages, in this order."""
+    def ack(self, mids: list[int]) -> None:
+        """Acknowledge QoS 1 messages by id, in this order."""
 
 
 class ProcessingCore:
@@ -195,14 +202,14 @@ class ProcessingCore:
                 self._ratelog(decoded.reason,
                               f"dropped message on {item.topic[:120]}: {decoded.reason}: {decoded.detail}")
                 continue
-            produced, out = self._apply(decoded, received_ms)
+            produced, out = self.apply(decoded, received_ms)
             points += produced
             if out.reps or out.sets:
                 outs.append(out)
         # Through the writer even with nothing to store: acks must go out in arrival order.
         self.writer.submit(points, on_done=functools.partial(self._stored, outs, acks))
 
-    def _apply(self, decoded: Decoded, received_ms: int) -> tuple[list[Point | Line], StationOutput]:
+    def apply(self, decoded: Decoded, received_ms: int) -> tuple[list[Point | Line], StationOutput]:
         """One valid message → the points to store and what the station produced (reps, sets).
 
         Sessions and node statuses are stored as ``session`` and ``node_status`` points, at the message's own
@@ -257,7 +264,7 @@ class ProcessingCore:
                                     REGISTRY["member:history"].qos, True)
                 self.notifier.notify(s)
         if acks:
-            self.outbox.ack_many(acks)
+            self.outbox.ack([item.mid for item in acks])
 
     def member_history(self, s: SetMessage) -> MemberHistory:
         """The member's last sets with ``s`` first. Kept in memory; the first time a member is seen in this run it
@@ -323,16 +330,25 @@ class ProcessingCore:
         fields.update({f"invalid_{reason}": self.invalid[reason] for reason in DROP_REASONS})
         return fields
 
-    def snapshot(self) -> dict[str, dict[str, int]]:
-        """Counters for tools and benchmarks: core counters, invalid by reason, stream totals, writer figures."""
+    def snapshot(self) -> Snapshot:
+        """Counters for tools, tests and benchmarks: core counters, invalid by reason, stream totals, writer figures,
+        and one section per station (``station/NODE``: its stream counters and ``checked_in``).
+
+        Every value is additive and stations live in one core each, so the snapshots of worker processes sum
+        (``aggregator.processing.merge_snapshots``).
+        """
         totals: Counter[str] = Counter()
-        for station in self.stations.values():
-            totals.update(dataclasses.asdict(station.counters))
+        per_station: Snapshot = {}
+        for node, station in list(self.stations.items()):
+            counters = dataclasses.asdict(station.counters)
+            totals.update(counters)
+            per_station[f"{STATION_SECTION}{node}"] = {**counters, "checked_in": int(station.member != GUEST)}
         writer = self.writer.stats()
         return {
             "counters": dict(self.counters), "invalid": dict(self.invalid), "stations": dict(totals),
             "writer": {"points_written": writer.points_written, "buffer": writer.buffer,
                        "rejected": writer.points_dropped_rejected, "overflow": writer.points_dropped_overflow,
                        "write_errors": writer.write_errors_total},
+            **per_station,
         }
 

@@ -17,12 +17,11 @@ Delivery guarantees (Telegraf's consumer model):
 * Bad input is acknowledged, dropped, counted by reason, and logged at most
   once a minute per reason.
 
-By default (``workers: process``) this process runs paho and the network loop
-and worker processes run :class:`aggregator.core.ProcessingCore`, stations
-spread over them (``workers.py``). They exchange batches over pipes:
-messages one way, publishes and acks (in arrival order) the other.
-``workers: thread`` runs one core in a thread of this process instead (tests
-inspect its state; slower on more than one core).
+This process runs paho and the network loop; the processing
+(``processing.Processing``) runs in worker processes by default (``workers:
+process``, ``workers.py``: batches over pipes, messages one way, publishes
+and acks in arrival order the other) or in this process (``workers:
+thread``, ``processing.InProcess``; slower on more than one core).
 """
 
 from __future__ import annotations
@@ -41,15 +40,14 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from aggregator.config import AggregatorConfig
-from aggregator.core import Inbound, ProcessingCore
-from aggregator.decoder import Decoded
-from aggregator.influx import InfluxWriter, Line, Point
+from aggregator.core import Inbound, Snapshot
+from aggregator.influx import InfluxWriter
 from aggregator.mqtt_loop import FlowControlledLoop
-from aggregator.station import Station, StationOutput
+from aggregator.processing import InProcess, Processing
 from aggregator.workers import WorkerPool
 from formcheck.broker import connect_properties, disconnect_reason, make_client, unreachable_reason
 from formcheck.paho_internals import LeanReceiveClient, RawMessage
-from formcheck.queues import DropQueue, QueueClosed
+from formcheck.queues import DropQueue
 from formcheck.ratelog import RateLimitedLog
 from protocol.messages import NodeState, NodeStatus
 from protocol.topics import REGISTRY, Topics
@@ -57,24 +55,14 @@ from protocol.topics import REGISTRY, Topics
 log = logging.getLogger(__name__)
 
 _CONSUMED = ("frames", "status", "session", "stats")
-_THREAD_BATCH = 512  # messages handed to the core at once in thread mode (one InfluxDB submission)
-
-
-class _ClientOutbox:
-    """Thread mode: the core publishes and acknowledges directly on this process's client."""
-
-    def __init__(self, aggregator: Aggregator) -> None:
-        self._agg = aggregator
-
-    def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
-        self._agg.publish(topic, payload, qos, retain)
-
-    def ack_many(self, items: list[Inbound]) -> None:
-        self._agg.ack_mids([item.mid for item in items])
 
 
 class Aggregator:
-    """One aggregator: the network side, and its processing core in a thread or a worker process."""
+    """One aggregator: the network side (MQTT client, inbox, acknowledgements) and its :class:`Processing`.
+
+    It is the processing's way back to MQTT (``core.Outbox``: ``publish`` and ``ack``), whether the processing
+    runs in this process or in worker processes.
+    """
 
     def __init__(self, config: AggregatorConfig, writer: InfluxWriter | None = None) -> None:
         self.config = config
@@ -92,53 +80,24 @@ class Aggregator:
             self._client, self._has_room, config.mqtt.reconnect_min_s, config.mqtt.reconnect_max_s
         )
         self.fatal: str | None = None
-        self.core: ProcessingCore | None = None
-        self._workers: WorkerPool | None = None
-        if config.workers == "thread":
-            self.core = ProcessingCore(config, _ClientOutbox(self), writer)
-        else:
-            self._workers = WorkerPool(config, self, config.worker_process_count())
+        self.processing: Processing = (
+            InProcess(config, self, writer) if config.workers == "thread"
+            else WorkerPool(config, self, self._processing_failed, config.worker_process_count())
+        )
 
-    # Core state, for tests and tools (thread mode only: a worker process keeps its own).
-
-    @property
-    def stations(self) -> dict[str, Station]:
-        return self._require_core().stations
+    def snapshot(self) -> Snapshot:
+        """The processing's counters (``ProcessingCore.snapshot``), with the network side's under ``network``."""
+        return {**self.processing.snapshot(), "network": dict(self.network_counters)}
 
     @property
     def counters(self) -> Counter[str]:
-        core = self.core.counters if self.core is not None else Counter(self.snapshot().get("counters", {}))
-        return core + self.network_counters
-
-    def snapshot(self) -> dict[str, dict[str, int]]:
-        """Core counters: live in thread mode, as of the worker's last stats report in process mode."""
-        if self.core is not None:
-            return self.core.snapshot()
-        return self._workers.snapshot() if self._workers is not None else {}
-
-    @property
-    def invalid(self) -> Counter[str]:
-        return self._require_core().invalid
-
-    @property
-    def writer(self) -> InfluxWriter:
-        return self._require_core().writer
-
-    def station(self, node: str) -> Station:
-        return self._require_core().station(node)
-
-    def _apply(self, decoded: Decoded, received_ms: int) -> tuple[list[Point | Line], StationOutput]:
-        return self._require_core()._apply(decoded, received_ms)
+        """The processing's core counters and the network side's, summed."""
+        return Counter(self.processing.snapshot().get("counters", {})) + self.network_counters
 
     @property
     def worker_pids(self) -> list[int | None]:
-        """PIDs of the worker processes (process mode, once started)."""
-        return self._workers.pids if self._workers is not None else []
-
-    def _require_core(self) -> ProcessingCore:
-        if self.core is None:
-            raise RuntimeError("the processing core runs in a worker process (workers: process)")
-        return self.core
+        """PIDs of the worker processes (``workers: process``, once started)."""
+        return self.processing.pids
 
     def _has_room(self) -> bool:
         with self._pending_lock:
@@ -157,10 +116,7 @@ class Aggregator:
     # -- lifecycle ---------------------------------------------------------
 
     def start(self) -> None:
-        if self.core is not None:
-            self.core.start()
-        if self._workers is not None:
-            self._workers.start()
+        self.processing.start()
         cfg = self.config.mqtt
         self._client.connect_async(
             cfg.host, cfg.port, keepalive=cfg.keepalive_s, clean_start=False,
@@ -177,16 +133,8 @@ class Aggregator:
         next_stats = time.monotonic() + self.config.stats_interval_s
         try:
             while not stop.is_set() and self.fatal is None:
-                if self.core is not None:
-                    try:
-                        items = self._inbox.get_batch(_THREAD_BATCH, timeout=0.2)
-                    except QueueClosed:
-                        break
-                    if items:
-                        self.core.handle_batch(items)
-                else:
-                    assert self._workers is not None
-                    self._workers.forward(self._inbox)
+                if not self.processing.pump(self._inbox):
+                    break
                 if time.monotonic() >= next_stats:
                     next_stats += self.config.stats_interval_s
                     self._stats()
@@ -199,10 +147,7 @@ class Aggregator:
         return 0
 
     def _stats(self) -> None:
-        if self.core is not None:
-            self.core.writer.submit([self.core.stats_point(len(self._inbox), self._inbox.dropped)])
-        elif self._workers is not None:
-            self._workers.request_stats(len(self._inbox), self._inbox.dropped)
+        self.processing.request_stats(len(self._inbox), self._inbox.dropped)
 
     def _heartbeat(self) -> None:
         path = self.config.heartbeat_file
@@ -223,10 +168,7 @@ class Aggregator:
         def left(most: float) -> float:
             return max(0.0, min(most, deadline - time.monotonic()))
 
-        if self.core is not None:
-            self.core.close(left(self.config.stop_timeout_s - 0.5))
-        if self._workers is not None:
-            self._workers.close(timeout=left(self.config.stop_timeout_s - 0.5))
+        self.processing.close(left(self.config.stop_timeout_s - 0.5))
         if self.connected.is_set():
             info = self._client.publish(self.topics.aggregator_status(), self._status("stopped"), qos=1, retain=True)
             with contextlib.suppress(RuntimeError, ValueError):
@@ -236,23 +178,23 @@ class Aggregator:
             self._loop.wait_disconnected(timeout=left(2.0))
         self._loop.stop()
 
-    # -- outbound (any thread) ----------------------------------------------
+    # -- the processing's way back to MQTT (core.Outbox; any thread) -----------------------------------------
 
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
         self._client.publish(topic, payload, qos=qos, retain=retain)
 
-    def ack_mids(self, mids: list[int]) -> None:
+    def ack(self, mids: list[int]) -> None:
         """Acknowledge pending QoS 1 messages by id (ids no longer pending, e.g. redelivered twice, are skipped)."""
         with self._pending_lock:
             pending = self._pending
             items = [item for mid in mids if (item := pending.pop(mid, None)) is not None]
         self._send_acks(items)
 
-    def worker_failed(self, reason: str) -> None:
-        self.fatal = self.fatal or reason
-
     def _send_acks(self, items: list[Inbound]) -> None:
         self._client.ack_many([item.mid for item in items])  # one write for the lot
+
+    def _processing_failed(self, reason: str) -> None:
+        self.fatal = self.fatal or reason
 
     # -- paho callbacks (network thread) -------------------------------------
 

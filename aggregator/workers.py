@@ -33,28 +33,82 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import Any, Protocol
+from typing import NamedTuple
 
 from aggregator.config import AggregatorConfig
-from aggregator.core import Inbound, ProcessingCore
+from aggregator.core import Inbound, Outbox, ProcessingCore, Snapshot
 from aggregator.influx import Point
+from aggregator.processing import merge_snapshots
 from formcheck.queues import DropQueue, QueueClosed
 
 log = logging.getLogger(__name__)
 
 BATCH = 512             # messages per pipe send
 SWITCH_INTERVAL_S = 0.0005  # see worker_main
-FLUSH_S = 0.005         # longest wait before a partial batch of acks/publishes goes back
+SEND_EVERY_S = 0.005    # longest wait before a partial batch of acks/publishes goes back
+INBOX_WAIT_S = 0.2      # longest wait for the first message of a batch
 
-Snapshot = dict[str, dict[str, int]]
+
+# --- the pipe's messages: network process -> worker ------------------------------------------------------------
+
+class Items(NamedTuple):
+    """Messages for the worker's stations: (topic, payload, mid, qos) each."""
+
+    items: list[tuple[str, bytes, int, int]]
 
 
-class NetworkSide(Protocol):
-    """What the workers' replies drive in the network process."""
+class StatsRequest(NamedTuple):
+    """Report your counters (``StatsReply``) for stats round ``round``."""
 
-    def ack_mids(self, mids: list[int]) -> None: ...
-    def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None: ...
-    def worker_failed(self, reason: str) -> None: ...
+    round: int
+
+
+class WriteStats(NamedTuple):
+    """Store the pool's summed ``aggregator_stats`` point (worker 0 only)."""
+
+    fields: dict[str, int]
+    ts_ms: int
+
+
+class Stop(NamedTuple):
+    """Store what you can, send ``Closed`` and exit."""
+
+
+# --- worker -> network process ------------------------------------------------------------------------------------
+
+class Publish(NamedTuple):
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+class Acks(NamedTuple):
+    mids: list[int]
+
+
+class Replies(NamedTuple):
+    """Publishes and acks in the order the core made them (an ack never overtakes the publish before it)."""
+
+    ops: list[Publish | Acks]
+
+
+class StatsReply(NamedTuple):
+    round: int
+    fields: dict[str, int]
+    snapshot: Snapshot
+
+
+class SnapshotReply(NamedTuple):
+    snapshot: Snapshot
+
+
+class Closed(NamedTuple):
+    """The worker stored what it could and exits."""
+
+
+ToWorker = Items | StatsRequest | WriteStats | Stop
+FromWorker = Replies | StatsReply | SnapshotReply | Closed
 
 
 def worker_of(node: str, workers: int) -> int:
@@ -81,24 +135,17 @@ def worker_index(topic: str, workers: int, cache: dict[str, int]) -> int:
     return index
 
 
-def merge_snapshots(snapshots: list[Snapshot]) -> Snapshot:
-    merged: dict[str, Counter[str]] = {}
-    for snapshot in snapshots:
-        for section, values in snapshot.items():
-            merged.setdefault(section, Counter()).update(values)
-    return {section: dict(values) for section, values in merged.items()}
-
-
 class WorkerPool:
-    """The network side's handle on N worker processes."""
+    """Cores in N worker processes (``workers: process``): an implementation of ``processing.Processing``."""
 
-    def __init__(self, config: AggregatorConfig, network: NetworkSide, processes: int) -> None:
+    def __init__(self, config: AggregatorConfig, outbox: Outbox, on_failure: Callable[[str], None],
+                 processes: int) -> None:
         self._config = config
         # The InfluxDB buffer limit bounds the aggregator's memory: each worker's writer gets an even share.
         share = config.influx.model_copy(update={"buffer_max_points": max(1, config.influx.buffer_max_points
                                                                               // processes)})
         worker_config = config.model_copy(update={"influx": share})
-        self._workers = [_Worker(worker_config, network, i, self._on_stats) for i in range(processes)]
+        self._workers = [_Worker(worker_config, outbox, on_failure, i, self._on_stats) for i in range(processes)]
         self._topic_index: dict[str, int] = {}
         self._stats_lock = threading.Lock()
         self._stats_round = 0
@@ -117,15 +164,15 @@ class WorkerPool:
         """Counters summed over the workers, as of their last stats report."""
         return merge_snapshots([w.snapshot for w in self._workers])
 
-    def forward(self, inbox: DropQueue[Inbound]) -> None:
+    def pump(self, inbox: DropQueue[Inbound]) -> bool:
         """Send what the inbox holds (waiting briefly for the first message), one batch per worker."""
         count = len(self._workers)
         try:
-            items = inbox.get_batch(BATCH * count, timeout=0.2)
+            items = inbox.get_batch(BATCH * count, timeout=INBOX_WAIT_S)
         except QueueClosed:
-            return
+            return False
         if not items:
-            return
+            return True
         batches: list[list[tuple[str, bytes, int, int]]] = [[] for _ in range(count)]
         cache = self._topic_index
         for item in items:
@@ -133,7 +180,8 @@ class WorkerPool:
             batches[index].append((item.topic, item.payload, item.mid, item.qos))
         for worker, batch in zip(self._workers, batches, strict=True):
             if batch:
-                worker.send(("items", batch))
+                worker.send(Items(batch))
+        return True
 
     def request_stats(self, inbox: int, inbox_dropped: int) -> None:
         with self._stats_lock:
@@ -142,7 +190,7 @@ class WorkerPool:
             self._stats_inbox = (inbox, inbox_dropped)
             round_ = self._stats_round
         for worker in self._workers:
-            worker.send(("stats", round_))
+            worker.send(StatsRequest(round_))
 
     def _on_stats(self, index: int, round_: int, fields: dict[str, int]) -> None:
         with self._stats_lock:
@@ -157,11 +205,11 @@ class WorkerPool:
             inbox, dropped = self._stats_inbox
         summed = dict(total)
         summed["inbox"], summed["inbox_dropped"] = inbox, dropped
-        self._workers[0].send(("write_stats", summed, int(time.time() * 1000)))
+        self._workers[0].send(WriteStats(summed, int(time.time() * 1000)))
 
     def close(self, timeout: float) -> None:
         for worker in self._workers:
-            worker.send(("stop",))
+            worker.send(Stop())
         deadline = time.monotonic() + timeout
         for worker in self._workers:
             worker.finish(max(0.0, deadline - time.monotonic()))
@@ -170,9 +218,10 @@ class WorkerPool:
 class _Worker:
     """One worker process, its pipe and the thread that applies its replies."""
 
-    def __init__(self, config: AggregatorConfig, network: NetworkSide, index: int,
+    def __init__(self, config: AggregatorConfig, outbox: Outbox, on_failure: Callable[[str], None], index: int,
                  on_stats: Callable[[int, int, dict[str, int]], None]) -> None:
-        self._network = network
+        self._outbox = outbox
+        self._on_failure = on_failure
         self._index = index
         self._on_stats = on_stats
         self.snapshot: Snapshot = {}
@@ -196,12 +245,12 @@ class _Worker:
         self._child.close()
         self._receiver.start()
 
-    def send(self, message: tuple[Any, ...]) -> None:
+    def send(self, message: ToWorker) -> None:
         with self._send_lock:
             try:
                 self._conn.send(message)
             except (OSError, EOFError, ValueError):
-                self._network.worker_failed(f"aggregator worker process {self._index} is gone")
+                self._on_failure(f"aggregator worker process {self._index} is gone")
 
     def finish(self, timeout: float) -> None:
         if not self._closed.wait(timeout):
@@ -213,44 +262,43 @@ class _Worker:
         self._conn.close()
 
     def _receive(self) -> None:
-        network = self._network
+        outbox = self._outbox
         while True:
             try:
-                message = self._conn.recv()
+                message: FromWorker = self._conn.recv()
             except (EOFError, OSError):
                 if not self._closed.is_set():
-                    network.worker_failed(f"aggregator worker process {self._index} exited unexpectedly")
+                    self._on_failure(f"aggregator worker process {self._index} exited unexpectedly")
                 self._closed.set()  # nothing more will come: do not wait for a goodbye at shutdown
                 return
-            kind = message[0]
-            if kind == "ops":
+            if isinstance(message, Replies):
                 acks: list[int] = []  # consecutive acks leave as one write, still in order with publishes
-                for op in message[1]:
-                    if op[0] == "acks":
-                        acks += op[1]
+                for op in message.ops:
+                    if isinstance(op, Acks):
+                        acks += op.mids
                     else:
                         if acks:
-                            network.ack_mids(acks)
+                            outbox.ack(acks)
                             acks = []
-                        network.publish(op[1], op[2], op[3], op[4])
+                        outbox.publish(op.topic, op.payload, op.qos, op.retain)
                 if acks:
-                    network.ack_mids(acks)
-            elif kind == "stats":
-                self.snapshot = message[3]
-                self._on_stats(self._index, message[1], message[2])
-            elif kind == "snapshot":
-                self.snapshot = message[1]
-            elif kind == "closed":
+                    outbox.ack(acks)
+            elif isinstance(message, StatsReply):
+                self.snapshot = message.snapshot
+                self._on_stats(self._index, message.round, message.fields)
+            elif isinstance(message, SnapshotReply):
+                self.snapshot = message.snapshot
+            elif isinstance(message, Closed):
                 self._closed.set()
                 return
 
 
 class PipeOutbox:
-    """Worker side: collects publishes and acks (in order) and sends them back in small batches."""
+    """A worker's way back to MQTT: collects publishes and acks (in order), sends them in small batches."""
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
-        self._ops: list[tuple[Any, ...]] = []
+        self._ops: list[Publish | Acks] = []
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()  # one writer on the pipe at a time
         self._wake = threading.Event()
@@ -262,61 +310,62 @@ class PipeOutbox:
 
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
         with self._lock:
-            self._ops.append(("publish", topic, payload, qos, retain))
+            self._ops.append(Publish(topic, payload, qos, retain))
         self._wake.set()
 
-    def ack_many(self, items: list[Inbound]) -> None:
+    def ack(self, mids: list[int]) -> None:
         with self._lock:
-            self._ops.append(("acks", [item.mid for item in items]))
+            self._ops.append(Acks(mids))
         self._wake.set()
 
-    def send(self, message: tuple[Any, ...]) -> None:
-        """Send a control message after the ops queued so far (keeps acks ahead of 'closed')."""
+    def send(self, message: FromWorker) -> None:
+        """Send a message after the replies queued so far (keeps acks ahead of ``Closed``)."""
         with self._send_lock:
-            self._flush_locked()
+            self._send_replies_locked()
             self._conn.send(message)
 
-    def flush(self) -> None:
+    def send_replies(self) -> None:
         with self._send_lock:
-            self._flush_locked()
+            self._send_replies_locked()
 
-    def _flush_locked(self) -> None:
+    def _send_replies_locked(self) -> None:
         with self._lock:
             ops, self._ops = self._ops, []
         if ops:
-            self._conn.send(("ops", ops))
+            self._conn.send(Replies(ops))
 
     def close(self) -> None:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=2.0)
-        self.flush()
+        self.send_replies()
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(FLUSH_S)
+            self._wake.wait(SEND_EVERY_S)
             self._wake.clear()
             try:
-                self.flush()
+                self.send_replies()
             except (OSError, EOFError, ValueError):
                 return
 
 
-def _read_pipe(conn: Connection, into: queue.SimpleQueue[tuple[Any, ...]]) -> None:
+def _read_pipe(conn: Connection, into: queue.SimpleQueue[ToWorker | None]) -> None:
     """Reader thread: receives the next batch while the main thread processes the current one.
 
     Receiving a batch takes several reads, and after each one the reader must win the GIL back; done by the
     processing thread itself, that was a fifth of its time. Unbounded but bounded in practice: everything in
-    ``into`` is unacknowledged, so the broker's Receive Maximum caps it.
+    ``into`` is unacknowledged, so the broker's Receive Maximum caps it. ``None`` means the network process is
+    gone.
     """
     while True:
         try:
-            message = conn.recv()
+            message: ToWorker = conn.recv()
         except (EOFError, OSError):
-            into.put(("gone",))  # the network process is gone: store what we have, the rest is redelivered
+            into.put(None)  # the network process is gone: store what we have, the rest is redelivered
             return
         into.put(message)
-        if message[0] == "stop":
+        if isinstance(message, Stop):
             return
 
 
@@ -334,27 +383,27 @@ def worker_main(config: AggregatorConfig, conn: Connection, log_level: int, inde
     core = ProcessingCore(config, outbox)
     core.start()
     outbox.start()
-    inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+    inbox: queue.SimpleQueue[ToWorker | None] = queue.SimpleQueue()
     threading.Thread(target=_read_pipe, args=(conn, inbox), name="pipe-reader", daemon=True).start()
     handled = 0
     try:
         while True:
             message = inbox.get()
-            kind = message[0]
-            if kind == "items":
-                core.handle_batch([Inbound(topic, payload, mid, qos) for topic, payload, mid, qos in message[1]])
-                handled += len(message[1])
-            elif kind == "stats":
-                outbox.send(("stats", message[1], core.stats_fields(), core.snapshot()))
-            elif kind == "write_stats":
-                core.writer.submit([Point("aggregator_stats", core.stats_tags(), message[1], message[2])])
-            elif kind in ("stop", "gone"):
+            if isinstance(message, Items):
+                core.handle_batch([Inbound(topic, payload, mid, qos) for topic, payload, mid, qos in message.items])
+                handled += len(message.items)
+            elif isinstance(message, StatsRequest):
+                outbox.send(StatsReply(message.round, core.stats_fields(), core.snapshot()))
+            elif isinstance(message, WriteStats):
+                core.writer.submit([Point("aggregator_stats", core.stats_tags(), dict(message.fields),
+                                          message.ts_ms)])
+            else:  # Stop, or the network process is gone
                 break
     finally:
         # Inside the parent's stop budget: what it stores after the parent stopped waiting would go unacknowledged.
         core.close(max(0.5, config.stop_timeout_s - 1.5))
         outbox.close()
         with contextlib.suppress(OSError, EOFError, ValueError):
-            outbox.send(("snapshot", core.snapshot()))
-            outbox.send(("closed",))
+            outbox.send(SnapshotReply(core.snapshot()))
+            outbox.send(Closed())
         log.debug("worker %d handled %d messages", index, handled)

@@ -20,6 +20,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from aggregator.config import AggregatorConfig, load_config
+from aggregator.core import STATION_SECTION
 from aggregator.service import Aggregator
 from formcheck.local_services import Influxd, Mosquitto, ServiceError
 from protocol.messages import PHASES, FrameMessage, NodeStatus, Phase
@@ -185,6 +186,14 @@ class RunningAggregator:
 
     def alive(self) -> bool:
         return self.thread is not None and self.thread.is_alive() and not self.outcome
+
+    def station(self, node: str) -> dict[str, int]:
+        """The station's counters as the aggregator's snapshot reports them (empty before its first message)."""
+        return self.agg.snapshot().get(f"{STATION_SECTION}{node}", {})
+
+    def invalid(self) -> dict[str, int]:
+        """Messages dropped as invalid, by reason."""
+        return self.agg.snapshot().get("invalid", {})
 
     def stop(self, timeout: float = 20.0) -> object:
         """Stop and join; the run's outcome (0 on a clean stop)."""

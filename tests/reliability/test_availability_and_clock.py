@@ -144,15 +144,14 @@ def test_open_set_is_aborted_when_the_node_goes_offline(
     rec = Recorder(mosquitto.host, mosquitto.port, f"gym/main/members/{member}/notifications").start()
     try:
         publisher.publish_all([(TOPICS.node(node, "session"), SessionMessage(member=member).to_json())], retain=True)
-        assert wait_until(lambda: node in running.agg.stations and running.agg.station(node).member == member, 10)
+        assert wait_until(lambda: running.station(node).get("checked_in") == 1, 10)
 
         # 3 reps planned; the stream stops after 2 reps, mid-descent of the 3rd (stand 30, rep 24+9+24, stand 30).
         stream = squat_stream(node, 3, ts0=now_ms() - 120_000)
         cut = 30 + 2 * (24 + 9 + 24 + 30) + 12
         assert stream.frames[cut - 1].phase == "descending"
         publisher.publish_frames(stream.frames[:cut])
-        station = running.agg.station(node)
-        assert wait_until(lambda: station.counters.frames == cut, 15), station.counters
+        assert wait_until(lambda: running.station(node)["frames"] == cut, 15), running.station(node)
         assert running.agg.counters["reps"] == 2
         assert running.agg.counters["sets"] == 0
 
@@ -171,7 +170,8 @@ def test_open_set_is_aborted_when_the_node_goes_offline(
                               retain=True)
         again = squat_stream(node, 2, ts0=now_ms() - 60_000)
         publisher.publish_frames(again.frames)
-        assert wait_until(lambda: station.counters.frames == cut + len(again.frames), 15), station.counters
+        assert wait_until(lambda: running.station(node)["frames"] == cut + len(again.frames), 15), \
+            running.station(node)
         publisher.publish_all([(TOPICS.node(node, "status"), NodeStatus(state="stopped", node=node).to_json())],
                               retain=True)
         assert rec.wait_for(lambda m: len(m) >= 2, 15), "no notification for the second set"
@@ -203,8 +203,8 @@ def test_frames_hours_ahead_are_dropped_and_counted_never_stored(
     ahead = [f.model_copy(update={"ts": f.ts + 2 * HOUR_MS}) for f in stream.frames[half:]]
     publisher.publish_frames(stream.frames[:half] + ahead)
     assert wait_until(lambda: running.agg.counters["messages"] >= len(stream.frames), 15)
-    assert wait_until(lambda: running.agg.invalid["ts_future"] == len(ahead), 10), running.agg.invalid
-    assert running.agg.station(node).counters.frames == half
+    assert wait_until(lambda: running.invalid().get("ts_future") == len(ahead), 10), running.invalid()
+    assert running.station(node)["frames"] == half
     db = db_of(running)
     assert wait_until(lambda: any(r.get("invalid_ts_future") == len(ahead) for r in stats_rows(influxd, db)), 10), \
         stats_rows(influxd, db)[-1:]
@@ -225,16 +225,14 @@ def test_backwards_clock_step_keeps_the_reps_and_is_counted(
     stepped = stream.frames[:step_at] + [f.model_copy(update={"ts": f.ts - 30_000}) for f in stream.frames[step_at:]]
     assert stepped[step_at].ts < stepped[step_at - 1].ts - 1000
     publisher.publish_frames(stepped)
-    assert wait_until(lambda: node in running.agg.stations
-                      and running.agg.station(node).counters.frames == len(stepped), 15)
-    station = running.agg.station(node)
-    assert station.counters.clock_backwards == 1
+    assert wait_until(lambda: running.station(node).get("frames") == len(stepped), 15)
+    assert running.station(node)["clock_backwards"] == 1
     assert wait_until(lambda: running.agg.counters["reps"] == reps, 5), running.agg.counters
     rows = influx_rows(influxd, f"SELECT * FROM rep WHERE node = '{node}'", db_of(running))
     assert wait_until(lambda: len(influx_rows(influxd, f"SELECT * FROM rep WHERE node = '{node}'",
                                               db_of(running))) == reps, 10), rows
     assert wait_until(lambda: any(r.get("clock_backwards") == 1 for r in stats_rows(influxd, db_of(running))), 10)
-    assert running.agg.invalid["ts_future"] == 0 and running.agg.invalid["ts_past"] == 0
+    assert running.invalid().get("ts_future", 0) == 0 and running.invalid().get("ts_past", 0) == 0
     assert_nothing_in_the_future(influxd, db_of(running))
 
 

@@ -180,11 +180,11 @@ def _partition(link: Link, broker: Mosquitto, edge_port: int, influxd: Influxd, 
 
         # The aborted set and the set the clean stop closes.
         assert wait_until(lambda: any(s["ended_by"] == "node_stopped" for s in sets()), 20), sets()
-        station = running.agg.station(NODE)
+        station = running.station(NODE)
         reps = influx_rows(influxd, f"SELECT * FROM rep WHERE node = '{NODE}'", DB)
         frames = influx_rows(influxd, f"SELECT seq FROM \"frames\".frame WHERE node = '{NODE}'", DB)
         stored_sets = sets()
-        gaps = station.counters.gaps
+        gaps = station["gaps"]
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)

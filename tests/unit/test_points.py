@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aggregator.config import load_config
+from aggregator.core import ProcessingCore
 from aggregator.decoder import ClockPolicy, Decoded
 from aggregator.influx import Line, Point, encode_line
 from aggregator.points import event_ts, frame_line, frame_point, node_status_point, session_point
-from aggregator.service import Aggregator
 from protocol.messages import FAULTS, Fault, FrameMessage, NodeStatus, SessionMessage
 from tests.unit.synthetic_frames import BOOT, NODE, TS0, rep_segments, restamp, squat_clip
 
@@ -131,65 +131,75 @@ def test_status_without_boot_and_with_an_implausible_time() -> None:
     assert_durable(point)
 
 
-# -- Aggregator._apply: the points next to what the station produces -----------------------------------------
+# -- ProcessingCore.apply: the points next to what the station produces -----------------------------------------
+
+
+class _NoMqtt:
+    """``apply`` neither publishes nor acknowledges (``handle_batch`` does, once the points are stored)."""
+
+    def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+        raise AssertionError("apply must not publish")
+
+    def ack(self, mids: list[int]) -> None:
+        raise AssertionError("apply must not acknowledge")
 
 
 @pytest.fixture
-def aggregator() -> Aggregator:
+def aggregator() -> ProcessingCore:
     # No InfluxDB here: no open set checkpoints (tests/integration/test_set_resume.py has those).
-    return Aggregator(load_config(None, {"id": "unit", "site": SITE, "workers": "thread",
-                                         "sets": {"resume_open_sets": False}}, environ={}))
+    return ProcessingCore(load_config(None, {"id": "unit", "site": SITE, "sets": {"resume_open_sets": False}},
+                                      environ={}), _NoMqtt())
 
 
-def open_set(agg: Aggregator, boot: str = BOOT) -> None:
+def open_set(core: ProcessingCore, boot: str = BOOT) -> None:
     """Two reps (of a node process ``boot``) and no rest after them: the set is still open."""
     frames = restamp(squat_clip(rep_segments(2)).frames, boot=boot)
-    before = agg.station(NODE).counters.frames
+    before = core.station(NODE).counters.frames
     for frame in frames:
-        agg._apply(Decoded(NODE, "frames", frame), frame.ts)
-    assert agg.station(NODE).counters.frames == before + len(frames)
+        core.apply(Decoded(NODE, "frames", frame), frame.ts)
+    assert core.station(NODE).counters.frames == before + len(frames)
 
 
 def measurements(points: list[Point]) -> list[str]:
     return [p.measurement for p in points]
 
 
-def test_apply_check_in_and_check_out(aggregator: Aggregator) -> None:
+def test_apply_check_in_and_check_out(aggregator: ProcessingCore) -> None:
     checkin = SessionMessage(member="m-1042", ts=TS0 - 60_000)
-    points, out = aggregator._apply(Decoded(NODE, "session", checkin), TS0)
+    points, out = aggregator.apply(Decoded(NODE, "session", checkin), TS0)
     assert measurements(points) == ["session"] and not out.sets
     assert points[0].ts_ms == TS0 - 60_000 and points[0].tags["member"] == "m-1042"
     open_set(aggregator)
     received = TS0 + 60_000
-    points, out = aggregator._apply(Decoded(NODE, "session", None), received)
+    points, out = aggregator.apply(Decoded(NODE, "session", None), received)
     assert [(s.member, s.ended_by, s.complete) for s in out.sets] == [("m-1042", "checkout", True)]
     assert measurements(points) == ["session", "set"]
     assert ("member" in points[0].tags, points[0].fields["checked_in"], points[0].ts_ms) == (False, False, received)
 
 
-def test_apply_statuses(aggregator: Aggregator) -> None:
+def test_apply_statuses(aggregator: ProcessingCore) -> None:
     online = NodeStatus(state="online", node=NODE, boot=BOOT, ts=TS0 - 5_000)
-    points, out = aggregator._apply(Decoded(NODE, "status", online), TS0)
+    points, out = aggregator.apply(Decoded(NODE, "status", online), TS0)
     assert measurements(points) == ["node_status"] and not out.sets and not out.reps
     assert (points[0].fields["state"], points[0].ts_ms) == ("online", TS0 - 5_000)
 
     open_set(aggregator)
     received = TS0 + 90_000
     will = NodeStatus(state="offline", node=NODE, boot=BOOT)
-    points, out = aggregator._apply(Decoded(NODE, "status", will), received)
+    points, out = aggregator.apply(Decoded(NODE, "status", will), received)
     assert [(s.ended_by, s.complete) for s in out.sets] == [("offline", False)]
     assert measurements(points) == ["node_status", "set"]
     assert (points[0].fields["state"], points[0].ts_ms) == ("offline", received)
 
     open_set(aggregator, boot="fedcba9876543210")      # the node restarted
     stopped = NodeStatus(state="stopped", node=NODE, boot="fedcba9876543210", ts=received + 1_000)
-    points, out = aggregator._apply(Decoded(NODE, "status", stopped), received + 1_500)
+    points, out = aggregator.apply(Decoded(NODE, "status", stopped), received + 1_500)
     assert [(s.ended_by, s.complete) for s in out.sets] == [("node_stopped", True)]
     assert measurements(points)[0] == "node_status" and points[0].ts_ms == received + 1_000
 
 
-def test_apply_cleared_status_topic_stores_nothing(aggregator: Aggregator) -> None:
-    points, out = aggregator._apply(Decoded(NODE, "status", None), TS0)
+def test_apply_cleared_status_topic_stores_nothing(aggregator: ProcessingCore) -> None:
+    points, out = aggregator.apply(Decoded(NODE, "status", None), TS0)
     assert points == [] and not out.sets and not out.reps
 
 

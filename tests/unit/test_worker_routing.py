@@ -6,7 +6,8 @@ import pytest
 
 from aggregator.config import PartitionSection
 from aggregator.decoder import ClockPolicy, Dropped, NotOwned, decode
-from aggregator.workers import merge_snapshots, worker_index, worker_of
+from aggregator.processing import merge_snapshots
+from aggregator.workers import worker_index, worker_of
 from protocol.topics import Topics
 
 
