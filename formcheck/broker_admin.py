@@ -38,7 +38,7 @@ from protocol.topics import DEFAULT_PREFIX, REGISTRY, Scope, TopicError, level
 
 DEFAULT_SITE: Final = "main"
 
-Role = Literal["node", "aggregator", "staff", "display", "member", "operator"]
+Role = Literal["node", "aggregator", "staff", "display", "member", "operator", "checkin"]
 ROLES: Final[tuple[Role, ...]] = cast(tuple[Role, ...], get_args(Role))
 
 REGISTRY_FILE: Final = "users.yaml"
@@ -68,6 +68,8 @@ MEMBER_PATTERNS: Final[tuple[tuple[str, str], ...]] = (
     ("read", "members/%u/notifications"),
     ("read", "members/%u/reps"),
     ("read", "members/%u/history"),
+    ("write", "members/%u/checkin"),
+    ("read", "members/%u/session"),
 )
 SCREEN_READS: Final[tuple[tuple[str, str], ...]] = (
     ("read", "nodes/+/session"),
@@ -100,6 +102,14 @@ ROLE_TOPICS: Final[dict[Role, tuple[tuple[str, str], ...]]] = {
     # member's retained topics with an empty message. Not the aggregator's account: one connection per
     # account, a second one would take over the running aggregator's session.
     # Every retained member topic of the registry (the last set summary, and any added later).
+    # `formcheck checkin-service`: turns a member's own start / stop (members/{member}/checkin, which only that
+    # member may write) into the station's session; idle stations are checked out (it watches the reps).
+    "checkin": (
+        ("read", "nodes/+/session"),
+        ("read", "nodes/+/reps"),
+        ("read", "members/+/checkin"),
+        ("write", "members/+/session"),
+    ),
     "operator": (
         ("read", "nodes/+/session"),
         *(("write", f"members/+/{spec.kind}") for spec in REGISTRY.values()
@@ -108,6 +118,7 @@ ROLE_TOPICS: Final[dict[Role, tuple[tuple[str, str], ...]]] = {
 }
 PER_NODE_TOPICS: Final[dict[Role, tuple[tuple[str, str], ...]]] = {
     "staff": (("readwrite", "session"),),
+    "checkin": (("readwrite", "session"),),
 }
 """Rights a role has on each registered station's topics, written out per node name."""
 ROLE_TITLES: Final[dict[Role, str]] = {
@@ -116,8 +127,10 @@ ROLE_TITLES: Final[dict[Role, str]] = {
     "staff": "Staff and check-in kiosks: write and read the registered stations' sessions;\n"
              "# read reps, sets and availability.",
     "display": "Wall and station screens: read sessions, reps, sets and availability; write nothing.",
-    "member": "Members: their rights come from the patterns above (their own notifications, reps, history).",
+    "member": "Members: their rights come from the patterns above (their own topics only).",
     "node": "Edge nodes: their rights come from the patterns above.",
+    "checkin": "Self check-in service (`formcheck checkin-service`): members' start / stop requests become\n"
+               "# the registered stations' sessions; reads reps to check idle stations out.",
     "operator": "Operators (`formcheck member erase`): read the stations' sessions (is the member checked\n"
                 "# in?); write members' retained topics (clear an erased member's).",
 }
@@ -183,10 +196,11 @@ def render_acl(users: Mapping[str, str], prefix: str = DEFAULT_PREFIX, site: str
         "# read their own session.",
         *(f"pattern {access} {root}/{topic}" for access, topic in NODE_PATTERNS),
         "",
-        "# Members: read their own notifications, live reps and set history (the member page).",
+        "# Members: read their own notifications, live reps, set history and check-in state; ask for their",
+        "# own check-in (the member page).",
         *(f"pattern {access} {root}/{topic}" for access, topic in MEMBER_PATTERNS),
     ]
-    blocks: tuple[Role, ...] = ("aggregator", "staff", "display", "operator", "member")
+    blocks: tuple[Role, ...] = ("aggregator", "staff", "checkin", "display", "operator", "member")
     for role in blocks:
         names = sorted(name for name, r in accounts.items() if r == role)
         if not names:

@@ -269,6 +269,70 @@ def cmd_checkout(args: argparse.Namespace) -> int:
     return _publish_session(args, b"")
 
 
+def _broker_settings(args: argparse.Namespace, prefix: str | None = None) -> Any:
+    """The broker options of a command (--broker, --username, --password-file, --tls-ca) as a BrokerSection."""
+    from formcheck.broker import BrokerSection
+    from formcheck.settings import ConfigError, load_settings
+
+    host, port = args.broker or ("localhost", None)
+    given: dict[str, Any] = {"host": host, **({"port": port} if port else {}), **({"prefix": prefix} if prefix else {})}
+    if args.username:
+        given["username"] = args.username
+    if args.password_file:
+        given["password_file"] = args.password_file
+    if args.tls_ca:
+        given["tls"] = {"ca_file": args.tls_ca}
+    try:
+        return load_settings(BrokerSection, None, given, None, "FORMCHECK_MQTT__")
+    except ConfigError as exc:
+        raise CliError(str(exc)) from exc
+
+
+def cmd_checkin_service(args: argparse.Namespace) -> int:
+    """Members' own start / stop from the member page become stations' sessions (formcheck.self_checkin)."""
+    import signal
+    import threading
+
+    from formcheck.self_checkin import run
+    from protocol.topics import TopicError, Topics
+
+    cfg = _broker_settings(args, args.prefix)
+    try:
+        topics = Topics(site=args.site, prefix=cfg.prefix)
+    except TopicError as exc:
+        raise CliError(str(exc)) from exc
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        return run(cfg, topics, stop, idle_checkout_s=args.idle_checkout_min * 60)
+    except OSError as exc:  # TLS files
+        raise CliError(f"cannot use the TLS files: {exc.strerror or exc}") from exc
+
+
+def cmd_stations_qr(args: argparse.Namespace) -> int:
+    from formcheck.broker_admin import BrokerAdminError, load_registry
+    from formcheck.stations_qr import QrError, station_url, write_sheet
+    from protocol.topics import TopicError
+
+    stations = list(args.station or [])
+    if args.accounts is not None:
+        try:
+            stations += sorted(n for n, role in load_registry(args.accounts).users.items() if role == "node")
+        except BrokerAdminError as exc:
+            raise CliError(str(exc)) from exc
+    try:
+        urls = [(node, station_url(args.url, args.site, node, args.wss_port)) for node in dict.fromkeys(stations)]
+        written = write_sheet(args.output, urls)
+    except (QrError, TopicError) as exc:
+        raise CliError(str(exc)) from exc
+    for path in written:
+        print(f"wrote {path}")
+    for node, url in urls:
+        print(f"{node}: {url}")
+    return 0
+
+
 def cmd_check_secrets(args: argparse.Namespace) -> int:
     from formcheck.secrets_check import read_secrets, secret_problems
 
@@ -526,6 +590,33 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="default: the node recognises it from the pose within the first rep")
         session.set_defaults(func=func)
 
+    service = sub.add_parser("checkin-service", help="self check-in: members' start / stop from the member page "
+                             "become stations' sessions (broker account of role checkin)")
+    service.add_argument("--site", default="main", help="site id")
+    service.add_argument("--prefix", help="topic prefix (default gym)")
+    service.add_argument("--broker", type=_broker, help="HOST[:PORT] of the MQTT broker (default localhost)")
+    service.add_argument("--username", help="broker account (checkin role; or FORMCHECK_MQTT__USERNAME)")
+    service.add_argument("--password-file", type=Path,
+                         help="file whose first line is the password (or FORMCHECK_MQTT__PASSWORD)")
+    service.add_argument("--tls-ca", type=Path, help="CA certificate of the broker: connect with TLS (port 8883)")
+    service.add_argument("--idle-checkout-min", type=float, default=10.0,
+                         help="check a self check-in out after this many minutes without a rep (default 10)")
+    service.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    service.set_defaults(func=cmd_checkin_service)
+
+    stations = sub.add_parser("stations", help="station tools")
+    stations_sub = stations.add_subparsers(dest="stations_command", required=True, metavar="ACTION")
+    qr = stations_sub.add_parser("qr", help="a printable PNG sheet with one QR code per station: it opens the "
+                                 "member page on that station")
+    qr.add_argument("--url", required=True, help="the member page, e.g. http://broker.gym.lan:8080/")
+    qr.add_argument("--site", default="main", help="site id")
+    qr.add_argument("--station", action="append", help="station id (repeat for several)")
+    qr.add_argument("--accounts", type=Path, metavar="DIR", help="every node account of this broker account "
+                    "directory (users.yaml) gets a code")
+    qr.add_argument("--wss-port", type=int, help="the broker's secure websockets port when it is not 9001")
+    qr.add_argument("--output", "-o", type=Path, default=Path("stations-qr.png"), help="PNG file to write")
+    qr.set_defaults(func=cmd_stations_qr)
+
     broker = sub.add_parser("broker", help="production broker administration")
     broker_sub = broker.add_subparsers(dest="broker_command", required=True, metavar="ACTION")
     users = broker_sub.add_parser("users", help="broker accounts: password file, role registry, generated ACL")
@@ -535,9 +626,10 @@ def build_parser() -> argparse.ArgumentParser:
     users_add = users_sub.add_parser("add", help="create an account (names are unique across roles)")
     users_add.add_argument("name", help="account name; a node's or member's name is its id in topics")
     users_add.add_argument("--role", required=True,
-                           choices=["node", "aggregator", "staff", "display", "member", "operator"],
+                           choices=["node", "aggregator", "staff", "display", "member", "operator", "checkin"],
                            help="display: read-only (wall and station screens); operator: for 'formcheck member "
-                           "erase' (reads check-ins, clears members' notifications)")
+                           "erase' (reads check-ins, clears members' notifications); checkin: for 'formcheck "
+                           "checkin-service' (members' own start / stop)")
     users_add.add_argument("--site", help="the gym's site id, set with the first account (default main); every "
                            "right is under gym/SITE/")
     users_add.add_argument("--dir", required=True, type=Path, help="directory of users.yaml, passwd and acl")

@@ -15,9 +15,11 @@ from aggregator.config import example_yaml as aggregator_example
 from edge_node.config import example_yaml
 from formcheck.paths import REPO_ROOT
 from protocol.messages import (
+    CheckinRequest,
     FrameMessage,
     HistoryEntry,
     MemberHistory,
+    MemberSession,
     NodeStats,
     NodeStatus,
     RepMessage,
@@ -43,7 +45,7 @@ def topics_doc() -> str:
              registry_markdown(), "\n## Payloads (JSON)\n"]
     parts += [_fields_table(m) + "\n"
               for m in (FrameMessage, NodeStatus, NodeStats, SessionMessage, RepMessage, SetMessage, MemberHistory,
-                        HistoryEntry)]
+                        HistoryEntry, CheckinRequest, MemberSession)]
     return "\n".join(parts)
 
 

@@ -212,3 +212,27 @@ class MemberHistory(_Message):
     v: Literal[1] = PROTOCOL_VERSION
     member: Identifier
     sets: list[HistoryEntry] = Field(default_factory=list, description="At most 20 sets, newest first.")
+
+
+class CheckinRequest(_Message):
+    """A member's own check-in or check-out from the member page (``members/{member}/checkin``).
+
+    The member is the topic's member level, which the broker's ACL lets only that member write: a payload names
+    no member, so nobody can check in as someone else. The check-in service (``formcheck checkin-service``) turns
+    an accepted request into the station's retained session.
+    """
+
+    v: Literal[1] = PROTOCOL_VERSION
+    action: Literal["start", "stop"]
+    node: Identifier = Field(description="Station to start or stop at (the QR code's station).")
+    exercise: Exercise | None = Field(None, description="Exercise; absent: recognised from the pose.")
+
+
+class MemberSession(_Message):
+    """Where the member is checked in (retained per member), and why their last request was refused, if it was."""
+
+    v: Literal[1] = PROTOCOL_VERSION
+    node: Identifier | None = Field(None, description="Station the member is checked in at; absent: none.")
+    exercise: Exercise | None = None
+    ts: int | None = Field(None, description="Check-in time, unix ms.")
+    error: str = Field("", description="Why the member's last request was refused, in plain words; '' otherwise.")

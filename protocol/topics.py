@@ -14,8 +14,10 @@ from typing import Final
 from pydantic import BaseModel
 
 from protocol.messages import (
+    CheckinRequest,
     FrameMessage,
     MemberHistory,
+    MemberSession,
     NodeStats,
     NodeStatus,
     RepMessage,
@@ -86,6 +88,10 @@ REGISTRY: Final[dict[str, TopicSpec]] = {
                   "Each rep of the member's current set, live, for the member page."),
         TopicSpec("history", Scope.MEMBER, 1, True, "aggregator", MemberHistory,
                   "The member's last 20 sets, newest first (retained; the member page's history)."),
+        TopicSpec("checkin", Scope.MEMBER, 1, False, "member page", CheckinRequest,
+                  "The member's own start / stop at a station (only that member may write it)."),
+        TopicSpec("session", Scope.MEMBER, 1, True, "check-in service", MemberSession,
+                  "Where the member is checked in, and why their last request was refused (retained)."),
         TopicSpec("status", Scope.SITE, 1, True, "aggregator (+ Last Will)", NodeStatus,
                   "Aggregator availability (node = the aggregator's id)."),
     )

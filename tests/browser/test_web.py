@@ -33,7 +33,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from formcheck.local_services import Influxd, running_influxd
 from formcheck.paths import REPO_ROOT
-from tests.integration.test_broker_security import WEB_DIST, add_accounts, make_ca, make_cert, start
+from tests.integration.test_broker_security import WEB_DIST, add_accounts, connect, make_ca, make_cert, start
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.broker, pytest.mark.data]
 
@@ -45,7 +46,7 @@ CLIP = "videos/squat/squat_side_bodyweight_a.mp4"
 CLIP_REPS = 3
 NODE = "rack-1"
 ACCOUNTS = {"desk": "staff", NODE: "node", "agg": "aggregator", "screen": "display", "watch": "display",
-            "alice": "member", "bob": "member"}
+            "ci": "checkin", "alice": "member", "bob": "member"}
 PHONE = {"width": 390, "height": 844}
 TV = {"width": 1920, "height": 1080}
 
@@ -91,13 +92,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, pose_model: 
         with running_influxd() as influxd:
             agg = subprocess.Popen(cli("aggregator", "--broker", f"127.0.0.1:{server.port}", "--influx", influxd.url),
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+            desk = subprocess.Popen(cli("checkin-service", "--broker", f"127.0.0.1:{server.port}", "--username", "ci",
+                                        "--password-file", str(root / "secrets" / "ci.password")),
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             try:
                 yield Stack(server.extra_ports["web"], server.extra_ports["websockets"], server.port, influxd,
                             passwords, root / "secrets", spki_hash(cert))
             finally:
-                agg.send_signal(signal.SIGTERM)
+                for proc in (agg, desk):
+                    proc.send_signal(signal.SIGTERM)
                 _, err = agg.communicate(timeout=30)
+                _, desk_err = desk.communicate(timeout=10)
             assert agg.returncode == 0 and "Traceback" not in err, err[-3000:]
+            assert desk.returncode == 0 and "Traceback" not in desk_err, desk_err[-3000:]
     finally:
         server.stop()
 
@@ -187,28 +194,46 @@ def test_wrong_password_is_refused(browser: Any, stack: Stack) -> None:
         page.close()
 
 
-def test_member_sees_live_reps_and_grade_station_shows_count_and_offline(
-    browser: Any, stack: Stack, data_dir: Path
+def test_qr_checkin_live_reps_grade_history_station_count_and_offline(
+    browser: Any, stack: Stack, data_dir: Path, tmp_path: Path
 ) -> None:
-    alice = open_page(browser, stack, PHONE)
-    bob = open_page(browser, stack, PHONE)
+    alice = browser.new_page(viewport=PHONE)
+    bob = browser.new_page(viewport=PHONE)
     station = open_page(browser, stack, TV, f"&view=station&station={NODE}")
     watcher, times = watch_reps(stack)
     try:
-        sign_in(alice, "alice", stack.passwords["alice"])
-        sign_in(bob, "bob", stack.passwords["bob"])
         sign_in(station, "screen", stack.passwords["screen"])
-        for page in (alice, bob):
-            page.wait_for_selector("#member:not([hidden])")
         station.wait_for_selector("#station:not([hidden])")
         assert station.text_content("#st-state") == "Waiting for check-in"
         shot(station, "station-waiting-tv.png")
 
-        desk_pw = stack.secrets / "desk.password"
-        subprocess.run(cli("checkin", "--node", NODE, "--member", "alice", "--exercise", "squat", "--broker",
-                           f"127.0.0.1:{stack.mqtt_port}", "--username", "desk", "--password-file", str(desk_pw)),
-                       check=True, capture_output=True, timeout=30)
+        # Self check-in: the station's QR code opens the member page on that station; alice taps Start.
+        sheet = tmp_path / "stations.png"
+        subprocess.run(cli("stations", "qr", "--url", f"http://127.0.0.1:{stack.web_port}/", "--station", NODE,
+                           "--wss-port", str(stack.wss_port), "-o", str(sheet)), check=True, capture_output=True,
+                       timeout=30)
+        import cv2
+
+        url, *_ = cv2.QRCodeDetector().detectAndDecode(cv2.imread(str(sheet)))
+        assert url == f"http://127.0.0.1:{stack.web_port}/?site=main&station={NODE}&wss={stack.wss_port}"
+        alice.goto(url)
+        bob.goto(url)
+        sign_in(alice, "alice", stack.passwords["alice"])
+        sign_in(bob, "bob", stack.passwords["bob"])
+        for page in (alice, bob):
+            page.wait_for_selector("#here:not([hidden])")
+            page.wait_for_function("document.getElementById('here-status').textContent.startsWith('Tap Start')")
+        shot(alice, "checkin-phone.png")
+        alice.select_option("#exercise", "squat")
+        alice.click("#start")
+        alice.wait_for_function(f"document.getElementById('here-status').textContent.startsWith("
+                                f"'You are checked in at {NODE}')")
         station.wait_for_function("document.getElementById('st-state').textContent === 'Training'")
+        assert station.text_content("#st-member") == "alice"
+        assert station.text_content("#st-exercise") == "Squat"
+        # Bob cannot take the station over.
+        bob.click("#start")
+        bob.wait_for_function("document.getElementById('here-error').textContent.includes('in use')")
         assert station.text_content("#st-member") == "alice"
 
         edge_env = {**os.environ, "FORMCHECK_EDGE__MQTT__USERNAME": NODE,
@@ -271,6 +296,25 @@ def test_member_sees_live_reps_and_grade_station_shows_count_and_offline(
 
         for name, page in (("member", alice), ("station", station), ("member B", bob)):
             assert axe_serious(page) == [], name
+
+        # Bob cannot check alice out, nor ask for a check-in as alice (the ACL: only alice writes her requests).
+        bob.close()
+        as_bob = connect(stack.mqtt_port, "bob", stack.passwords["bob"])
+        try:
+            stop = b'{"v":1,"action":"stop","node":"%s"}' % NODE.encode()
+            assert as_bob.publish("gym/main/members/alice/checkin", stop) == "Not authorized"
+            assert as_bob.publish("gym/main/members/bob/checkin", stop) == "Success"
+            as_bob.subscribe("gym/main/members/bob/session")
+            assert wait_until(lambda: any(b"not checked in" in p for p in
+                                          as_bob.received("gym/main/members/bob/session")), 5)
+        finally:
+            as_bob.close()
+        assert station.text_content("#st-member") == "alice"
+        # Alice stops: the station is free again.
+        alice.set_viewport_size(PHONE)
+        alice.click("#stop")
+        alice.wait_for_function("document.getElementById('here-status').textContent.startsWith('Tap Start')")
+        station.wait_for_function("document.getElementById('st-training').hidden")
     finally:
         watcher.loop_stop()
         watcher.disconnect()

@@ -49,6 +49,8 @@ def test_acl_for_every_role() -> None:
         "pattern read gym/main/members/%u/notifications",
         "pattern read gym/main/members/%u/reps",
         "pattern read gym/main/members/%u/history",
+        "pattern write gym/main/members/%u/checkin",
+        "pattern read gym/main/members/%u/session",
         "user agg",
         "topic deny gym/main/nodes/agg/#",
         "topic read gym/main/nodes/+/frames",
@@ -102,7 +104,7 @@ def test_acl_for_every_role() -> None:
 
 def test_acl_without_accounts_still_has_the_patterns() -> None:
     rules = acl_rules(render_acl({}))
-    assert len(rules) == 7
+    assert len(rules) == 9
     assert all(rule.startswith("pattern ") for rule in rules)
 
 

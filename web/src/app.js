@@ -127,9 +127,16 @@ function startMember(c, member) {
   text($("who"), `Signed in as ${member}`).hidden = false;
   const base = `${root}/members/${member}`;
   let currentSet = null;
-  c.subscribe([`${base}/reps`, `${base}/notifications`, `${base}/history`], { qos: 1 });
+  let asked = false; // a start / stop of this page is waiting for its answer
+  const here = stationId ? makeStationCard(c, base, () => { asked = true; }) : null;
+  c.subscribe([`${base}/reps`, `${base}/notifications`, `${base}/history`, `${base}/session`], { qos: 1 });
   c.on("message", (topic, payload) => {
     const msg = parse(payload);
+    if (topic === `${base}/session`) {
+      if (here) here(msg || {}, asked);
+      asked = false;
+      return;
+    }
     if (!msg) return;
     if (topic === `${base}/reps`) {
       if (msg.set_id !== currentSet) {
@@ -151,6 +158,38 @@ function startMember(c, member) {
       renderHistory(msg.sets || []);
     }
   });
+}
+
+// The QR code's station: start and stop there. The check-in service answers on members/{me}/session.
+function makeStationCard(c, base, onAsk) {
+  $("here").hidden = false;
+  text($("here-title"), `Station ${stationId}`);
+  const ask = (action) => {
+    const request = { v: 1, action, node: stationId };
+    if (action === "start" && $("exercise").value) request.exercise = $("exercise").value;
+    text($("here-error"), "");
+    onAsk();
+    c.publish(`${base}/checkin`, JSON.stringify(request), { qos: 1 });
+  };
+  $("start").addEventListener("click", () => ask("start"));
+  $("stop").addEventListener("click", () => ask("stop"));
+  const render = (state, answered) => {
+    const mine = state.node === stationId;
+    if (mine) {
+      text($("here-status"), `You are checked in at ${stationId}`
+        + (state.exercise ? ` (${EXERCISE[state.exercise]}).` : ".") + " Train: your reps appear below.");
+    } else if (state.node) {
+      text($("here-status"), `You are checked in at ${state.node}. Start moves you to ${stationId}.`);
+    } else {
+      text($("here-status"), `Tap Start when you are at ${stationId}.`);
+    }
+    $("start").hidden = mine;
+    $("stop").hidden = !mine;
+    $("exercise").disabled = mine;
+    text($("here-error"), answered && state.error ? state.error : "");
+  };
+  render({}, false); // no retained state: not checked in anywhere
+  return render;
 }
 
 function renderResult(s) {
