@@ -21,7 +21,7 @@ help:
 	@echo "make pi     - only the emulated Raspberry Pi tests (pytest -m pi; part of make test)"
 	@echo "make web    - bundle the member and station pages into web/dist (npm ci from web/package-lock.json)"
 	@echo "make browser - only the browser tests (pytest -m browser; part of make test)"
-	@echo "make lock   - regenerate requirements/edge.txt (hash-locked, Linux x86-64 and aarch64, Python 3.11-3.12)"
+	@echo "make lock   - regenerate the hash-locked requirements/{edge,aggregator,dev}.txt (Linux x86-64 and aarch64, Python 3.11-3.12)"
 
 system-deps:
 	@$(PYTHON) deploy/python_check.py
@@ -55,12 +55,15 @@ web-lint: web
 browser: venv server-deps test-system-deps model web
 	$(PY) -m pytest -m browser -q $(PYTEST_ARGS)
 
-$(STAMPS)/venv: pyproject.toml
+# Everything the test suite needs (base + edge + aggregator + dashboards + dev), hash-checked from the lock, then
+# this project alone, editable, without resolving.
+$(STAMPS)/venv: pyproject.toml requirements/dev.txt
 	@mkdir -p $(STAMPS)
 	@$(PYTHON) deploy/python_check.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements/dev.txt
+	@$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $@
 
 venv: system-deps $(STAMPS)/venv
@@ -87,19 +90,26 @@ pi: venv server-deps test-system-deps model
 
 # An edge node only: the hash-locked runtime set, the project without its dev tools, the pose model.
 # No Debian packages (a node runs no broker or database); Picamera2 users see docs/raspberry-pi.md.
+# As root (sudo make edge-install on a Pi) the pose model goes to /var/lib/formcheck/models, which the systemd
+# unit reads (FORMCHECK_MODELS_DIR); otherwise to the user's cache (formcheck/paths.py).
+EDGE_MODELS_DIR ?= $(if $(filter 0,$(shell id -u)),/var/lib/formcheck/models)
 edge-install:
 	@$(PYTHON) deploy/python_check.py
 	@bash deploy/system-packages.sh base
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	@$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements/edge.txt
 	@$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
-	@$(PY) -m formcheck.cli models build
+	@$(if $(EDGE_MODELS_DIR),FORMCHECK_MODELS_DIR=$(EDGE_MODELS_DIR) )$(PY) -m formcheck.cli models build
 
+# One hash-locked set per deployable (docs/architecture.md, "Install units"). uv keeps the versions already in an
+# output file unless pyproject.toml asks otherwise (UPGRADE=--upgrade to move them all).
+UPGRADE ?=
+LOCK_CMD = $(PY) -m uv pip compile pyproject.toml --universal --generate-hashes --no-annotate $(UPGRADE) \
+	-c requirements/edge-constraints.txt --custom-compile-command "make lock"
 lock: venv
-	$(PY) -m uv pip compile pyproject.toml --universal --generate-hashes --no-annotate \
-		-c requirements/edge-constraints.txt -o requirements/edge.txt --custom-compile-command "make lock"
-	$(PY) -m uv pip compile pyproject.toml --extra notify --universal --generate-hashes --no-annotate \
-		-c requirements/edge-constraints.txt -o requirements/server.txt --custom-compile-command "make lock"
+	$(LOCK_CMD) --extra edge -o requirements/edge.txt
+	$(LOCK_CMD) --extra aggregator -o requirements/aggregator.txt
+	$(LOCK_CMD) --extra edge --extra aggregator --extra dashboards --extra dev -o requirements/dev.txt
 
 demo: venv server-deps model web
 	@$(PY) -m formcheck.cli demo

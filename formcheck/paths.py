@@ -1,15 +1,23 @@
-"""Where formcheck finds its data set, models and caches."""
+"""Where formcheck finds its data set, models and caches.
+
+Nothing here is resolved against the source checkout at run time: the committed classifiers are package data
+(``importlib.resources``), the pose model ``formcheck models build`` makes is written to a writable location named
+by the environment (never into site-packages), and the data set is configured by ``$FORMCHECK_DATA``.
+``REPO_ROOT`` is the source checkout for the development tools only (tests, docs generation, training reports).
+"""
 
 from __future__ import annotations
 
 import os
+from importlib import resources
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-MODELS_DIR = REPO_ROOT / "models"
-ARTIFACTS_DIR = MODELS_DIR / "artifacts"
-POSE_MODEL = MODELS_DIR / "pose_landmarker_full.task"
+"""The source checkout (tests, docs generation, training reports); an installed copy never reads it."""
 DATA_ENV = "FORMCHECK_DATA"
+CACHE_ENV = "FORMCHECK_CACHE"
+MODELS_DIR_ENV = "FORMCHECK_MODELS_DIR"
+POSE_MODEL_NAME = "pose_landmarker_full.task"
 
 
 class DataMissingError(RuntimeError):
@@ -17,7 +25,7 @@ class DataMissingError(RuntimeError):
 
 
 def data_dir() -> Path:
-    """The labelled data set: ``$FORMCHECK_DATA``, else ``../shared/data`` beside the repository."""
+    """The labelled data set: ``$FORMCHECK_DATA``, else ``../shared/data`` beside the checkout."""
     configured = os.environ.get(DATA_ENV)
     return Path(configured).expanduser().resolve() if configured else (REPO_ROOT.parent / "shared" / "data").resolve()
 
@@ -33,11 +41,30 @@ def require_data_dir() -> Path:
 
 
 def cache_dir() -> Path:
-    """Per-user cache for derived data (pose tracks of clips, downloaded wheels)."""
-    base = os.environ.get("FORMCHECK_CACHE") or os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    """Per-user cache for derived data: ``$FORMCHECK_CACHE/formcheck``, else ``$XDG_CACHE_HOME`` or ``~/.cache``."""
+    base = os.environ.get(CACHE_ENV) or os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "formcheck"
 
 
+def models_dir() -> Path:
+    """Where built models live: ``$FORMCHECK_MODELS_DIR``, else ``models`` in the cache.
+
+    The pose model is derived from the installed mediapipe (``formcheck models build``), so a cache suits it;
+    a deployment names a fixed place instead (``/var/lib/formcheck/models`` on a Raspberry Pi,
+    ``/opt/formcheck/models`` in the edge image).
+    """
+    configured = os.environ.get(MODELS_DIR_ENV)
+    return Path(configured).expanduser() if configured else cache_dir() / "models"
+
+
+POSE_MODEL = models_dir() / POSE_MODEL_NAME
+"""The pose model ``formcheck models build`` writes and the edge reads by default (``pose.model`` overrides)."""
+
+MODELS_DIR = Path(str(resources.files("models")))
+"""The ``models`` package: committed classifiers (package data) and, in the checkout, the training reports."""
+ARTIFACTS_DIR = MODELS_DIR / "artifacts"
+
+
 def classifier_model(exercise: str) -> Path:
-    """Committed classifier model for ``exercise``."""
+    """Committed classifier model for ``exercise`` (package data)."""
     return ARTIFACTS_DIR / f"{exercise}_phase_form.tflite"

@@ -61,12 +61,12 @@ def test_bind_mounts_and_build_context_exist() -> None:
             if host.startswith((".", "/")) and "FORMCHECK_DATA" not in volume:
                 assert (REPO_ROOT / host).exists(), f"{name}: {host} does not exist"
         if "build" in service:
-            assert (REPO_ROOT / service["build"] / "Dockerfile").is_file()
+            assert (REPO_ROOT / service["build"]["context"] / "Dockerfile").is_file()
 
 
 def test_dockerfile_copies_existing_paths() -> None:
     for line in (REPO_ROOT / "Dockerfile").read_text().splitlines():
-        if line.startswith("COPY "):
+        if line.startswith("COPY ") and "--from=" not in line:  # --from= copies out of an earlier stage
             for source in line.split()[1:-1]:
                 assert (REPO_ROOT / source).exists(), f"Dockerfile copies missing {source}"
 
@@ -151,11 +151,50 @@ def test_mosquitto_files_the_config_names_are_mounted() -> None:
             )
 
 
-def test_dockerfile_builds_the_pose_model_where_the_installed_package_looks() -> None:
-    # After a non-editable install, formcheck.paths resolves models/ inside site-packages: an explicit
-    # --out elsewhere would leave the edge without its pose model.
-    build = [line for line in (REPO_ROOT / "Dockerfile").read_text().splitlines() if "formcheck models build" in line]
-    assert build and all("--out" not in line for line in build)
+def dockerfile_stages() -> dict[str, str]:
+    """Stage name -> its instructions (from its FROM line to the next)."""
+    stages = {}
+    for block in re.split(r"\n(?=FROM )", (REPO_ROOT / "Dockerfile").read_text()):
+        found = re.match(r"FROM \S+ AS (\S+)", block)
+        if found:
+            stages[found.group(1)] = block
+    return stages
+
+
+# Service -> the Dockerfile target (deployable) it runs: the server side never carries the edge's stack.
+SERVICE_TARGETS = {"preflight": "aggregator", "grafana-kiosk": "aggregator", "aggregator": "aggregator",
+                   "edge-demo": "edge"}
+
+
+def test_each_service_builds_the_image_of_its_deployable() -> None:
+    stages = dockerfile_stages()
+    assert {"aggregator", "edge"} <= set(stages)
+    assert list(stages)[-1] == "aggregator", "a plain `docker build .` gives the aggregator image"
+    built = {name: service for name, service in compose()["services"].items() if "build" in service}
+    assert set(built) == set(SERVICE_TARGETS)
+    images: dict[str, str] = {}
+    for name, service in built.items():
+        assert service["build"] == {"context": ".", "target": SERVICE_TARGETS[name]}, name
+        # One image name per target: two targets under one tag would overwrite each other.
+        assert images.setdefault(SERVICE_TARGETS[name], service["image"]) == service["image"], name
+    assert len(set(images.values())) == len(images)
+
+
+def test_the_edge_image_builds_the_pose_model_outside_site_packages_and_the_cache() -> None:
+    """The model is built at image build time where FORMCHECK_MODELS_DIR points, not into the installed package.
+
+    Not under the cache either: compose mounts a tmpfs on the cache directory, which would hide it.
+    """
+    edge = dockerfile_stages()["edge"]
+    models_dir = re.search(r"ENV FORMCHECK_MODELS_DIR=(\S+)", edge)
+    assert models_dir, "the edge image names where its pose model lives"
+    assert edge.index("FORMCHECK_MODELS_DIR=") < edge.index("formcheck models build")
+    assert "--out" not in edge and "site-packages" not in models_dir.group(1)
+    cache = re.search(r"FORMCHECK_CACHE=(\S+)", (REPO_ROOT / "Dockerfile").read_text())
+    assert cache and not models_dir.group(1).startswith(cache.group(1))
+    tmpfs = [mount.split(":")[0] for mount in compose()["services"]["edge-demo"]["tmpfs"]]
+    assert not any(models_dir.group(1).startswith(path) for path in tmpfs), tmpfs
+    assert "formcheck models build" not in dockerfile_stages()["aggregator"]
 
 
 SERVERS = {"mosquitto", "influxdb", "mosquitto-clients"}
@@ -283,6 +322,9 @@ def test_compose_accepts_the_file_and_renders_no_secret(tmp_path: Path) -> None:
     rendered = yaml.safe_load(result.stdout)
     assert set(rendered["services"]) == set(compose()["services"])
     assert rendered["services"]["aggregator"]["read_only"] is True
+    for name, target in SERVICE_TARGETS.items():  # compose 1.29 understands the build targets as written
+        assert rendered["services"][name]["build"]["target"] == target, name
+        assert Path(rendered["services"][name]["build"]["context"]) == REPO_ROOT, name
     for name, service in rendered["services"].items():
         secret_vars = [key for key in service.get("environment", {}) if SECRET_NAME.search(key)]
         assert all(key.endswith("_FILE") for key in secret_vars), (name, secret_vars)
@@ -319,7 +361,7 @@ def test_third_party_images_name_an_exact_release() -> None:
     """No floating tags (`2.0`, `latest`): an `up` months later runs the release that was tested and reviewed."""
     for name, service in compose()["services"].items():
         image = service["image"]
-        if image != "formcheck:latest":  # built from this repository by the same `up`
+        if "build" not in service:  # else built from this repository by the same `up`
             assert re.fullmatch(r"[a-z0-9./-]+:[0-9]+\.[0-9]+\.[0-9]+(@sha256:[0-9a-f]{64})?", image), (name, image)
 
 
@@ -447,28 +489,40 @@ def test_the_edge_unit_is_sandboxed() -> None:
     assert "MQTT__PASSWORD=" not in text.replace("PASSWORD_FILE=", "")
 
 
-@pytest.mark.security
-def test_the_image_installs_python_packages_from_the_hash_lock() -> None:
-    """Item 11: every third-party package of the image comes hash-checked from requirements/server.txt."""
-    import tomllib
-
-    docker = (REPO_ROOT / "Dockerfile").read_text()
-    assert "pip install --require-hashes -r requirements/server.txt" in docker
-    installs = [line for line in docker.splitlines() if "pip install" in line]
-    assert all("--require-hashes" in line or "--no-deps" in line for line in installs), installs
-    lock = (REPO_ROOT / "requirements/server.txt").read_text()
+def _pinned(lock_name: str) -> dict[str, str]:
+    lock = (REPO_ROOT / "requirements" / lock_name).read_text()
     blocks = re.split(r"\n(?=[A-Za-z0-9])", lock.split("\n", 2)[2])  # one requirement with its hashes each
     pinned = {}
     for block in blocks:
         found = re.match(r"([A-Za-z0-9_.\-]+)==([^ ;\\\n]+)", block)
         assert found and re.search(r"--hash=sha256:[0-9a-f]{64}", block), block[:200]
         pinned[found.group(1).lower().replace("_", "-")] = found.group(2)
+    return pinned
+
+
+@pytest.mark.security
+@pytest.mark.parametrize(("target", "extra"), [("aggregator", "aggregator"), ("edge", "edge")])
+def test_the_image_installs_python_packages_from_the_hash_lock(target: str, extra: str) -> None:
+    """Item 11: every third-party package of an image comes hash-checked from its deployable's lock."""
+    import tomllib
+
+    stage = dockerfile_stages()[target]
+    lock_name = f"{target}.txt"
+    assert f"pip install --require-hashes -r requirements/{lock_name}" in stage
+    installs = [line for line in (REPO_ROOT / "Dockerfile").read_text().splitlines() if "pip install" in line]
+    assert all("--require-hashes" in line or "--no-deps" in line for line in installs), installs
+    assert re.findall(r"requirements/\w+\.txt", stage) == [f"requirements/{lock_name}"] * 3, "COPY and install"
+    pinned = _pinned(lock_name)
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
-    for requirement in project["dependencies"] + project["optional-dependencies"]["notify"]:
+    for requirement in project["dependencies"] + project["optional-dependencies"][extra]:
         name = re.split(r"[<>=!~; \[]", requirement, maxsplit=1)[0].lower().replace("_", "-")
-        assert name in pinned, f"{name} is not in requirements/server.txt: make lock"
+        assert name in pinned, f"{name} is not in requirements/{lock_name}: make lock"
         if "==" in requirement:
             assert pinned[name] == requirement.split("==", 1)[1].split(";")[0].strip(), f"{name}: make lock"
+    if target == "aggregator":
+        heavy = {"mediapipe", "opencv-contrib-python", "opencv-python", "ai-edge-litert", "tensorflow", "numpy"}
+        assert not heavy & set(pinned), "the aggregator image would carry the edge's stack"
+        assert "apt-get" not in stage, "the aggregator needs no system libraries beyond the Python image"
 
 
 @pytest.mark.security
