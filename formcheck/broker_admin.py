@@ -70,8 +70,10 @@ MEMBER_PATTERNS: Final[tuple[tuple[str, str], ...]] = (
     ("read", "members/%u/history"),
     ("write", "members/%u/checkin"),
     ("read", "members/%u/session"),
+    ("readwrite", "members/%u/profile"),
 )
 SCREEN_READS: Final[tuple[tuple[str, str], ...]] = (
+    ("read", "members/+/profile"),
     ("read", "nodes/+/session"),
     ("read", "nodes/+/reps"),
     ("read", "nodes/+/sets"),
@@ -96,7 +98,7 @@ ROLE_TOPICS: Final[dict[Role, tuple[tuple[str, str], ...]]] = {
     ),
     # Staff read what a screen shows and write the registered stations' sessions (lines per node, see
     # render_acl): a retained session per station, never one under an invented station name.
-    "staff": SCREEN_READS,
+    "staff": (*SCREEN_READS, ("write", "members/+/profile")),
     "display": SCREEN_READS,
     # `formcheck member erase`: refuse while the member is checked in (reads the retained sessions), then clear the
     # member's retained topics with an empty message. Not the aggregator's account: one connection per
@@ -125,8 +127,9 @@ ROLE_TITLES: Final[dict[Role, str]] = {
     "aggregator": "Aggregators: read every station's frames, status, stats and session;\n"
                   "# write reps, sets, member notifications, live reps and history, and their own availability.",
     "staff": "Staff and check-in kiosks: write and read the registered stations' sessions;\n"
-             "# read reps, sets and availability.",
-    "display": "Wall and station screens: read sessions, reps, sets and availability; write nothing.",
+             "# read reps, sets, availability and display names; set display names.",
+    "display": "Wall and station screens: read sessions, reps, sets, availability and display names; write\n"
+               "# nothing.",
     "member": "Members: their rights come from the patterns above (their own topics only).",
     "node": "Edge nodes: their rights come from the patterns above.",
     "checkin": "Self check-in service (`formcheck checkin-service`): members' start / stop requests become\n"

@@ -178,8 +178,9 @@ def cmd_aggregator(args: argparse.Namespace) -> int:
 _BROKER_WAIT_S = 5.0
 
 
-def _publish_session(args: argparse.Namespace, payload: bytes) -> int:
-    """Publish a check-in or check-out and return only once the broker has acknowledged it."""
+def _publish_session(args: argparse.Namespace, payload: bytes, member: str | None = None) -> int:
+    """Publish a check-in or check-out (or, with ``member``, that member's profile) and return only once the
+    broker has acknowledged it."""
     import ssl
     import threading
 
@@ -200,8 +201,9 @@ def _publish_session(args: argparse.Namespace, payload: bytes) -> int:
         given["tls"] = {"ca_file": args.tls_ca}
     try:
         cfg = load_settings(BrokerSection, None, given, None, "FORMCHECK_MQTT__")
-        topic = Topics(site=args.site, prefix=cfg.prefix).node(args.node, "session")
-        client = make_client(cfg, f"formcheck-session-{args.node}")
+        topics = Topics(site=args.site, prefix=cfg.prefix)
+        topic = topics.member(member, "profile") if member else topics.node(args.node, "session")
+        client = make_client(cfg, f"formcheck-session-{member or args.node}")
     except (ConfigError, TopicError) as exc:
         raise CliError(str(exc)) from exc
     except OSError as exc:  # TLS files
@@ -242,8 +244,9 @@ def _publish_session(args: argparse.Namespace, payload: bytes) -> int:
             raise CliError(f"broker {cfg.host}:{cfg.port} did not acknowledge the session message within "
                            f"{_BROKER_WAIT_S:g} s: nothing was delivered")
         if puback[info.mid].is_failure:
-            raise CliError(f"broker refused the session message on {topic}: {puback[info.mid]} "
-                           f"(account {cfg.username!r} may not write station sessions)")
+            raise CliError(f"broker refused the {'profile' if member else 'session'} message on {topic}: "
+                           f"{puback[info.mid]} (account {cfg.username!r} may not write "
+                           f"{'member profiles' if member else 'station sessions'})")
     finally:
         client.disconnect()
         client.loop_stop()
@@ -267,6 +270,22 @@ def cmd_checkin(args: argparse.Namespace) -> int:
 
 def cmd_checkout(args: argparse.Namespace) -> int:
     return _publish_session(args, b"")
+
+
+def cmd_member_name(args: argparse.Namespace) -> int:
+    """Set the name a member appears by on station screens (staff; the member can change it on their page)."""
+    from pydantic import ValidationError
+
+    from protocol.messages import MemberProfile
+    from protocol.topics import TopicError, level
+
+    try:
+        level(args.member, "member id")
+        profile = MemberProfile(display_name=args.name.strip())
+    except (TopicError, ValidationError) as exc:
+        raise CliError(f"invalid member or name: use 1-40 printable characters for the name ({exc.__class__.__name__})"
+                       ) from exc
+    return _publish_session(args, profile.to_json(), member=args.member)
 
 
 def _broker_settings(args: argparse.Namespace, prefix: str | None = None) -> Any:
@@ -650,6 +669,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     member = sub.add_parser("member", help="a member's personal data")
     member_sub = member.add_subparsers(dest="member_command", required=True, metavar="ACTION")
+    naming = member_sub.add_parser("name", help="set the name a member appears by on station screens (staff account)")
+    naming.add_argument("member", help="member id (the member's account name)")
+    naming.add_argument("name", help="display name, 1-40 characters")
+    naming.add_argument("--site", default="main", help="site id")
+    naming.add_argument("--broker", type=_broker, help="HOST[:PORT] of the MQTT broker (default localhost)")
+    naming.add_argument("--username", help="broker account (staff role; or FORMCHECK_MQTT__USERNAME)")
+    naming.add_argument("--password-file", type=Path,
+                        help="file whose first line is the password (or FORMCHECK_MQTT__PASSWORD)")
+    naming.add_argument("--tls-ca", type=Path, help="CA certificate of the broker: connect with TLS (port 8883)")
+    naming.set_defaults(func=cmd_member_name)
     erase = member_sub.add_parser(
         "erase", help="remove a member's reps, sets, check-ins and checkpoints from InfluxDB, clear their retained "
         "notification and remove their broker account (refused while they are checked in)")

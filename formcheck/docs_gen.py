@@ -19,6 +19,7 @@ from protocol.messages import (
     FrameMessage,
     HistoryEntry,
     MemberHistory,
+    MemberProfile,
     MemberSession,
     NodeStats,
     NodeStatus,
@@ -45,7 +46,7 @@ def topics_doc() -> str:
              registry_markdown(), "\n## Payloads (JSON)\n"]
     parts += [_fields_table(m) + "\n"
               for m in (FrameMessage, NodeStatus, NodeStats, SessionMessage, RepMessage, SetMessage, MemberHistory,
-                        HistoryEntry, CheckinRequest, MemberSession)]
+                        HistoryEntry, CheckinRequest, MemberSession, MemberProfile)]
     return "\n".join(parts)
 
 

@@ -236,3 +236,11 @@ class MemberSession(_Message):
     exercise: Exercise | None = None
     ts: int | None = Field(None, description="Check-in time, unix ms.")
     error: str = Field("", description="Why the member's last request was refused, in plain words; '' otherwise.")
+
+
+class MemberProfile(_Message):
+    """How the member appears on station screens (retained per member; storage keeps the pseudonymous id)."""
+
+    v: Literal[1] = PROTOCOL_VERSION
+    display_name: str = Field(min_length=1, max_length=40, pattern=r"^[^\x00-\x1f\x7f]+$",
+                              description="Name shown on station screens; set by staff, changeable by the member.")

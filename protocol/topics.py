@@ -17,6 +17,7 @@ from protocol.messages import (
     CheckinRequest,
     FrameMessage,
     MemberHistory,
+    MemberProfile,
     MemberSession,
     NodeStats,
     NodeStatus,
@@ -92,6 +93,8 @@ REGISTRY: Final[dict[str, TopicSpec]] = {
                   "The member's own start / stop at a station (only that member may write it)."),
         TopicSpec("session", Scope.MEMBER, 1, True, "check-in service", MemberSession,
                   "Where the member is checked in, and why their last request was refused (retained)."),
+        TopicSpec("profile", Scope.MEMBER, 1, True, "member page / staff (formcheck member name)", MemberProfile,
+                  "The member's display name for station screens (retained)."),
         TopicSpec("status", Scope.SITE, 1, True, "aggregator (+ Last Will)", NodeStatus,
                   "Aggregator availability (node = the aggregator's id)."),
     )

@@ -223,18 +223,26 @@ def test_qr_checkin_live_reps_grade_history_station_count_and_offline(
         for page in (alice, bob):
             page.wait_for_selector("#here:not([hidden])")
             page.wait_for_function("document.getElementById('here-status').textContent.startsWith('Tap Start')")
+        # Display names: staff set one (formcheck member name), the member changes it on the page.
+        subprocess.run(cli("member", "name", "alice", "Ali", "--broker", f"127.0.0.1:{stack.mqtt_port}", "--username",
+                           "desk", "--password-file", str(stack.secrets / "desk.password")),
+                       check=True, capture_output=True, timeout=30)
+        alice.wait_for_function("document.getElementById('display-name').value === 'Ali'")
         shot(alice, "checkin-phone.png")
         alice.select_option("#exercise", "squat")
         alice.click("#start")
         alice.wait_for_function(f"document.getElementById('here-status').textContent.startsWith("
                                 f"'You are checked in at {NODE}')")
         station.wait_for_function("document.getElementById('st-state').textContent === 'Training'")
-        assert station.text_content("#st-member") == "alice"
+        station.wait_for_function("document.getElementById('st-member').textContent === 'Ali'")
         assert station.text_content("#st-exercise") == "Squat"
+        alice.fill("#display-name", "Alice A.")
+        alice.click("#name-save")
+        station.wait_for_function("document.getElementById('st-member').textContent === 'Alice A.'")
         # Bob cannot take the station over.
         bob.click("#start")
         bob.wait_for_function("document.getElementById('here-error').textContent.includes('in use')")
-        assert station.text_content("#st-member") == "alice"
+        assert station.text_content("#st-member") == "Alice A."
 
         edge_env = {**os.environ, "FORMCHECK_EDGE__MQTT__USERNAME": NODE,
                     "FORMCHECK_EDGE__MQTT__PASSWORD": stack.passwords[NODE]}
@@ -309,7 +317,7 @@ def test_qr_checkin_live_reps_grade_history_station_count_and_offline(
                                           as_bob.received("gym/main/members/bob/session")), 5)
         finally:
             as_bob.close()
-        assert station.text_content("#st-member") == "alice"
+        assert station.text_content("#st-member") == "Alice A."
         # Alice stops: the station is free again.
         alice.set_viewport_size(PHONE)
         alice.click("#stop")

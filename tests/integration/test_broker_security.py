@@ -405,6 +405,31 @@ def test_member_reads_only_their_own_notifications(broker: Broker, clients: list
     assert late.received(T.member_notifications("alice")) == [b"alice's set"]
 
 
+@pytest.mark.security
+def test_member_page_topics_are_each_members_own(broker: Broker, clients: list[Conn]) -> None:
+    """Issue 15: live reps, history, check-in state and display name are readable by their member only (and the
+    screens' accounts for the name); a member writes only her own check-in requests and display name."""
+    agg = login(broker, "agg")
+    alice = login(broker, "alice")
+    bob = login(broker, "bob")
+    wall = login(broker, "wall")
+    clients += [agg, alice, bob, wall]
+    kinds = ("reps", "history", "session", "profile")
+    bob.subscribe(*(T.member("alice", k) for k in kinds), *(T.member("bob", k) for k in kinds))
+    wall.subscribe(T.member("alice", "profile"))
+    assert agg.publish(T.member("alice", "reps"), b"alice's rep") == "Success"
+    assert agg.publish(T.member("alice", "history"), b"alice's history", retain=True) == "Success"
+    assert alice.publish(T.member("alice", "profile"), b'{"v":1,"display_name":"A"}', retain=True) == "Success"
+    assert alice.publish(T.member("bob", "profile"), b'{"v":1,"display_name":"x"}', retain=True) == "Not authorized"
+    assert alice.publish(T.member("bob", "checkin"), b"{}") == "Not authorized"
+    assert alice.publish(T.member("alice", "session"), b"{}") == "Not authorized"  # only the check-in service
+    assert wall.wait_for(T.member("alice", "profile"), b'{"v":1,"display_name":"A"}')
+    assert agg.publish(T.member("bob", "history"), b"barrier-bob", retain=True) == "Success"
+    assert bob.wait_for(T.member("bob", "history"), b"barrier-bob")
+    assert [t for t, _, _ in bob.messages if "/alice/" in t] == []
+    assert wall.publish(T.member("alice", "profile"), b"{}") == "Not authorized"  # screens write nothing
+
+
 def test_sessions_are_written_by_staff_not_by_another_node(broker: Broker, clients: list[Conn]) -> None:
     node_a = login(broker, "st-a")
     node_b = login(broker, "st-b")

@@ -51,6 +51,7 @@ def test_acl_for_every_role() -> None:
         "pattern read gym/main/members/%u/history",
         "pattern write gym/main/members/%u/checkin",
         "pattern read gym/main/members/%u/session",
+        "pattern readwrite gym/main/members/%u/profile",
         "user agg",
         "topic deny gym/main/nodes/agg/#",
         "topic read gym/main/nodes/+/frames",
@@ -65,15 +66,18 @@ def test_acl_for_every_role() -> None:
         "topic readwrite gym/main/aggregator/status",
         "user desk",
         "topic deny gym/main/nodes/desk/#",
+        "topic read gym/main/members/+/profile",
         "topic read gym/main/nodes/+/session",
         "topic read gym/main/nodes/+/reps",
         "topic read gym/main/nodes/+/sets",
         "topic read gym/main/nodes/+/status",
         "topic read gym/main/aggregator/status",
+        "topic write gym/main/members/+/profile",
         "topic readwrite gym/main/nodes/st-1/session",
         "topic readwrite gym/main/nodes/st-2/session",
         "user wall",
         "topic deny gym/main/nodes/wall/#",
+        "topic read gym/main/members/+/profile",
         "topic read gym/main/nodes/+/session",
         "topic read gym/main/nodes/+/reps",
         "topic read gym/main/nodes/+/sets",
@@ -104,7 +108,7 @@ def test_acl_for_every_role() -> None:
 
 def test_acl_without_accounts_still_has_the_patterns() -> None:
     rules = acl_rules(render_acl({}))
-    assert len(rules) == 9
+    assert len(rules) == 10
     assert all(rule.startswith("pattern ") for rule in rules)
 
 

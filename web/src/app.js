@@ -129,9 +129,28 @@ function startMember(c, member) {
   let currentSet = null;
   let asked = false; // a start / stop of this page is waiting for its answer
   const here = stationId ? makeStationCard(c, base, () => { asked = true; }) : null;
-  c.subscribe([`${base}/reps`, `${base}/notifications`, `${base}/history`, `${base}/session`], { qos: 1 });
+  c.subscribe([`${base}/reps`, `${base}/notifications`, `${base}/history`, `${base}/session`, `${base}/profile`],
+    { qos: 1 });
+  $("name-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const name = $("display-name").value.trim();
+    if (!name) {
+      text($("name-status"), "Enter a name of 1 to 40 characters.");
+      return;
+    }
+    c.publish(`${base}/profile`, JSON.stringify({ v: 1, display_name: name }), { qos: 1, retain: true }, (err) => {
+      text($("name-status"), err ? "Not saved: try again." : `Saved: station screens show you as ${name}.`);
+    });
+  });
   c.on("message", (topic, payload) => {
     const msg = parse(payload);
+    if (topic === `${base}/profile`) {
+      if (msg && msg.display_name) {
+        $("display-name").value = msg.display_name;
+        text($("who"), `Signed in as ${msg.display_name}`);
+      }
+      return;
+    }
     if (topic === `${base}/session`) {
       if (here) here(msg || {}, asked);
       asked = false;
@@ -240,7 +259,8 @@ function startStation(c) {
   $("station").hidden = false;
   text($("title"), `formcheck · ${stationId}`);
   const base = `${root}/nodes/${stationId}`;
-  const st = { online: null, session: null, setId: null, count: 0 };
+  const st = { online: null, session: null, setId: null, count: 0, names: {}, profileTopic: null };
+  const profileOf = (member) => `${root}/members/${member}/profile`;
   const render = () => {
     const stateEl = $("st-state");
     stateEl.classList.toggle("offline", st.online === false);
@@ -249,20 +269,31 @@ function startStation(c) {
     else text(stateEl, "Training");
     $("st-training").hidden = !st.session || st.online === false;
     if (st.session) {
-      text($("st-member"), st.session.display_name || st.session.member);
+      text($("st-member"), st.names[st.session.member] || st.session.member);
       text($("st-exercise"), EXERCISE[st.session.exercise] || "exercise recognised from the first rep");
     }
     text($("st-count"), String(st.count));
   };
   c.subscribe([`${base}/status`, `${base}/session`, `${base}/reps`, `${base}/sets`], { qos: 1 });
   c.on("message", (topic, payload) => {
-    const kind = topic.slice(base.length + 1);
     const msg = parse(payload);
+    if (topic === st.profileTopic) {
+      if (st.session) st.names[st.session.member] = msg && msg.display_name;
+      render();
+      return;
+    }
+    const kind = topic.slice(base.length + 1);
     if (kind === "status") {
       st.online = !!msg && msg.state === "online" && msg.source_ok !== false;
     } else if (kind === "session") {
       const changed = !msg || !st.session || msg.member !== st.session.member;
       st.session = msg;
+      const wanted = msg ? profileOf(msg.member) : null;
+      if (wanted !== st.profileTopic) {
+        if (st.profileTopic) c.unsubscribe(st.profileTopic);
+        st.profileTopic = wanted;
+        if (wanted) c.subscribe(wanted, { qos: 1 });
+      }
       if (changed) {
         st.count = 0;
         st.setId = null;
