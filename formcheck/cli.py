@@ -136,7 +136,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from aggregator.analyze import run_analyze
+    from edge_node.analyze import run_analyze
     from edge_node.capture import SourceError
     from edge_node.classifier import ModelLoadError
     from edge_node.pose import PoseModelError

@@ -8,8 +8,8 @@ by the environment (never into site-packages), and the data set is configured by
 
 from __future__ import annotations
 
+import importlib.util
 import os
-from importlib import resources
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -60,7 +60,16 @@ def models_dir() -> Path:
 POSE_MODEL = models_dir() / POSE_MODEL_NAME
 """The pose model ``formcheck models build`` writes and the edge reads by default (``pose.model`` overrides)."""
 
-MODELS_DIR = Path(str(resources.files("models")))
+
+def _package_dir(name: str) -> Path:
+    """Where the import system finds package ``name`` (found, not imported: the aggregator never loads ``models``)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"package {name!r} is not installed")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+MODELS_DIR = _package_dir("models")
 """The ``models`` package: committed classifiers (package data) and, in the checkout, the training reports."""
 ARTIFACTS_DIR = MODELS_DIR / "artifacts"
 

@@ -1,6 +1,6 @@
 """Faults judged per rep against the data set's per-rep form labels, on reps counted held out.
 
-Each clip's reps are counted and graded by the live station logic (:func:`aggregator.analyze.analyze_frames`)
+Each clip's reps are counted and graded by the live station logic (:func:`edge_node.analyze.analyze_frames`)
 with the rep settings chosen without the clip's source (:mod:`models.training.rep_selection`). A counted rep is
 matched to the labelled rep whose bottom frame lies inside it; its label (``form`` column of ground_truth.csv,
 one per complete rep) says which faults it has. The fault rules and grading thresholds are fixed coaching
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from aggregator.analyze import analyze_frames
+from edge_node.analyze import analyze_frames
 from models.training.rep_selection import HeldOut, config_for
 from protocol.messages import Exercise, Fault
 

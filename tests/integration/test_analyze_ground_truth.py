@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.analyze import analyze_frames
+from edge_node.analyze import analyze_frames
 from formcheck.paths import DataMissingError, require_data_dir
 from models.training.frame_cache import edge_frames
 from tests.analyze_floors import BOTTOM_TOLERANCE_FRAMES, REGRESSION_CLIPS

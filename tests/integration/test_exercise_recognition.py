@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from paho.mqtt import publish
 
-from aggregator.analyze import analyze_frames, analyze_video
+from edge_node.analyze import analyze_frames, analyze_video
 from formcheck.local_services import Mosquitto
 from models.training.frame_cache import edge_frames
 from tests.integration.mqtt_helpers import Recorder

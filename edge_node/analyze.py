@@ -2,7 +2,10 @@
 
 It is how a gym checks a camera placement before going live, and it runs the
 same code as the live system: :func:`edge_node.offline.classify_video` then
-:class:`aggregator.station.Station`.
+:class:`aggregator.station.Station`. It lives with the edge because it needs the
+edge's install (MediaPipe, OpenCV, LiteRT) and runs where that is: on a station's
+Raspberry Pi or a laptop, never in the aggregator's image; the aggregator's
+station logic it borrows is pure Python (docs/architecture.md).
 """
 
 from __future__ import annotations

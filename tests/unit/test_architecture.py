@@ -1,0 +1,198 @@
+"""The import graph, read from the source with ``ast``: imports only run downward (docs/architecture.md).
+
+Every import counts, the lazy ones inside functions included: a lazy import still makes a package depend on
+another, it only defers the cost.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from formcheck.paths import REPO_ROOT
+
+PACKAGES = ("protocol", "formcheck", "aggregator", "edge_node", "dashboards", "models", "bench")
+
+# formcheck/ holds two layers: the shared runtime every deployable imports, and the application shell (the
+# command, the demo, local services, admin tools) that imports every side. A formcheck module not listed here is
+# shell.
+RUNTIME = {"formcheck", "formcheck.paths", "formcheck.settings", "formcheck.broker", "formcheck.queues",
+           "formcheck.ratelog", "formcheck.paho_internals", "formcheck.mqtt_wire", "formcheck.native_log"}
+
+# Component -> the components it may import. Lower layers first; the table itself is a DAG (checked below).
+ALLOWED: dict[str, set[str]] = {
+    "protocol": set(),
+    "runtime": {"protocol"},
+    "aggregator": {"protocol", "runtime"},
+    "edge_node": {"protocol", "runtime", "aggregator"},
+    "dashboards": {"protocol", "runtime"},
+    "models": {"protocol", "runtime", "aggregator", "edge_node"},
+    "shell": {"protocol", "runtime", "aggregator", "edge_node", "dashboards", "models"},
+    "bench": {"protocol", "runtime", "aggregator", "edge_node", "dashboards", "models", "shell"},
+}
+
+# Third-party imports each component may make; the base dependencies of pyproject.toml are what protocol, the
+# runtime and the aggregator import (apprise is imported by name through importlib, so it is not seen here).
+BASE = {"paho", "pydantic", "pydantic_core", "yaml"}
+THIRD_PARTY = {
+    "protocol": {"pydantic", "pydantic_core"},
+    "runtime": BASE,
+    "aggregator": BASE,
+    # the edge extra; tflite_runtime is the fallback interpreter, picamera2 comes from Raspberry Pi OS
+    "edge_node": BASE | {"numpy", "cv2", "mediapipe", "ai_edge_litert", "tflite_runtime", "picamera2"},
+    "dashboards": BASE | {"grafana_foundation_sdk"},
+}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO_ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def component(module: str) -> str:
+    top = module.split(".", maxsplit=1)[0]
+    if top == "formcheck":
+        return "runtime" if module in RUNTIME else "shell"
+    return top
+
+
+def imports(path: Path) -> set[str]:
+    """Absolute module names ``path`` imports (relative imports resolved against its package)."""
+    found: set[str] = set()
+    package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                module = f"{base}.{node.module}" if node.module else base
+            else:
+                module = node.module or ""
+            found.add(module)
+            # `from formcheck import local_services` imports that module, not only the package
+            found.update(f"{module}.{alias.name}" for alias in node.names
+                         if _is_module(f"{module}.{alias.name}"))
+    return found
+
+
+def _is_module(name: str) -> bool:
+    path = REPO_ROOT.joinpath(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def source_files() -> list[Path]:
+    return sorted(p for package in PACKAGES for p in (REPO_ROOT / package).rglob("*.py"))
+
+
+def graph() -> dict[tuple[str, str], list[str]]:
+    """(importing component, imported component) -> the ``module imports module`` lines behind the arrow."""
+    edges: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for path in source_files():
+        source = module_name(path)
+        for name in imports(path):
+            if name.split(".")[0] in PACKAGES:
+                a, b = component(source), component(name)
+                if a != b:
+                    edges[(a, b)].append(f"{source} imports {name}")
+    return edges
+
+
+def third_party(comp: str) -> dict[str, list[str]]:
+    std = set(sys.stdlib_module_names) | {"__future__"}
+    found: dict[str, list[str]] = defaultdict(list)
+    for path in source_files():
+        if component(module_name(path)) == comp:
+            for name in imports(path):
+                top = name.split(".")[0]
+                if top not in std and top not in PACKAGES:
+                    found[top].append(module_name(path))
+    return found
+
+
+def cycles(edges: set[tuple[str, str]]) -> list[list[str]]:
+    """Every elementary cycle's node list found by a depth-first search (empty when the graph is a DAG)."""
+    out: dict[str, set[str]] = defaultdict(set)
+    for a, b in edges:
+        out[a].add(b)
+    found: list[list[str]] = []
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(out[node]):
+            if state.get(nxt) == 1:
+                found.append([*stack[stack.index(nxt):], nxt])
+            elif nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(out):
+        if node not in state:
+            visit(node)
+    return found
+
+
+def test_the_allowed_layers_form_no_cycle() -> None:
+    assert cycles({(a, b) for a, targets in ALLOWED.items() for b in targets}) == []
+
+
+def test_imports_only_run_downward() -> None:
+    wrong = [line for (a, b), lines in graph().items() if b not in ALLOWED[a] for line in lines]
+    assert not wrong, "imports running up or across the layers (docs/architecture.md):\n" + "\n".join(sorted(wrong))
+
+
+def test_no_cycle_between_the_packages() -> None:
+    """Components: protocol, aggregator, edge_node, dashboards, models, bench, and formcheck's two layers."""
+    assert cycles(set(graph())) == []
+
+
+def test_the_aggregator_imports_nothing_of_the_edge_or_the_models() -> None:
+    crossing = [line for (a, b), lines in graph().items() if a == "aggregator" and b in {"edge_node", "models"}
+                for line in lines]
+    assert not crossing, crossing
+
+
+def test_protocol_imports_nothing_of_ours_but_itself() -> None:
+    ours = [line for (a, _), lines in graph().items() if a == "protocol" for line in lines]
+    assert not ours, ours
+
+
+def test_the_base_dependencies_are_what_protocol_runtime_and_aggregator_import() -> None:
+    for comp, allowed in THIRD_PARTY.items():
+        extra = {name: users for name, users in third_party(comp).items() if name not in allowed}
+        assert not extra, f"{comp} imports third-party packages outside its install unit: {extra}"
+
+
+def test_every_formcheck_module_is_placed() -> None:
+    """A new module in formcheck/ is shell unless listed in RUNTIME; the lower layers may not import it then."""
+    modules = {module_name(p) for p in (REPO_ROOT / "formcheck").glob("*.py")}
+    assert modules >= RUNTIME, RUNTIME - modules
+
+
+def test_the_aggregator_process_loads_no_edge_code() -> None:
+    """What `formcheck aggregator` imports before it runs: no edge, model or dashboard code, no numpy."""
+    code = (
+        "import sys\n"
+        "import formcheck.cli as cli\n"
+        "import aggregator.config, aggregator.service, aggregator.core, aggregator.workers, aggregator.influx\n"
+        "import aggregator.notifier, aggregator.station, aggregator.points\n"
+        "cli.build_parser()\n"
+        "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO_ROOT,
+                            timeout=60)
+    loaded = set(result.stdout.split())
+    assert "aggregator" in loaded
+    assert not loaded & {"edge_node", "models", "dashboards", "bench", "numpy", "cv2", "mediapipe",
+                         "ai_edge_litert", "tensorflow", "grafana_foundation_sdk", "psutil"}, (
+        sorted(loaded & {"edge_node", "models", "dashboards", "bench", "numpy", "cv2", "mediapipe",
+                         "ai_edge_litert", "tensorflow", "grafana_foundation_sdk", "psutil"}))
