@@ -149,7 +149,7 @@ def aggregator_config(
         "influx": {"url": influxd.url, "database": database, "flush_interval_s": 0.1, "timeout_s": 5,
                    "retry_min_s": 0.1, "retry_max_s": 1},
         "stats_interval_s": 0.5,
-        "workers": "thread",  # the tests inspect the core's state; test_aggregator_e2e covers the worker process
+        "workers": "process",  # the production topology; tests read the public snapshot (every stats interval)
     }
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(overrides.get(key), dict):

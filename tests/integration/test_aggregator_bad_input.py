@@ -101,7 +101,9 @@ def bad_messages(template: dict[str, Any], now: int) -> list[Bad]:
 @pytest.fixture
 def aggregator(mosquitto: Mosquitto, influxd: Influxd) -> Iterator[RunningAggregator]:
     """Not started yet: the test starts it (and stops it to read its final outcome); stopped here in any case."""
-    config = aggregator_config(mosquitto, influxd, "guard", DB, mqtt={"max_payload_bytes": MAX_PAYLOAD})
+    # In process: the test reads the rate-limited drop log lines through caplog, which sees this process only.
+    config = aggregator_config(mosquitto, influxd, "guard", DB, mqtt={"max_payload_bytes": MAX_PAYLOAD},
+                               workers="thread", influx={"frame_points_per_s": 0})  # every frame a point
     running = RunningAggregator(Aggregator(config))
     yield running
     running.stop()

@@ -212,7 +212,7 @@ def aggregator_config(broker: Mosquitto, influxd: Influxd, agg_id: str, stats_in
                    "retry_min_s": 0.1, "retry_max_s": 1},
         "sets": {"rest_timeout_s": REST_S},
         "stats_interval_s": stats_interval_s,
-        "workers": "thread",  # the test reads the core's counters
+        "workers": "thread",  # one restart runs with a stats interval of an hour: a worker's snapshot would be that old
     }, environ={})
 
 
