@@ -10,10 +10,12 @@ notification each member received.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -25,8 +27,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from aggregator.config import load_config as load_aggregator_config
 from aggregator.service import Aggregator
-from formcheck.local_services import Influxd, Mosquitto, influx_query, running_influxd, running_mosquitto
-from formcheck.paths import require_data_dir
+from formcheck.broker_admin import add_user, render_acl
+from formcheck.local_services import Influxd, Mosquitto, free_port, influx_query, running_influxd, running_mosquitto
+from formcheck.paths import REPO_ROOT, require_data_dir
 
 log = logging.getLogger(__name__)
 
@@ -76,19 +79,81 @@ class _LiveView:
             sys.stdout.flush()
 
 
-def run_demo(clip: Path | None, realtime: bool) -> int:
+WEB_DIST = REPO_ROOT / "web" / "dist"
+DISPLAY = "screen"  # the demo's station-screen account
+
+
+@dataclass(frozen=True)
+class DemoWeb:
+    """The member and station pages on the demo broker: page and MQTT on one loopback websockets port."""
+
+    port: int
+    passwords: dict[str, str]
+
+    def member_url(self, station: str | None = None) -> str:
+        query = f"?site=main&broker=ws://127.0.0.1:{self.port}/mqtt"
+        return f"http://127.0.0.1:{self.port}/{query}" + (f"&station={station}" if station else "")
+
+    def station_url(self, station: str) -> str:
+        return self.member_url() + f"&view=station&station={station}"
+
+    def print_urls(self, stations: tuple[DemoStation, ...]) -> None:
+        print(f"\nmember page:  {self.member_url()}")
+        for s in stations:
+            print(f"              {s.member} / password {self.passwords[s.member]}")
+        for s in stations:
+            print(f"station {s.node}: {self.station_url(s.node)}  ({DISPLAY} / password {self.passwords[DISPLAY]})")
+        sys.stdout.flush()
+
+
+def demo_web_config(directory: Path, stations: tuple[DemoStation, ...]) -> tuple[str, DemoWeb]:
+    """Broker configuration lines for the pages: member accounts with the shipped ACL patterns (each member reads
+    only their own topics), a display account, and the demo's own processes anonymous with rights on everything
+    (``topic`` lines before the first ``user`` line are the anonymous client's). Plain ws on loopback only: the
+    passwords never leave this machine; a gym's broker uses the shipped config (TLS, mosquitto/README.md)."""
+    passwords = {s.member: f"{s.member}-demo-{index + 1}" for index, s in enumerate(stations)}
+    passwords[DISPLAY] = "screen-demo-1"
+    accounts = directory / "accounts"
+    for name, password in passwords.items():
+        add_user(accounts, name, "display" if name == DISPLAY else "member", password)
+    acl = accounts / "acl"
+    users = {name: "display" if name == DISPLAY else "member" for name in passwords}
+    acl.write_text("# anonymous: the demo's aggregator, edge nodes and viewer\ntopic readwrite gym/#\n\n"
+                   + render_acl(users))
+    port = free_port()
+    config = "\n".join([
+        "allow_anonymous true", f"password_file {accounts / 'passwd'}", f"acl_file {acl}",
+        f"listener {port} 127.0.0.1", "protocol websockets", "socket_domain ipv4", f"http_dir {WEB_DIST}",
+    ])
+    return config, DemoWeb(port, passwords)
+
+
+def run_demo(clip: Path | None, realtime: bool, keep: bool | None = None) -> int:
+    """``keep``: leave everything running after the clips until Enter (default: when standard input is a terminal),
+    so that the pages can be looked at."""
     data = require_data_dir()
     stations = STATIONS if clip is None else (DemoStation("rack-1", "alice", str(clip)),)
     for station in stations:
         if not (data / station.clip).is_file():
             raise FileNotFoundError(f"clip not found: {data / station.clip}")
-    with running_mosquitto() as mosq, running_influxd() as influx:
-        print(f"mosquitto pid {mosq.pid} on {mosq.host}:{mosq.port}, influxd {influx.version} pid {influx.pid} "
-              f"on {influx.url} (temporary)")
-        return _run(data, stations, mosq, influx, realtime)
+    if not (WEB_DIST / "index.html").is_file():
+        raise FileNotFoundError(f"the pages are not built ({WEB_DIST}): run 'make web'")
+    with tempfile.TemporaryDirectory(prefix="formcheck-demo-") as tmp:
+        extra, web = demo_web_config(Path(tmp), stations)
+        with running_mosquitto(extra) as mosq, running_influxd() as influx:
+            print(f"mosquitto pid {mosq.pid} on {mosq.host}:{mosq.port}, influxd {influx.version} pid {influx.pid} "
+                  f"on {influx.url} (temporary)")
+            web.print_urls(stations)
+            status = _run(data, stations, mosq, influx, realtime, web)
+            if keep if keep is not None else sys.stdin.isatty():
+                web.print_urls(stations)
+                with contextlib.suppress(EOFError, KeyboardInterrupt):
+                    input("\nthe broker and the pages stay up: press Enter to stop ")
+            return status
 
 
-def _run(data: Path, stations: tuple[DemoStation, ...], mosq: Mosquitto, influx: Influxd, realtime: bool) -> int:
+def _run(data: Path, stations: tuple[DemoStation, ...], mosq: Mosquitto, influx: Influxd, realtime: bool,
+         web: DemoWeb) -> int:
     broker = f"{mosq.host}:{mosq.port}"
     cli = [sys.executable, "-m", "formcheck.cli"]
     for s in stations:
@@ -135,6 +200,7 @@ def _run(data: Path, stations: tuple[DemoStation, ...], mosq: Mosquitto, influx:
         viewer.loop_stop()
         viewer.disconnect()
     _print_summary(influx, view, stations)
+    web.print_urls(stations)
     return status
 
 

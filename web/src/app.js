@@ -139,7 +139,7 @@ function startMember(c, member) {
       return;
     }
     c.publish(`${base}/profile`, JSON.stringify({ v: 1, display_name: name }), { qos: 1, retain: true }, (err) => {
-      text($("name-status"), err ? "Not saved: try again." : `Saved: station screens show you as ${name}.`);
+      text($("name-status"), err ? "Not saved: try again." : `Saved: station screens now show “${name}”`);
     });
   });
   c.on("message", (topic, payload) => {
@@ -308,7 +308,9 @@ function startStation(c) {
       st.count = msg.rep_index;
       if (st.session && !st.session.exercise) st.session = { ...st.session, exercise: msg.exercise };
       const last = $("st-last");
-      last.replaceChildren(`Rep ${msg.rep_index}: `, gradeBadge(msg.grade), msg.cue ? ` ${msg.cue}` : " good rep");
+      // On the screen only what to do ("keep your chest up"): the member's page has the whole sentence.
+      const todo = msg.cue ? msg.cue.slice(msg.cue.indexOf(": ") + 2) : "good rep";
+      last.replaceChildren(`Rep ${msg.rep_index}: `, gradeBadge(msg.grade), ` ${todo}`);
       last.dataset.shownAt = String(now());
     } else if (kind === "sets" && msg) {
       const box = $("st-summary");
