@@ -25,6 +25,7 @@ from aggregator.decoder import DROP_REASONS, ClockPolicy, Decoded, Dropped, NotO
 from aggregator.influx import InfluxError, InfluxWriter, Line, Point, influxql_string
 from aggregator.notifier import Notifier
 from aggregator.points import (
+    FrameSampler,
     checkpoint_points,
     frame_line,
     frame_point,
@@ -99,6 +100,7 @@ class ProcessingCore:
         self._clock = ClockPolicy(int(config.clock.max_future_s * 1000), int(config.clock.max_age_s * 1000))
         self._ratelog = RateLimitedLog(log)
         self._history: dict[str, list[HistoryEntry]] = {}  # member -> last sets, newest first
+        self._frame_samplers: dict[str, FrameSampler] = {}  # node -> which frames become points
 
     def start(self) -> None:
         self.writer.start()
@@ -222,12 +224,24 @@ class ProcessingCore:
         points: list[Point | Line]
         if isinstance(payload, FrameMessage):
             out = station.on_frame(payload)
-            try:
-                points = [frame_line(site, payload)]
-            except (ValueError, TypeError):
-                points = [frame_point(site, payload)]  # the writer refuses it, counts it and logs why
+            # Stored at a lower rate (points.FrameSampler); duplicates and late frames are not stored again.
+            sampler = self._frame_samplers.get(decoded.node)
+            if sampler is None:
+                sampler = self._frame_samplers[decoded.node] = FrameSampler(self.config.influx.frame_points_per_s)
+            stands_for = sampler.take(payload) if station.accepted else 0
+            if not stands_for:
+                points = []
+            else:
+                try:
+                    points = [frame_line(site, payload, stands_for)]
+                except (ValueError, TypeError):
+                    points = [frame_point(site, payload, stands_for)]  # the writer refuses it, counts it, logs why
         elif isinstance(payload, NodeStats):
-            return [node_stats_point(site, payload)], StationOutput()
+            # Idle stats carry the node's time on while it publishes no frames (a set's rest timeout).
+            out = station.on_idle(payload.ts) if payload.activity == "idle" else StationOutput()
+            points = [node_stats_point(site, payload), *self._frame_tail(decoded.node)]
+            if not (out.reps or out.sets):
+                return points, out
         elif isinstance(payload, SessionMessage) or (payload is None and decoded.kind == "session"):
             session = payload if isinstance(payload, SessionMessage) else None
             out = station.on_session(session)
@@ -237,9 +251,11 @@ class ProcessingCore:
                 out = station.on_offline()
             elif payload.state == "stopped":
                 out = station.flush("node_stopped")
+            elif payload.activity == "idle" and payload.ts is not None:
+                out = station.on_idle(payload.ts)
             else:
                 out = StationOutput()
-            points = [node_status_point(site, payload, received_ms, self._clock)]
+            points = [node_status_point(site, payload, received_ms, self._clock), *self._frame_tail(decoded.node)]
         else:
             return [], StationOutput()
         points += [rep_point(site, r) for r in out.reps] + [set_point(site, s) for s in out.sets]
@@ -248,6 +264,18 @@ class ProcessingCore:
         self.counters["reps"] += len(out.reps)
         self.counters["sets"] += len(out.sets)
         return points, out
+
+    def _frame_tail(self, node: str) -> list[Point | Line]:
+        """The frame point of the station's last frames not stored yet (``points.FrameSampler.flush``): a node's
+        stats and status come between bursts of frames, so the stored counts are exact within a stats interval."""
+        sampler = self._frame_samplers.get(node)
+        tail = sampler.flush() if sampler is not None else None
+        if tail is None:
+            return []
+        try:
+            return [frame_line(self.config.site, *tail)]
+        except (ValueError, TypeError):
+            return [frame_point(self.config.site, *tail)]
 
     def _stored(self, outs: list[StationOutput], acks: list[Inbound]) -> None:
         """Runs on the writer thread once the points are stored: tell people, then acknowledge."""

@@ -79,6 +79,11 @@ class InfluxSection(BaseModel):
         description="File whose first line is the password (a compose secret or systemd credential); used when "
         "password is unset.",
     )
+    frame_points_per_s: float = Field(
+        4.0, ge=0, description="Frame points stored per second and station, besides one at every phase change "
+        "(the live phase is always the current one); each point's 'frames' field counts the frames it stands for. "
+        "The full-rate stream still reaches the rep counter over MQTT. 0: one point per frame.",
+    )
     frame_retention: str = Field(
         "7d",
         description="How long per-frame telemetry (retention policy 'frames') is kept: an InfluxQL duration "

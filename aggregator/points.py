@@ -17,28 +17,71 @@ from protocol.messages import FrameMessage, NodeStats, NodeStatus, RepMessage, S
 # Frame telemetry is best effort (short retention, droppable under overload); the rest is durable.
 
 
-def frame_point(site: str, frame: FrameMessage) -> Point:
-    return Point("frame", _frame_tags(site, frame), _frame_fields(frame), frame.ts, durable=False,
+class FrameSampler:
+    """Which frames of one station are stored as ``frame`` points: the first, every phase change, and then
+    ``per_s`` a second (the first frame at least ``1 / per_s`` after the last one stored).
+
+    The wall display reads the live phase (always right: every change is stored) and counts frames; the rep
+    counter reads the full-rate MQTT stream, never these points. :meth:`take` returns how many frames a stored
+    point stands for (itself and those skipped since the previous one), written as its ``frames`` field, so
+    ``sum("frames")`` counts the frames received whatever the rate; 0 means "do not store". When the stream
+    pauses (the node's stats, status: idle, stopped, offline), :meth:`flush` gives the last skipped frame, to be
+    stored with the count of the frames skipped since the last point, so the count is exact again.
+    """
+
+    def __init__(self, per_s: float) -> None:
+        self.interval_ms = 1000.0 / per_s if per_s > 0 else 0.0
+        self._phase: str | None = None
+        self._exercise: str | None = None
+        self._stored_ts: int | None = None
+        self._skipped = 0
+        self._last_skipped: FrameMessage | None = None
+
+    def take(self, frame: FrameMessage) -> int:
+        changed = frame.phase != self._phase or frame.exercise != self._exercise
+        self._phase, self._exercise = frame.phase, frame.exercise
+        due = (self._stored_ts is None or frame.ts - self._stored_ts >= self.interval_ms
+               or frame.ts < self._stored_ts)  # a new boot or time segment starts over
+        if not (changed or due):
+            self._skipped += 1
+            self._last_skipped = frame
+            return 0
+        count, self._skipped, self._stored_ts, self._last_skipped = self._skipped + 1, 0, frame.ts, None
+        return count
+
+    def flush(self) -> tuple[FrameMessage, int] | None:
+        """The last frame skipped since the last point and how many were skipped, or None; then starts over."""
+        last, count = self._last_skipped, self._skipped
+        if last is None:
+            return None
+        self._stored_ts, self._skipped, self._last_skipped = last.ts, 0, None
+        return last, count
+
+
+def frame_point(site: str, frame: FrameMessage, frames: int = 1) -> Point:
+    return Point("frame", _frame_tags(site, frame), _frame_fields(frame, frames), frame.ts, durable=False,
                  retention="frames")
 
 
-def frame_line(site: str, frame: FrameMessage) -> Line:
+def frame_line(site: str, frame: FrameMessage, frames: int = 1) -> Line:
     """``frame_point`` already encoded, the same bytes as ``encode_line(frame_point(...))``.
 
     Every message is a frame: skipping the ``Point`` and building each station's series key once saves a
     fifth of a frame's processing. Raises ValueError/TypeError where ``encode_line`` does.
     """
     series = series_key("frame", tuple(sorted(_frame_tags(site, frame).items())))
-    return Line(encode_series_line(series, _frame_fields(frame), frame.ts), durable=False, retention="frames")
+    return Line(encode_series_line(series, _frame_fields(frame, frames), frame.ts), durable=False,
+                retention="frames")
 
 
 def _frame_tags(site: str, frame: FrameMessage) -> dict[str, str]:
     return {"site": site, "node": frame.node, "exercise": frame.exercise}
 
 
-def _frame_fields(frame: FrameMessage) -> dict[str, float | int | bool | str]:
+def _frame_fields(frame: FrameMessage, frames: int) -> dict[str, float | int | bool | str]:
     fields: dict[str, float | int | bool | str] = {
         "phase": frame.phase, "form": frame.form, "bad_p": frame.bad_p, "vis": frame.vis, "seq": frame.seq,
+        "frames": frames,
     }
     fields.update(frame.angles)  # already floats: the schema's Finite type converts JSON integers
     if frame.faults:
@@ -84,6 +127,8 @@ def node_stats_point(site: str, stats: NodeStats) -> Point:
         fields["cpu_temp"] = stats.cpu_temp
     if stats.rss_mb is not None:
         fields["rss_mb"] = stats.rss_mb
+    if stats.activity is not None:
+        fields["idle"] = stats.activity == "idle"
     return Point("node_stats", {"site": site, "node": stats.node}, fields, stats.ts)
 
 

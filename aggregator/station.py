@@ -231,6 +231,8 @@ class Station:
         self._pending_partials = 0
         self._last_ts = 0
         self.partials_outside_sets = 0
+        self.accepted = False
+        """Whether the last frame was taken into the stream (not a duplicate, late or implausible)."""
 
     @property
     def exercise(self) -> Exercise:
@@ -241,7 +243,8 @@ class Station:
     def on_frame(self, frame: FrameMessage) -> StationOutput:
         out = StationOutput()
         verdict = self._seq.accept(frame.boot, frame.seq, frame.ts, self.counters)
-        if verdict in ("duplicate", "late", "outlier"):
+        self.accepted = verdict not in ("duplicate", "late", "outlier")
+        if not self.accepted:
             return out
         other_boot = self._set is not None and self._set.resumed and self._set.boot != frame.boot
         if verdict == "new_boot" or other_boot:
@@ -284,6 +287,21 @@ class Station:
             out.extend(self._end_set("exercise_change", complete=True))
         self.member = member
         self.session_exercise = session.exercise if session else None
+        return out
+
+    def on_idle(self, ts: int) -> StationOutput:
+        """The node says it is idle (nobody there, no frames published) at capture-clock time ``ts``.
+
+        An idle node publishes no frames, so no frame's time would ever end the open set: its idle stats and
+        status carry the time on instead. The set ends only when the rest timeout says so, as if the empty
+        frames had come; a rep in progress (the node publishes ``idle.after_s`` of empty frames before it goes
+        idle, so there is none) keeps the set open. Idle time is not lost frames: ``seq`` numbers published
+        frames only, so no gap is counted.
+        """
+        out = StationOutput()
+        if (self._set is not None and not self._detector.in_rep and ts >= self._last_ts
+                and ts - self._set.last_rep_end_ts > self.set_config.rest_timeout_s * 1000):
+            out.extend(self._end_set("rest", complete=True))
         return out
 
     def on_offline(self) -> StationOutput:

@@ -90,10 +90,15 @@ def build() -> dash.Dashboard:
             description="Frames dropped by the capture queue and messages dropped by the outgoing queue, per "
                         "interval.", bars=True))
         .with_panel(_series(
-            6, "Frames stored per station", place(12, 13, 12, 8), "none",
-            InfluxQL("A", f'SELECT count("bad_p") FROM {FRAME} WHERE $timeFilter AND {NODE} {BY_NODE} fill(0)')
-            .alias("$tag_node"),
-            description="Frame points the aggregator wrote (retention policy 'frames'), per interval."))
+            6, "Frames received and stored per station", place(12, 13, 12, 8), "none",
+            InfluxQL("A", f'SELECT sum("frames") FROM {FRAME} WHERE $timeFilter AND {NODE} {BY_NODE} fill(0)')
+            .alias("$tag_node frames"),
+            InfluxQL("B", f'SELECT count("bad_p") FROM {FRAME} WHERE $timeFilter AND {NODE} {BY_NODE} fill(0)')
+            .alias("$tag_node points"),
+            description="Frames the aggregator received from the node, and the frame points it stored for them "
+                        "(retention policy 'frames': every phase change plus influx.frame_points_per_s a second; "
+                        "each point counts the frames since the previous one in its 'frames' field), per "
+                        "interval. An idle node publishes no frames."))
         .with_panel(_series(
             7, "Queues", place(0, 21, 12, 8), "none",
             InfluxQL("A", f'SELECT max("queue") FROM "node_stats" WHERE $timeFilter AND {NODE} {BY_NODE} fill(null)')

@@ -133,6 +133,14 @@ class OpenCvSource:
         rgb: RgbImage = np.asarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), dtype=np.uint8)
         return rgb
 
+    def skip(self) -> bool:
+        """Take the next frame without converting it (an idle node does not look at it); False at the end.
+
+        A camera's frame is not even decoded (V4L2 hands over the buffer; the MJPEG/YUYV conversion happens in
+        ``retrieve``); a file or stream is still decoded, inter-coded video cannot skip that.
+        """
+        return bool(self._cap.grab())
+
     def close(self) -> None:
         self._cap.release()
 
@@ -180,6 +188,10 @@ def open_source(cfg: SourceSection) -> FrameSource:
     return OpenCvSource(cfg)
 
 
+_SKIPPED: RgbImage = np.zeros((0, 0, 3), dtype=np.uint8)
+"""Stands for a frame taken from the source but not converted (``CaptureThread.stride``)."""
+
+
 class CaptureThread(threading.Thread):
     """Reads a source into a :class:`DropQueue` until end of file or :meth:`stop`."""
 
@@ -199,6 +211,9 @@ class CaptureThread(threading.Thread):
         # frame rate, so downstream timing (tempo, rest) matches the video.
         self._paced = source is None or source.live or cfg.realtime
         self._fps = (source.fps if source is not None else None) or 30.0
+        self.stride = 1
+        """Deliver only frames whose index is a multiple of this (an idle node's ``IdleWatch.stride``); the
+        others are taken from the source without being converted or queued."""
 
     @property
     def source_ok(self) -> bool:
@@ -217,7 +232,12 @@ class CaptureThread(threading.Thread):
                 source = self._source or self._reopen()
                 if source is None:
                     break
-                rgb = source.read()
+                stride = self.stride
+                skip = getattr(source, "skip", None) if stride > 1 and index % stride else None
+                if skip is not None:
+                    rgb: RgbImage | None = _SKIPPED if skip() else None
+                else:
+                    rgb = source.read()
                 if rgb is None:
                     if not source.live:
                         announced = getattr(source, "frame_count", None)
@@ -242,9 +262,11 @@ class CaptureThread(threading.Thread):
                     ts = int(start_ms + index * 1000.0 / self._fps)
                 else:
                     ts = int(start_ms + index * 1000.0 / self._fps)
-                frame = CapturedFrame(index=index, ts_ms=ts, rgb=rgb)
                 index += 1
                 self.captured = index
+                if rgb is _SKIPPED:
+                    continue
+                frame = CapturedFrame(index=index - 1, ts_ms=ts, rgb=rgb)
                 if self._paced:
                     self._frames.put(frame)
                 else:

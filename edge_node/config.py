@@ -145,6 +145,35 @@ class StatsSection(Section):
     interval_s: float = Field(5.0, gt=0, description="Seconds between stats messages.")
 
 
+class IdleSection(Section):
+    """An empty station costs almost nothing: no full-rate pose, no frame messages, until a person appears."""
+
+    enabled: bool = Field(True, description="Go idle after after_s without a person; off: pose on every frame.")
+    after_s: float = Field(
+        5.0, gt=0, description="Seconds without a person (frames published as no_person meanwhile) before the "
+        "node goes idle.",
+    )
+    check_every: int = Field(
+        3, ge=1, le=30, description="While idle, one captured frame in this many is looked at (the others are "
+        "not converted or queued); the person is published at most check_every - 1 frames after appearing.",
+    )
+    gate: Literal["motion", "detector"] = Field(
+        "motion", description="motion: the pose model runs on a looked-at frame only when a downscaled grey image "
+        "changed (or every probe_s); detector: the pose model runs on every looked-at frame.",
+    )
+    probe_s: float = Field(
+        1.0, ge=0, description="motion gate: the pose model also runs this often without motion (a person who "
+        "came in unseen and stands still); 0: never.",
+    )
+    motion_pixel_delta: int = Field(
+        20, ge=1, le=255, description="Grey-level change (0-255) from the background that makes a pixel moving.",
+    )
+    motion_area: float = Field(
+        0.005, gt=0, le=1, description="Share of the downscaled image's pixels that must move to wake the pose "
+        "model.",
+    )
+
+
 class EdgeConfig(Section):
     """Everything an edge node needs."""
 
@@ -158,6 +187,7 @@ class EdgeConfig(Section):
     )
     mqtt: MqttSection = Field(default_factory=MqttSection, description="Broker connection.")
     stats: StatsSection = Field(default_factory=StatsSection, description="Health reporting.")
+    idle: IdleSection = Field(default_factory=IdleSection, description="Idle mode of an empty station.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log verbosity.")
 
     @model_validator(mode="before")

@@ -39,6 +39,8 @@ class ProcessorTimings:
     no_person: int = 0
     pose_s: float = 0.0
     classify_s: float = 0.0
+    idle_looked: int = 0  # frames an idle node looked at (motion gate or pose check)
+    idle_probes: int = 0  # of those, frames the pose model ran on
 
     def snapshot(self) -> tuple[int, float, float]:
         return self.frames, self.pose_s, self.classify_s
@@ -59,6 +61,19 @@ def _load_classifier(config: EdgeConfig, exercise: Exercise) -> PhaseFormClassif
         raise WrongExerciseModel(f"model {classifier.version} classifies {classifier.manifest.exercise}, "
                                  f"but the node is set to {exercise}")
     return classifier
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """What the pose model saw in one frame before it is numbered: ``features`` is None without a person."""
+
+    ts: int
+    features: FrameFeatures | None
+    vis: float
+
+    @property
+    def person(self) -> bool:
+        return self.features is not None
 
 
 @dataclass(frozen=True)
@@ -83,6 +98,7 @@ class FrameProcessor:
     timings: ProcessorTimings = field(default_factory=ProcessorTimings)
     _window: FeatureWindow = field(default_factory=FeatureWindow)
     _seq: int = 0
+    _looked: int = 0
     _quiet: NativeLogFilter | None = None
 
     @classmethod
@@ -146,20 +162,30 @@ class FrameProcessor:
 
     def observe(self, frame: CapturedFrame) -> Observation:
         """The pose of one frame and its body measures (the expensive part); assigns the next ``seq``."""
+        return self.number(self.look(frame))
+
+    def look(self, frame: CapturedFrame) -> Sighting:
+        """The pose of one frame and its body measures, without a ``seq`` yet (an idle node's check for a person
+        numbers only the frame it publishes)."""
         t0 = time.perf_counter()
         pose = self.pose.detect(frame.rgb, frame.ts_ms)
-        if self._seq == _QUIET_FRAMES and self._quiet is not None:
+        if self._looked == _QUIET_FRAMES and self._quiet is not None:
             self._quiet.stop()  # the pose graph's threads have logged their set-up by now
+        self._looked += 1
         t1 = time.perf_counter()
-        seq = self._seq
-        self._seq += 1
-        self.timings.frames += 1
         self.timings.pose_s += t1 - t0
         features = frame_features(pose) if pose is not None else None
         self.timings.classify_s += time.perf_counter() - t1  # body measures count with the classifier, as before
         visible = features is not None and features.lower_body_visibility >= self.config.pose.min_visibility
-        return Observation(seq=seq, ts=frame.ts_ms, features=features if visible else None,
-                           vis=round(features.visibility, 3) if features else 0.0)
+        return Sighting(ts=frame.ts_ms, features=features if visible else None,
+                        vis=round(features.visibility, 3) if features else 0.0)
+
+    def number(self, sighting: Sighting) -> Observation:
+        """A sighting becomes the next published frame: ``seq`` counts published frames only."""
+        seq = self._seq
+        self._seq += 1
+        self.timings.frames += 1
+        return Observation(seq=seq, ts=sighting.ts, features=sighting.features, vis=sighting.vis)
 
     def classify(self, seen: Observation) -> FrameMessage:
         """The frame message of an observation, with the current exercise's classifier.

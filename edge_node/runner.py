@@ -13,6 +13,7 @@ from edge_node.capture import CapturedFrame, CaptureThread, FrameSource, SourceE
 from edge_node.classifier import ModelLoadError
 from edge_node.config import ConfigError, EdgeConfig
 from edge_node.exercise_gate import ExerciseGate
+from edge_node.idle import IdleWatch
 from edge_node.pose import PoseModelError
 from edge_node.processor import FrameProcessor
 from edge_node.publisher import EdgePublisher
@@ -102,6 +103,7 @@ def run_edge(config: EdgeConfig, stop: threading.Event | None = None) -> int:
     capture.start()
     window = StatsWindow(node=config.node.id, boot=boot)
     gate = ExerciseGate(processor, config.recognition)
+    watch = IdleWatch(config.idle, processor)
     source_ok = source is not None
     next_stats = time.monotonic() + config.stats.interval_s
     try:
@@ -115,7 +117,17 @@ def run_edge(config: EdgeConfig, stop: threading.Event | None = None) -> int:
                 publisher.update_status(source_ok=source_ok)
             if frame is not None:
                 classifying = processor.exercise
-                for message in _apply_session(gate, sessions) + gate.submit(processor.observe(frame)):
+                seen = watch.step(frame)
+                capture.stride = watch.stride
+                if watch.changed:
+                    _log_activity(watch, frame.ts_ms)
+                    # Only an idle node says so (absent: active), which keeps the status and stats small.
+                    publisher.update_status(activity="idle" if watch.idle else None)
+                    window.activity = "idle" if watch.idle else None
+                messages = _apply_session(gate, sessions)
+                if seen is not None:
+                    messages += gate.submit(seen)
+                for message in messages:
                     publisher.enqueue(message)
                 if processor.exercise != classifying:
                     publisher.update_status(exercise=processor.exercise, model=processor.classifier.version)
@@ -145,6 +157,14 @@ def run_edge(config: EdgeConfig, stop: threading.Event | None = None) -> int:
                   processor.timings.frames, config.mqtt.host, config.mqtt.port)
         return EXIT_NOT_DELIVERED
     return 0
+
+
+def _log_activity(watch: IdleWatch, ts_ms: int) -> None:
+    if watch.idle:
+        log.info("no person for %.0f s: idle (one frame in %d looked at, %s gate), no frames published",
+                 watch.config.after_s, watch.config.check_every, watch.config.gate)
+    else:
+        log.info("person seen: back to every frame")
 
 
 def _apply_session(gate: ExerciseGate, sessions: _SessionBox) -> list[FrameMessage]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_node.processor import ProcessorTimings
-from protocol.messages import NodeStats
+from protocol.messages import Activity, NodeStats
 
 _THERMAL_ZONE = Path("/sys/class/thermal/thermal_zone0/temp")
 _PROC_STATUS = Path("/proc/self/status")
@@ -44,6 +44,7 @@ class StatsWindow:
 
     node: str
     boot: str
+    activity: Activity | None = None
     _t: float = field(default_factory=time.monotonic)
     _frames: int = 0
     _captured: int = 0
@@ -66,7 +67,7 @@ class StatsWindow:
             pose_ms=round(1000.0 * pose_s / frames, 2) if frames else 0.0,
             dropped=dropped, unpublished=unpublished, refused=refused, queue=queue, out_queue=out_queue,
             frames=timings.frames, no_person=timings.no_person, exercise_mismatches=exercise_mismatches,
-            cpu_temp=cpu_temperature(), rss_mb=rss_mb(),
+            cpu_temp=cpu_temperature(), rss_mb=rss_mb(), activity=self.activity,
         )
         self._t, self._frames, self._captured = now, timings.frames, captured
         self._pose_s, self._classify_s = timings.pose_s, timings.classify_s

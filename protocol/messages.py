@@ -71,6 +71,7 @@ class FrameMessage(_Message):
 
 
 NodeState = Literal["online", "offline", "stopped"]
+Activity = Literal["active", "idle"]
 
 
 class NodeStatus(_Message):
@@ -86,6 +87,10 @@ class NodeStatus(_Message):
     source: str | None = Field(None, description="Video source kind (camera, file, url, picamera2).")
     source_ok: bool | None = Field(
         None, description="False while the video source cannot be opened or was lost (retried with backoff)."
+    )
+    activity: Activity | None = Field(
+        None, description="idle: nobody at the station for the node's idle.after_s, no frames are published until "
+        "a person appears (seq goes on from the last published frame); absent or active: frames are published."
     )
 
 
@@ -117,6 +122,10 @@ class NodeStats(_Message):
     )
     cpu_temp: Finite | None = Field(None, description="SoC temperature, °C, where the OS exposes it.")
     rss_mb: Finite | None = Field(None, description="Resident memory of the edge process, MiB.")
+    activity: Activity | None = Field(
+        None, description="idle at the end of the interval (see NodeStatus; absent: active); idle stats also tell "
+        "the aggregator that capture time goes on (a set's rest timeout) while no frame comes."
+    )
 
 
 class SessionMessage(_Message):

@@ -42,7 +42,8 @@ def test_a_batch_stores_its_frames_publishes_its_reps_then_acks_everything_in_ar
     database = f"batch_{secrets.token_hex(4)}"
     config = load_config(None, {
         "influx": {"url": influxd.url, "database": database, "flush_interval_s": 0.05, "timeout_s": 5,
-                   "retry_min_s": 0.1, "retry_max_s": 1},
+                   "retry_min_s": 0.1, "retry_max_s": 1,
+                   "frame_points_per_s": 0},  # one point per frame: the test counts them
         "workers": "thread",
     }, environ={})
     stream = squat_stream("n1", 2)

@@ -31,7 +31,8 @@ def test_unacknowledged_messages_stay_within_receive_maximum(mosquitto: Mosquitt
     # default 1000, beyond Receive Maximum): more would be dropped by the broker, not held back by us.
     streams = [squat_stream(f"flow-{i}", 4) for i in range(3)]
     total = sum(len(s.frames) for s in streams)
-    config = aggregator_config(mosquitto, influxd, "agg-flow", DB, mqtt={"receive_maximum": RECEIVE_MAXIMUM})
+    config = aggregator_config(mosquitto, influxd, "agg-flow", DB, mqtt={"receive_maximum": RECEIVE_MAXIMUM},
+                               influx={"frame_points_per_s": 0})  # every frame a point: the test counts them
     agg = Aggregator(config)
     running = RunningAggregator(agg).start()
     try:

@@ -49,6 +49,7 @@ def test_aggregator_stores_everything_without_admin_rights(tmp_path: Path) -> No
             "FORMCHECK_AGG__INFLUX__USERNAME": WRITER[0], "FORMCHECK_AGG__INFLUX__PASSWORD": WRITER[1],
             "FORMCHECK_AGG__INFLUX__CREATE_DATABASE": "false", "FORMCHECK_AGG__INFLUX__FLUSH_INTERVAL_S": "0.1",
             "FORMCHECK_AGG__SETS__REST_TIMEOUT_S": "2", "FORMCHECK_AGG__WORKERS": "thread",
+            "FORMCHECK_AGG__INFLUX__FRAME_POINTS_PER_S": "0",  # every frame a point: the test counts them
         }
         with log.open("wb") as err:
             proc = subprocess.Popen(

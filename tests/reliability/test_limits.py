@@ -66,7 +66,8 @@ def last_stats(influxd: Influxd) -> dict[str, int]:
 def test_frames_dropped_by_offline_queue_limit_are_counted_as_gaps(tmp_path: Path, influxd: Influxd) -> None:
     broker = start_mosquitto(tmp_path / "broker", extra_config=f"max_queued_messages {QUEUE_LIMIT}")
     try:
-        config = aggregator_config(broker, influxd, "agg-limits", DB, mqtt={"session_expiry_s": 300})
+        config = aggregator_config(broker, influxd, "agg-limits", DB, mqtt={"session_expiry_s": 300},
+                                   influx={"frame_points_per_s": 0})  # every frame a point: the test reads seqs
         first = RunningAggregator(Aggregator(config)).start()
         assert wait_until(first.agg.connected.is_set, 10), "aggregator never connected"
         assert first.stop() == 0

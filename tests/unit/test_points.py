@@ -160,8 +160,8 @@ def open_set(core: ProcessingCore, boot: str = BOOT) -> None:
     assert core.station(NODE).counters.frames == before + len(frames)
 
 
-def measurements(points: list[Point]) -> list[str]:
-    return [p.measurement for p in points]
+def measurements(points: list[Point | Line]) -> list[str]:
+    return [p.measurement if isinstance(p, Point) else p.text.split(",", 1)[0] for p in points]
 
 
 def test_apply_check_in_and_check_out(aggregator: ProcessingCore) -> None:
@@ -188,7 +188,8 @@ def test_apply_statuses(aggregator: ProcessingCore) -> None:
     will = NodeStatus(state="offline", node=NODE, boot=BOOT)
     points, out = aggregator.apply(Decoded(NODE, "status", will), received)
     assert [(s.ended_by, s.complete) for s in out.sets] == [("offline", False)]
-    assert measurements(points) == ["node_status", "set"]
+    # The frames after the last frame point are stored when the stream pauses (points.FrameSampler.flush).
+    assert measurements(points) == ["node_status", "frame", "set"]
     assert (points[0].fields["state"], points[0].ts_ms) == ("offline", received)
 
     open_set(aggregator, boot="fedcba9876543210")      # the node restarted
