@@ -98,7 +98,17 @@ def cmd_models_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _require_checkout() -> None:
+    """Training and evaluation rewrite the committed classifiers and reports in models/: a source checkout's only."""
+    from formcheck.paths import MODELS_DIR
+
+    if not (MODELS_DIR.parent / "pyproject.toml").is_file():
+        raise CliError(f"this command rewrites the committed models and reports in models/ and runs in a source "
+                       f"checkout only (this copy is installed in {MODELS_DIR.parent})")
+
+
 def cmd_models_train(args: argparse.Namespace) -> int:
+    _require_checkout()
     try:
         from models.training import train_main
     except ImportError as exc:
@@ -107,6 +117,7 @@ def cmd_models_train(args: argparse.Namespace) -> int:
 
 
 def cmd_models_evaluate(args: argparse.Namespace) -> int:
+    _require_checkout()
     try:
         from models.training.evaluate import evaluate_main
     except ImportError as exc:
@@ -118,6 +129,7 @@ def cmd_models_evaluate_reps(args: argparse.Namespace) -> int:
     from formcheck.paths import MODELS_DIR
     from models.training.rep_selection import REPORT, evaluate_reps_main
 
+    _require_checkout()
     try:
         data = require_data_dir()
     except DataMissingError as exc:

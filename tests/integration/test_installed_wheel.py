@@ -74,5 +74,14 @@ def test_an_installed_wheel_builds_the_pose_model_and_analyzes_a_clip(tmp_path: 
     assert model.is_file()
     analyzed = _run([str(venv / "bin" / "formcheck"), "analyze", "--exercise", "squat", str(clip)], work, env)
     assert "rep  1" in analyzed.stdout and "1 complete reps" in analyzed.stdout, analyzed.stdout
+    # The edge's default pose model is the one just built; the training tools, which rewrite the committed
+    # models and reports, refuse to run from an installed copy instead of writing into it.
+    default = _run([str(python), "-c", "from edge_node.config import load_config; "
+                    "print(load_config(None, {'node': {'id': 'x'}}).pose.model_path())"], work, env)
+    assert default.stdout.strip() == str(model)
+    _run([str(venv / "bin" / "formcheck"), "edge", "--print-config"], work, env)
+    refused = subprocess.run([str(venv / "bin" / "formcheck"), "models", "evaluate-reps"], cwd=work, env=env,
+                             capture_output=True, text=True, check=False, timeout=120)
+    assert refused.returncode == 2 and "source checkout only" in refused.stderr, refused.stderr[-2000:]
     assert _tree(site) == before, "the installed package was written to"
     assert not any(work.iterdir()), "files were left in the working directory"
