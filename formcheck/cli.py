@@ -336,7 +336,7 @@ def cmd_checkin_service(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
-        return run(cfg, topics, stop, idle_checkout_s=args.idle_checkout_min * 60)
+        return run(cfg, topics, stop, idle_checkout_s=args.idle_checkout_min * 60, heartbeat=args.heartbeat_file)
     except OSError as exc:  # TLS files
         raise CliError(f"cannot use the TLS files: {exc.strerror or exc}") from exc
 
@@ -632,6 +632,7 @@ def build_parser() -> argparse.ArgumentParser:
     service.add_argument("--tls-ca", type=Path, help="CA certificate of the broker: connect with TLS (port 8883)")
     service.add_argument("--idle-checkout-min", type=float, default=10.0,
                          help="check a self check-in out after this many minutes without a rep (default 10)")
+    service.add_argument("--heartbeat-file", type=Path, help="touched every second while connected (health check)")
     service.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     service.set_defaults(func=cmd_checkin_service)
 
@@ -740,6 +741,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Third-party modules an install may lack on purpose (docs/architecture.md, "Install units") -> the extra with them.
+EXTRA_OF_MODULE = {"cv2": "edge", "numpy": "edge", "mediapipe": "edge", "ai_edge_litert": "edge",
+                   "flatbuffers": "edge", "grafana_foundation_sdk": "dashboards", "psutil": "dev",
+                   "tensorflow": "train", "keras": "train", "matplotlib": "train"}
+
+
+def missing_extra(exc: ModuleNotFoundError, command: str) -> str | None:
+    """One line for a command run in an install without its extra (the aggregator image has no OpenCV), or None."""
+    extra = EXTRA_OF_MODULE.get((exc.name or "").split(".", maxsplit=1)[0])
+    if extra is None:
+        return None
+    where = " (a station: make edge-install, from requirements/edge.txt)" if extra == "edge" else ""
+    return (f"'formcheck {command}' needs the {extra} packages, and {exc.name} is not installed here: "
+            f"pip install 'formcheck[{extra}]'{where}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -749,6 +766,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return func(args)
     except (CliError, DataMissingError) as exc:
         print(f"formcheck: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ModuleNotFoundError as exc:
+        message = missing_extra(exc, args.command)
+        if message is None:
+            raise
+        print(f"formcheck: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

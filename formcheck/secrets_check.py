@@ -26,6 +26,7 @@ MIN_LENGTH: Final = 12
 COMPOSE_SECRETS: Final[tuple[str, ...]] = (
     "mqtt_aggregator_password",
     "mqtt_demo_node_password",
+    "mqtt_checkin_password",
     "influxdb_admin_password",
     "influxdb_writer_password",
     "influxdb_reader_password",

@@ -23,6 +23,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -153,8 +154,11 @@ class SelfCheckin:
         return Publication(self.topics.member(member, "session"), state.to_json())
 
 
-def run(cfg: BrokerSection, topics: Topics, stop: threading.Event, idle_checkout_s: float = IDLE_CHECKOUT_S) -> int:
-    """Serve check-in requests until ``stop`` is set; 0 on a clean stop, 1 when the broker refuses the login."""
+def run(cfg: BrokerSection, topics: Topics, stop: threading.Event, idle_checkout_s: float = IDLE_CHECKOUT_S,
+        heartbeat: Path | None = None) -> int:
+    """Serve check-in requests until ``stop`` is set; 0 on a clean stop, 1 when the broker refuses the login.
+
+    ``heartbeat`` is touched every second while connected (a container's health check reads its age)."""
     logic = SelfCheckin(topics, idle_checkout_s)
     lock = threading.Lock()
     refused: list[str] = []
@@ -185,6 +189,11 @@ def run(cfg: BrokerSection, topics: Topics, stop: threading.Event, idle_checkout
         while not stop.wait(1.0):
             with lock:
                 publish(logic.tick(time.monotonic()))
+            if heartbeat is not None and client.is_connected():
+                try:
+                    heartbeat.touch()
+                except OSError as exc:
+                    log.warning("cannot touch heartbeat file %s: %s", heartbeat, exc.strerror)
     finally:
         client.disconnect()
         client.loop_stop()

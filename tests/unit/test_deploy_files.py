@@ -39,7 +39,7 @@ def substitute(text: str, env: dict[str, str]) -> str:
 def test_services_and_profiles() -> None:
     services = compose()["services"]
     assert set(services) == {"preflight", "mosquitto", "influxdb", "grafana", "grafana-kiosk", "aggregator",
-                             "edge-demo"}
+                             "checkin", "edge-demo"}
     assert services["edge-demo"]["profiles"] == ["demo"]
     for name, service in services.items():
         assert "restart" in service, f"{name} has no restart policy"
@@ -163,7 +163,7 @@ def dockerfile_stages() -> dict[str, str]:
 
 # Service -> the Dockerfile target (deployable) it runs: the server side never carries the edge's stack.
 SERVICE_TARGETS = {"preflight": "aggregator", "grafana-kiosk": "aggregator", "aggregator": "aggregator",
-                   "edge-demo": "edge"}
+                   "checkin": "aggregator", "edge-demo": "edge"}
 
 
 def test_each_service_builds_the_image_of_its_deployable() -> None:
