@@ -89,6 +89,19 @@ class SelfCheckin:
                 out += self._set_session(node, None, now)
         return out
 
+    def refused(self, topic: str, payload: bytes) -> list[Publication]:
+        """The broker refused a session this service published (the ACL: not a registered station): undo it."""
+        try:
+            node = self.topics.parse_node_topic(topic)[0]
+            session = SessionMessage.model_validate_json(payload) if payload else None
+        except (TopicError, ValidationError):
+            return []
+        if session is None or self.sessions.get(node) != session:
+            return []
+        del self.sessions[node]
+        self.ours.discard(node)
+        return [self._answer(session.member, f"{node} is not a registered station here. Ask a trainer.")]
+
     # -- decisions -------------------------------------------------------------------------------------------
 
     def _request(self, member: str, request: CheckinRequest, now: float) -> list[Publication]:
@@ -164,9 +177,20 @@ def run(cfg: BrokerSection, topics: Topics, stop: threading.Event, idle_checkout
     refused: list[str] = []
     client = make_client(cfg, f"formcheck-checkin-{topics.site}")
 
+    sent: dict[int, Publication] = {}  # station sessions awaiting their PUBACK
+
     def publish(items: list[Publication]) -> None:
         for item in items:
-            client.publish(item.topic, item.payload, qos=1, retain=item.retain)
+            info = client.publish(item.topic, item.payload, qos=1, retain=item.retain)
+            if "/nodes/" in item.topic:
+                sent[info.mid] = item
+
+    def on_publish(c: mqtt.Client, u: Any, mid: int, reason: ReasonCode, props: Any) -> None:
+        with lock:
+            item = sent.pop(mid, None)
+            if item is not None and reason.is_failure:
+                log.warning("broker refused the session on %s: %s", item.topic, reason)
+                publish(logic.refused(item.topic, item.payload))
 
     def on_connect(c: mqtt.Client, u: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
         if reason.is_failure:
@@ -183,6 +207,7 @@ def run(cfg: BrokerSection, topics: Topics, stop: threading.Event, idle_checkout
 
     client.on_connect = on_connect
     client.on_message = on_message
+    client.on_publish = on_publish
     client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s, properties=connect_properties())
     client.loop_start()
     try:

@@ -318,6 +318,12 @@ def test_qr_checkin_live_reps_grade_history_station_count_and_offline(
             as_bob.subscribe("gym/main/members/bob/session")
             assert wait_until(lambda: any(b"not checked in" in p for p in
                                           as_bob.received("gym/main/members/bob/session")), 5)
+            # A station the broker does not know (not a node account): the broker refuses the session, the service
+            # undoes it and says why.
+            ghost = b'{"v":1,"action":"start","node":"ghost-station"}'
+            assert as_bob.publish("gym/main/members/bob/checkin", ghost) == "Success"
+            assert wait_until(lambda: any(b"not a registered station" in p for p in
+                                          as_bob.received("gym/main/members/bob/session")), 5)
         finally:
             as_bob.close()
         assert station.text_content("#st-member") == "Alice A."

@@ -76,3 +76,13 @@ def test_staff_checkins_are_mirrored_and_garbage_is_answered() -> None:
     assert "not understood" in str(out[T.member("carol", "session")])
     assert logic.on_message("other/main/members/carol/checkin", b"{}", 0.0) == []
     assert logic.on_message(T.root + "/members/+/checkin", b"{}", 0.0) == []
+
+
+def test_a_session_the_broker_refuses_is_undone() -> None:
+    logic = SelfCheckin(T)
+    out = request(logic, "alice", "start", "ghost")
+    session = next(p for p in out if p.topic == T.node("ghost", "session"))
+    answer = by_topic(logic.refused(session.topic, session.payload))[T.member("alice", "session")]
+    assert answer is not None and "not a registered station" in str(answer["error"]) and "node" not in answer
+    assert logic.sessions == {}
+    assert logic.refused(session.topic, session.payload) == []  # already undone
