@@ -196,3 +196,11 @@ def test_the_aggregator_process_loads_no_edge_code() -> None:
                          "ai_edge_litert", "tensorflow", "grafana_foundation_sdk", "psutil"}, (
         sorted(loaded & {"edge_node", "models", "dashboards", "bench", "numpy", "cv2", "mediapipe",
                          "ai_edge_litert", "tensorflow", "grafana_foundation_sdk", "psutil"}))
+
+
+def test_the_deployables_never_resolve_paths_against_the_checkout() -> None:
+    """Runtime code finds its files through formcheck.paths (package data, the cache, config), not REPO_ROOT."""
+    deployed = {"protocol", "runtime", "aggregator", "edge_node", "dashboards"}
+    for path in source_files():
+        if component(module_name(path)) in deployed and path != REPO_ROOT / "formcheck" / "paths.py":
+            assert "REPO_ROOT" not in path.read_text(), f"{path.relative_to(REPO_ROOT)} uses the checkout's root"
