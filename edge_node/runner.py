@@ -59,13 +59,16 @@ class _SessionBox:
             return pending
 
 
-def run_edge(config: EdgeConfig, stop: threading.Event | None = None) -> int:
-    """Run one edge node; returns the process exit status."""
+def run_edge(config: EdgeConfig, stop: threading.Event | None = None, source: FrameSource | None = None) -> int:
+    """Run one edge node; returns the process exit status.
+
+    ``source``: an already open video source instead of ``config.source.uri`` (benchmarks feed frames from memory,
+    like a camera that hands over raw frames).
+    """
     stop = stop or threading.Event()
     boot = secrets.token_hex(8)
-    source: FrameSource | None
     try:
-        source = open_source(config.source)
+        source = source or open_source(config.source)
     except SourceError as exc:
         if source_kind(config.source.uri) == "file":
             raise StartupError(str(exc)) from exc
