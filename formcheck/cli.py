@@ -343,8 +343,13 @@ def cmd_checkin_service(args: argparse.Namespace) -> int:
 
 def cmd_stations_qr(args: argparse.Namespace) -> int:
     from formcheck.broker_admin import BrokerAdminError, load_registry
-    from formcheck.stations_qr import QrError, station_url, write_sheet
     from protocol.topics import TopicError
+
+    try:
+        from formcheck.stations_qr import QrError, station_url, write_sheet
+    except ImportError as exc:  # OpenCV and numpy come with the edge install, not the aggregator's
+        raise CliError(f"formcheck stations qr draws with OpenCV, which is not installed here ({exc.name}): run it "
+                       "where the edge is installed (make edge-install or make venv)") from exc
 
     stations = list(args.station or [])
     if args.accounts is not None:
