@@ -16,6 +16,7 @@ and the node is back at full rate from the next captured frame. Frames looked at
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import cv2
@@ -81,9 +82,13 @@ class IdleWatch:
     Pure logic over capture times, so the live node, the tests and the benchmarks run the same code.
     """
 
-    def __init__(self, config: IdleSection, processor: Looking) -> None:
+    def __init__(self, config: IdleSection, processor: Looking, before_probe: Callable[[], None] | None = None) -> None:
+        """``before_probe``: called just before the pose model runs on an idle frame (the runner has the capture
+        thread deliver every frame again, so none is skipped while the pose model decides; a Pi's pose takes
+        several frame times)."""
         self.config = config
         self.processor = processor
+        self._before_probe = before_probe
         self.idle = False
         self.changed = False
         """Set when the last :meth:`step` entered or left idle mode (the caller publishes the status)."""
@@ -115,6 +120,8 @@ class IdleWatch:
                 return None
         self._last_probe_ts = frame.ts_ms
         timings.idle_probes += 1
+        if self._before_probe is not None:
+            self._before_probe()
         seen = self.processor.look(frame)
         if not seen.person:
             return None

@@ -106,7 +106,7 @@ def run_edge(config: EdgeConfig, stop: threading.Event | None = None, source: Fr
     capture.start()
     window = StatsWindow(node=config.node.id, boot=boot)
     gate = ExerciseGate(processor, config.recognition)
-    watch = IdleWatch(config.idle, processor)
+    watch = IdleWatch(config.idle, processor, before_probe=lambda: setattr(capture, "stride", 1))
     source_ok = source is not None
     next_stats = time.monotonic() + config.stats.interval_s
     try:

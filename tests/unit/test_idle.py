@@ -97,9 +97,11 @@ def test_wakes_on_the_first_looked_at_frame_showing_a_person_and_seq_goes_on() -
 
 def test_detector_gate_runs_the_pose_model_on_every_looked_at_frame() -> None:
     pose = FakePose()
-    watch = IdleWatch(IdleSection(after_s=1.0, check_every=3, gate="detector"), pose)
+    probes: list[int] = []
+    watch = IdleWatch(IdleSection(after_s=1.0, check_every=3, gate="detector"), pose,
+                      before_probe=lambda: probes.append(len(pose.looked)))
     run(watch, [image(60)] * (4 * FPS))
-    assert pose.timings.idle_probes == pose.timings.idle_looked > 0
+    assert pose.timings.idle_probes == pose.timings.idle_looked == len(probes) > 0
 
 
 def test_disabled_never_goes_idle() -> None:
