@@ -12,7 +12,6 @@ from aggregator.points import set_point
 from formcheck.local_services import Influxd
 from protocol.messages import SetMessage
 
-
 FAULT = "knees caved in on reps 1–2: push them out over your toes"
 
 
