@@ -198,7 +198,12 @@ def test_qr_checkin_live_reps_grade_history_station_count_and_offline(
 ) -> None:
     alice = browser.new_page(viewport=PHONE)
     bob = browser.new_page(viewport=PHONE)
-    station = open_page(browser, stack, TV, f"&view=station&station={NODE}")
+    station = browser.new_page(viewport=TV)
+    station.set_default_timeout(15_000)
+    # The spoken cue (speak=1) through the browser's speech API: recorded here, spoken by espeak-ng on a Pi.
+    station.add_init_script("window.spoken = []; window.speechSynthesis.speak = u => window.spoken.push(u.text); "
+                            "window.speechSynthesis.cancel = () => {};")
+    station.goto(stack.url(f"&view=station&station={NODE}&speak=1"))
     watcher, times = watch_reps(stack)
     try:
         sign_in(station, "screen", stack.passwords["screen"])
@@ -272,6 +277,9 @@ def test_qr_checkin_live_reps_grade_history_station_count_and_offline(
         reps = int(stored["reps"])
         assert alice.text_content("#live-count") == str(reps)
         station.wait_for_function(f"document.getElementById('st-count').textContent === '{reps}'")
+        spoken = station.evaluate("window.spoken")
+        assert [int(words.split(".")[0]) for words in spoken] == list(range(1, reps + 1)), spoken
+        assert any(len(words) > 3 for words in spoken), spoken  # a cue after a rep with a fault
 
         # Latency: rep message at an MQTT client -> the rep visible in the member's page.
         shown = alice.eval_on_selector_all("#live-reps li", "els => els.map(e => [+e.dataset.repIndex, "

@@ -255,6 +255,15 @@ function renderHistory(sets) {
 
 // --- station view ---------------------------------------------------------------------------------------------
 
+// Spoken cue, off unless the screen's URL says speak=1 (on a Pi: Chromium's speech through speech-dispatcher and
+// espeak-ng, docs/deploy.md). Only the latest cue is spoken: a queue of old ones would lag behind the set.
+const speak = params.get("speak") === "1" && "speechSynthesis" in window;
+function say(words) {
+  if (!speak) return;
+  window.speechSynthesis.cancel();
+  window.speechSynthesis.speak(new SpeechSynthesisUtterance(words));
+}
+
 function startStation(c) {
   $("station").hidden = false;
   text($("title"), `formcheck · ${stationId}`);
@@ -311,6 +320,7 @@ function startStation(c) {
       // On the screen only what to do ("keep your chest up"): the member's page has the whole sentence.
       const todo = msg.cue ? msg.cue.slice(msg.cue.indexOf(": ") + 2) : "good rep";
       last.replaceChildren(`Rep ${msg.rep_index}: `, gradeBadge(msg.grade), ` ${todo}`);
+      say(msg.cue ? `${msg.rep_index}. ${todo}` : `${msg.rep_index}`);
       last.dataset.shownAt = String(now());
     } else if (kind === "sets" && msg) {
       const box = $("st-summary");
