@@ -193,7 +193,8 @@ def render_acl(users: Mapping[str, str], prefix: str = DEFAULT_PREFIX, site: str
         "#",
         "# `pattern` lines apply to EVERY authenticated user, %u being that user's name. Account names are",
         "# one namespace across roles, and every account that is not a node is denied the node topics named",
-        "# after it, so no phone or kiosk can pose as a station.",
+        "# after it, so no phone or kiosk can pose as a station; every account that is not a member is denied",
+        "# the member topics named after it, so no station or screen can check itself in as a member.",
         "",
         "# Edge nodes: publish their own frames, status (also their Last Will) and stats;",
         "# read their own session.",
@@ -211,10 +212,15 @@ def render_acl(users: Mapping[str, str], prefix: str = DEFAULT_PREFIX, site: str
         lines += ["", f"# {ROLE_TITLES[role]}"]
         for name in names:
             lines += [f"user {name}", f"topic deny {root}/nodes/{name}/#"]
+            if role != "member":
+                lines.append(f"topic deny {root}/members/{name}/#")
             lines += [f"topic {access} {root}/{topic}" for access, topic in ROLE_TOPICS[role]]
             lines += [f"topic {access} {root}/nodes/{node}/{topic}"
                       for node in nodes for access, topic in PER_NODE_TOPICS.get(role, ())]
-    lines += ["", f"# Edge node accounts (rights from the patterns): {', '.join(nodes) or 'none yet'}", ""]
+    lines += ["", f"# Edge node accounts: their rights come from the patterns above{'' if nodes else ' (none yet)'}."]
+    for name in nodes:
+        lines += [f"user {name}", f"topic deny {root}/members/{name}/#"]
+    lines.append("")
     return "\n".join(lines)
 
 

@@ -428,6 +428,16 @@ def test_member_page_topics_are_each_members_own(broker: Broker, clients: list[C
     assert bob.wait_for(T.member("bob", "history"), b"barrier-bob")
     assert [t for t, _, _ in bob.messages if "/alice/" in t] == []
     assert wall.publish(T.member("alice", "profile"), b"{}") == "Not authorized"  # screens write nothing
+    # No station or screen can check itself in as a "member" named after it (the member patterns apply to every
+    # account): the ACL denies each account that is not a member its own member topics.
+    node_a = login(broker, "st-a")
+    clients.append(node_a)
+    start = b'{"v":1,"action":"start","node":"st-a"}'
+    assert wall.publish(T.member("wall", "checkin"), start) == "Not authorized"
+    assert node_a.publish(T.member("st-a", "checkin"), start) == "Not authorized"
+    assert alice.publish(T.member("alice", "checkin"), start) == "Success"
+    # The node's own rights (the patterns) are untouched by its account's line.
+    assert node_a.publish(T.node("st-a", "frames"), b"still a station") == "Success"
 
 
 def test_sessions_are_written_by_staff_not_by_another_node(broker: Broker, clients: list[Conn]) -> None:

@@ -54,6 +54,7 @@ def test_acl_for_every_role() -> None:
         "pattern readwrite gym/main/members/%u/profile",
         "user agg",
         "topic deny gym/main/nodes/agg/#",
+        "topic deny gym/main/members/agg/#",
         "topic read gym/main/nodes/+/frames",
         "topic read gym/main/nodes/+/status",
         "topic read gym/main/nodes/+/stats",
@@ -66,6 +67,7 @@ def test_acl_for_every_role() -> None:
         "topic readwrite gym/main/aggregator/status",
         "user desk",
         "topic deny gym/main/nodes/desk/#",
+        "topic deny gym/main/members/desk/#",
         "topic read gym/main/members/+/profile",
         "topic read gym/main/nodes/+/session",
         "topic read gym/main/nodes/+/reps",
@@ -77,6 +79,7 @@ def test_acl_for_every_role() -> None:
         "topic readwrite gym/main/nodes/st-2/session",
         "user wall",
         "topic deny gym/main/nodes/wall/#",
+        "topic deny gym/main/members/wall/#",
         "topic read gym/main/members/+/profile",
         "topic read gym/main/nodes/+/session",
         "topic read gym/main/nodes/+/reps",
@@ -85,12 +88,17 @@ def test_acl_for_every_role() -> None:
         "topic read gym/main/aggregator/status",
         "user ops",
         "topic deny gym/main/nodes/ops/#",
+        "topic deny gym/main/members/ops/#",
         "topic read gym/main/nodes/+/session",
         *RETAINED_MEMBER_WRITES,
         "user al",
         "topic deny gym/main/nodes/al/#",
         "user zoe",
         "topic deny gym/main/nodes/zoe/#",
+        "user st-1",
+        "topic deny gym/main/members/st-1/#",
+        "user st-2",
+        "topic deny gym/main/members/st-2/#",
     ]
     # No right anywhere but the registry's site, and no write at all for a display.
     assert all("gym/main/" in rule for rule in acl_rules(acl) if not rule.startswith("user "))
@@ -100,7 +108,7 @@ def test_acl_for_every_role() -> None:
     ops = acl_rules(acl)[acl_rules(acl).index("user ops") + 1:acl_rules(acl).index("user al")]
     assert [rule for rule in ops if rule.startswith(("topic write", "topic readwrite"))] == RETAINED_MEMBER_WRITES
     assert "topic write gym/main/members/+/notifications" in RETAINED_MEMBER_WRITES
-    assert "# Edge node accounts (rights from the patterns): st-1, st-2" in acl
+    assert "# Edge node accounts: their rights come from the patterns above." in acl
     # Mosquitto only knows whole-line comments: every line is a comment, blank, or one rule.
     for line in acl.splitlines():
         assert not line or line.startswith("#") or line.split()[0] in {"pattern", "topic", "user"}
