@@ -167,6 +167,7 @@ def _agg_env(agg_id: str) -> dict[str, str]:
         "FORMCHECK_AGG__INFLUX__RETRY_MAX_S": "1",
         "FORMCHECK_AGG__SETS__REST_TIMEOUT_S": str(REST_S),
         "FORMCHECK_AGG__STATS_INTERVAL_S": "1",
+        "FORMCHECK_AGG__INFLUX__FRAME_POINTS_PER_S": "0",  # every frame a point: the tests count them all
     }
 
 
