@@ -42,7 +42,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.broker, pytest.mark.data]
 CHROMIUM = Path("/usr/bin/chromium")
 AXE = REPO_ROOT / "web" / "node_modules" / "axe-core" / "axe.min.js"
 SHOTS = REPO_ROOT / "web" / "screenshots"  # gitignored; two of them are copied into docs/ for the README
-DOC_SHOTS = {"member-phone.png": "web-member-phone.png", "station-tv.png": "web-station-tv.png"}
+DOC_SHOTS = {"member-set-phone.png": "web-member-phone.png", "station-tv.png": "web-station-tv.png"}
 CLIP = "videos/squat/squat_front_bodyweight_a.mp4"  # 6 reps, a fault the set names (its words are asserted)
 NODE = "rack-1"
 ACCOUNTS = {"desk": "staff", NODE: "node", "agg": "aggregator", "screen": "display", "watch": "display",
@@ -298,6 +298,8 @@ def test_qr_checkin_live_reps_grade_history_station_count_and_offline(
         alice.wait_for_selector("#history tbody tr")
         assert alice.eval_on_selector_all("#history tbody tr", "els => els.length") == 1
         shot(alice, "member-phone.png", full_page=True)
+        alice.evaluate("document.getElementById('live-title').parentElement.scrollIntoView()")
+        alice.screenshot(path=str(SHOTS / "member-set-phone.png"))  # the README's: this set, its grade, the fix
         alice.set_viewport_size(TV)
         shot(alice, "member-tv.png")
 
