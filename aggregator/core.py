@@ -53,7 +53,7 @@ log = logging.getLogger("aggregator.service")
 RESUME_TIMEOUT_S = 2.0  # longest the processing waits for the open set checkpoints
 RESUME_RETRY_S = 30.0  # after a failed read, the earliest next attempt
 HISTORY_SETS = 20  # sets in a member's retained history message
-HISTORY_TIMEOUT_S = 2.0  # longest a member's history is read from InfluxDB (once per member and run)
+HISTORY_TIMEOUT_S = 2.0  # longest a member's history is read from InfluxDB (once per set)
 
 
 Snapshot = dict[str, dict[str, int]]
@@ -295,11 +295,15 @@ class ProcessingCore:
             self.outbox.ack([item.mid for item in acks])
 
     def member_history(self, s: SetMessage) -> MemberHistory:
-        """The member's last sets with ``s`` first. Kept in memory; the first time a member is seen in this run it
-        is read from the stored ``set`` rows (``s`` is stored already), so a restart does not shorten it."""
-        entries = self._history.get(s.member)
+        """The member's last sets with ``s`` first, read from the stored ``set`` rows (``s`` is stored already).
+
+        Read at every set (one query; sets are rare), so the history is whole whichever worker process or
+        aggregator handled the member's other stations, and after a restart. While InfluxDB cannot answer, the
+        last history this core knew is used.
+        """
+        entries = self._stored_history(s.member)
         if entries is None:
-            entries = self._stored_history(s.member)
+            entries = self._history.get(s.member, [])
         entry = HistoryEntry(set_id=s.set_id, node=s.node, exercise=s.exercise, end_ts=s.end_ts, reps=s.reps,
                              grade=s.grade, score_mean=round(s.score_mean, 1), main_fault=s.main_fault,
                              complete=s.complete)
@@ -307,14 +311,15 @@ class ProcessingCore:
         self._history[s.member] = entries
         return MemberHistory(member=s.member, sets=entries)
 
-    def _stored_history(self, member: str) -> list[HistoryEntry]:
+    def _stored_history(self, member: str) -> list[HistoryEntry] | None:
         q = (f'SELECT * FROM "set" WHERE "site" = {influxql_string(self.config.site)} AND "member" = '
              f'{influxql_string(member)} ORDER BY time DESC LIMIT {HISTORY_SETS}')
         try:
             series = self.writer.query(q, timeout_s=min(self.config.influx.timeout_s, HISTORY_TIMEOUT_S))
         except InfluxError as exc:
-            log.warning("history of member %s not read from InfluxDB (%s): it restarts with this set", member, exc)
-            return []
+            self._ratelog("history", f"history of member {member} not read from InfluxDB ({exc}): the last one "
+                          "known here is used")
+            return None
         entries: list[HistoryEntry] = []
         for _, rows in series:
             for row in rows:
