@@ -212,8 +212,9 @@ def load_agg_rate() -> float:
     return AggregatorConfig().influx.frame_points_per_s
 
 
-def wake_all(data: Path, limit: int | None) -> int:
-    rows = clips(data)[:limit]
+def wake_all(data: Path, limit: int | None, part: str = "1/1") -> int:
+    k_of, n_parts = (int(x) for x in part.split("/"))
+    rows = clips(data)[:limit][k_of - 1::n_parts]
     worst_wake = 0.0
     changed: list[str] = []
     never: list[str] = []
@@ -256,12 +257,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="edge_bench rounds (pipeline vs pose alone)")
     parser.add_argument("--wake-all", action="store_true", help="every clip after 10 s of empty scene instead")
     parser.add_argument("--limit", type=int, help="--wake-all: the first N clips only")
+    parser.add_argument("--part", default="1/1", help="--wake-all: K/N, every Nth clip from the Kth (processes)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     data = require_data_dir()
     if args.wake_all:
-        return wake_all(data, args.limit)
+        return wake_all(data, args.limit, args.part)
     clip = args.clip or data / edge_bench.DEFAULT_CLIP
 
     phases = measure_phases(clip, args.seconds, settle_s=5.0)

@@ -5,7 +5,9 @@ idle. Idle, it looks at one captured frame in ``idle.check_every`` (the capture 
 the others to RGB) and decides cheaply whether to run the pose model on it:
 
 * ``gate: motion`` (default): a grey image of about 64 pixels across, compared with a slowly updated
-  background; the pose model runs only when enough of it changed, and every ``probe_s`` regardless;
+  background; the pose model runs only when enough of it changed, and every ``probe_s`` regardless; once
+  something moved, every frame is looked at and the pose model runs on each until a second after the last
+  motion (tracking a person who walks in from frame to frame finds them sooner than looks a few frames apart);
 * ``gate: detector``: the pose model runs on every looked-at frame.
 
 Both wake up on the same frame (the first looked-at frame showing the person), so they have the same wake-up
@@ -31,6 +33,8 @@ MOTION_WIDTH = 64
 """Width of the motion gate's grey image, pixels."""
 
 _BACKGROUND_ALPHA = 0.05  # share of each looked-at frame blended into the background
+ALERT_MS = 1000
+"""After motion without a person, every frame is looked at and the pose model runs on it for this long."""
 
 
 class Looking(Protocol):
@@ -70,7 +74,7 @@ class MotionGate:
         background = self._background
         if background is None or background.shape != small.shape:
             self._background = small
-            return True  # the first look (or a new resolution) has nothing to compare with: check it
+            return False  # the first look (or a new resolution) has nothing to compare with (probe_s covers it)
         moving = np.count_nonzero(np.abs(small - background) >= self.pixel_delta)
         cv2.accumulateWeighted(small, background, _BACKGROUND_ALPHA)
         return bool(moving >= self.area * small.size)
@@ -93,6 +97,7 @@ class IdleWatch:
         self.changed = False
         """Set when the last :meth:`step` entered or left idle mode (the caller publishes the status)."""
         self.wakes = 0
+        self._alert_until: int | None = None  # motion seen without a person: every frame, pose on each, till then
         self._absent_since: int | None = None
         self._last_probe_ts = 0
         self._motion = MotionGate(config.motion_pixel_delta, config.motion_area)
@@ -100,7 +105,7 @@ class IdleWatch:
     @property
     def stride(self) -> int:
         """One captured frame in this many is looked at (the capture thread skips converting the others)."""
-        return self.config.check_every if self.idle else 1
+        return self.config.check_every if self.idle and self._alert_until is None else 1
 
     def step(self, frame: CapturedFrame) -> Observation | None:
         """The observation to classify and publish, or None (idle: nothing to publish)."""
@@ -109,14 +114,21 @@ class IdleWatch:
             seen = self.processor.look(frame)
             self._track(seen, frame.ts_ms)
             return self.processor.number(seen)
-        if frame.index % self.config.check_every:
+        alert = self._alert_until is not None
+        if frame.index % self.config.check_every and not alert:
             return None
         timings = self.processor.timings
         timings.idle_looked += 1
         if self.config.gate == "motion":
             moved = self._motion.moved(frame.rgb)
             probe_due = self.config.probe_s > 0 and frame.ts_ms - self._last_probe_ts >= self.config.probe_s * 1000
-            if not moved and not probe_due:
+            if moved:
+                # Something moves: the pose model looks at every frame while it does (and ALERT_S after). Sparse
+                # looks at someone walking in find them later than a pose model that follows every frame.
+                self._alert_until = frame.ts_ms + ALERT_MS
+            elif self._alert_until is not None and frame.ts_ms > self._alert_until:
+                self._alert_until = None
+            if self._alert_until is None and not probe_due:
                 return None
         self._last_probe_ts = frame.ts_ms
         timings.idle_probes += 1
@@ -126,6 +138,7 @@ class IdleWatch:
         if not seen.person:
             return None
         self.idle, self.changed = False, True
+        self._alert_until = None
         self.wakes += 1
         self._absent_since = None
         return self.processor.number(seen)
