@@ -98,7 +98,9 @@ def test_hash_and_list_partitions_store_what_one_aggregator_stores(
     assert set(hash_owner.values()) == {0, 1}, f"station names must split across both aggregators: {hash_owner}"
 
     def config(agg_id: str, db: str, **partition: object) -> Aggregator:
-        return Aggregator(aggregator_config(mosquitto, influxd, agg_id, db, partition=partition))
+        # Every frame a point: the partitions' stored frames are compared point by point.
+        return Aggregator(aggregator_config(mosquitto, influxd, agg_id, db, partition=partition,
+                                            influx={"frame_points_per_s": 0}))
 
     aggs = [
         config("solo", "one", mode="all"),

@@ -103,7 +103,9 @@ def test_sigstopped_edge_goes_offline_within_keepalive_and_recovers(
 @pytest.fixture
 def running(request: pytest.FixtureRequest, mosquitto: Mosquitto, influxd: Influxd) -> Iterator[RunningAggregator]:
     db = request.node.name.replace("test_", "")[:40]
-    agg = RunningAggregator(Aggregator(aggregator_config(mosquitto, influxd, "agg-rel", db))).start()
+    # Every frame a point: the tests count the stored frames.
+    agg = RunningAggregator(Aggregator(aggregator_config(mosquitto, influxd, "agg-rel", db,
+                                                         influx={"frame_points_per_s": 0}))).start()
     try:
         assert wait_until(agg.agg.connected.is_set, 10), "aggregator did not connect"
         yield agg

@@ -132,7 +132,7 @@ def test_partition_mid_set_aborts_or_completes_never_half_counts(
 
 def _partition(link: Link, broker: Mosquitto, edge_port: int, influxd: Influxd, data_dir: Path,
                tmp_path: Path) -> None:
-    config = aggregator_config(broker, influxd, "agg-part", DB)
+    config = aggregator_config(broker, influxd, "agg-part", DB, influx={"frame_points_per_s": 0})  # counts seqs
     rec = Recorder(broker.host, broker.port, f"gym/main/nodes/{NODE}/#").start()
     running = RunningAggregator(Aggregator(config)).start()
     env = {**run_env(), "FORMCHECK_EDGE__MQTT__KEEPALIVE_S": str(KEEPALIVE_S),
