@@ -250,7 +250,7 @@ class ProcessingCore:
             if payload.state == "offline":
                 out = station.on_offline()
             elif payload.state == "stopped":
-                out = station.flush("node_stopped")
+                out = station.finish("node_stopped")
             elif payload.activity == "idle" and payload.ts is not None:
                 out = station.on_idle(payload.ts)
             else:

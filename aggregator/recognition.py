@@ -107,11 +107,11 @@ class ExerciseRecogniser:
             self.result = self._decide(None)
         return self.result
 
-    def flush(self) -> Recognition | None:
+    def finish(self) -> Recognition | None:
         """End of stream: decide from what was seen (a completed rep if the stream ended on one)."""
         if self.result is None and self._leans:
             for detector in (self._hips, self._arms, self._press):
-                for event in detector.flush():
+                for event in detector.finish():
                     if event.kind == "complete" and self.result is None:
                         self.result = self._decide(event.rep)
             if self.result is None:
@@ -159,4 +159,4 @@ def recognise(frames: Iterable[FrameMessage], config: RecognitionConfig | None =
     for frame in frames:
         if recogniser.push(frame) is not None:
             break
-    return recogniser.flush()
+    return recogniser.finish()

@@ -251,7 +251,7 @@ class RepDetector:
             events.append(self._close("partial", "rep took too long"))
         return events
 
-    def flush(self) -> list[RepEvent]:
+    def finish(self) -> list[RepEvent]:
         """End of stream: close an open movement (complete if it is back in the top part of its range)."""
         if self._move is None:
             return []

@@ -310,10 +310,10 @@ class Station:
         self._detector = RepDetector(self._detector.exercise, self.rep_config)
         return out
 
-    def flush(self, reason: SetEnd = "end_of_stream") -> StationOutput:
+    def finish(self, reason: SetEnd = "end_of_stream") -> StationOutput:
         """End of a stream (a recording, or a node that stopped cleanly): finish the open rep and set."""
         out = StationOutput()
-        for event in self._detector.flush():
+        for event in self._detector.finish():
             out.extend(self._on_rep_event(event))
         out.extend(self._end_set(reason, complete=True))
         self._detector = RepDetector(self._detector.exercise, self.rep_config)

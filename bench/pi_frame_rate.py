@@ -52,7 +52,7 @@ def count_reps(video: Path, exercise: str, step: int) -> int:
     finally:
         capture.release()
         processor.close()
-    return reps + len(station.flush().reps)
+    return reps + len(station.finish().reps)
 
 
 def main() -> int:

@@ -56,7 +56,7 @@ def count_reps(frames: list[dict[str, object]], exercise: str) -> int:
     reps = 0
     for raw in frames:
         reps += len(station.on_frame(FrameMessage.model_validate(raw)).reps)
-    return reps + len(station.flush().reps)
+    return reps + len(station.finish().reps)
 
 
 @dataclass

@@ -133,7 +133,7 @@ def analyze_frames(frames: Iterable[FrameMessage], video: str, exercise: Exercis
         elif "view_yaw" in frame.angles:
             result.view_yaw.append(frame.angles["view_yaw"])
         take(station.on_frame(frame))
-    take(station.flush())
+    take(station.finish())
     result.partials_outside_sets = station.partials_outside_sets
     return result
 

@@ -83,7 +83,7 @@ class ExerciseGate:
         self._recogniser = None
         if recogniser is None or self._named is not None or not self._held:
             return self.release()
-        recognition = recogniser.flush()
+        recognition = recogniser.finish()
         return self.release() if recognition is None else self._switch(recognition)
 
     def release(self) -> list[FrameMessage]:
@@ -113,7 +113,7 @@ class ExerciseGate:
         self._held.append((seen, message))
         recognition = recogniser.push(message)
         if recognition is None and len(self._held) >= MAX_HELD_FRAMES:
-            recognition = recogniser.flush()
+            recognition = recogniser.finish()
             if recognition is None:
                 log.info("no exercise recognised in %d frames: publishing them as %s", len(self._held),
                          self.processor.exercise)

@@ -113,7 +113,7 @@ def run_station(messages: Sequence[FrameMessage], exercise: Exercise = "squat", 
     outputs = StationOutput()
     for message in messages:
         outputs.extend(station.on_frame(message))
-    outputs.extend(station.flush())
+    outputs.extend(station.finish())
     partial = sum(s.partial_reps for s in outputs.sets) + station.partials_outside_sets
     return StationResult(reps=tuple(outputs.reps), partial_reps=partial)
 

@@ -114,7 +114,7 @@ def count(frames: Sequence[FrameMessage], exercise: Exercise, config: RepConfig,
     """Run the counter over ``frames`` (every ``step``-th only: a slower pose rate); seqs stay the clip's."""
     detector = RepDetector(exercise, config)
     signal = DEPTH_SIGNAL[exercise]
-    events = [e for f in frames[::step] for e in detector.push(f)] + detector.flush()
+    events = [e for f in frames[::step] for e in detector.push(f)] + detector.finish()
     reps = []
     for event in events:
         if event.kind != "complete":

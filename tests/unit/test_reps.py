@@ -17,7 +17,7 @@ def run(frames: Sequence[FrameMessage], config: RepConfig | None = None, *, flus
     detector = RepDetector("squat", config)
     events = [e for f in frames for e in detector.push(f)]
     if flush:
-        events += detector.flush()
+        events += detector.finish()
     return events
 
 
@@ -278,11 +278,11 @@ def test_flush_near_the_top_completes_the_rep() -> None:
     detector = RepDetector("squat")
     assert [e for f in clip.frames for e in detector.push(f)] == []
     assert detector.in_rep
-    events = detector.flush()
+    events = detector.finish()
     assert kinds(events) == ["complete"]
     assert events[0].reason == "end of stream"
     assert not detector.in_rep
-    assert detector.flush() == []
+    assert detector.finish() == []
 
 
 def test_flush_in_the_middle_gives_a_partial() -> None:
@@ -295,7 +295,7 @@ def test_flush_with_no_open_rep_is_empty() -> None:
     detector = RepDetector("squat")
     for f in one_rep_clip().frames:
         detector.push(f)
-    assert detector.flush() == []
+    assert detector.finish() == []
 
 
 def test_detection_uses_capture_time_not_frame_count() -> None:

@@ -36,7 +36,7 @@ def feed(station: Station, frames: Iterable[FrameMessage]) -> StationOutput:
 def run_all(frames: Iterable[FrameMessage], **kwargs: object) -> StationOutput:
     station = Station(NODE, **kwargs)  # type: ignore[arg-type]
     out = feed(station, frames)
-    out.extend(station.flush())
+    out.extend(station.finish())
     return out
 
 
@@ -64,7 +64,7 @@ def test_duplicates_are_dropped_and_counted() -> None:
         out.extend(station.on_frame(f))
         again = station.on_frame(f)
         assert again.reps == [] and again.sets == []
-    out.extend(station.flush())
+    out.extend(station.finish())
     assert station.counters.duplicates == len(clip.frames)
     assert station.counters.frames == len(clip.frames)
     assert station.counters.gaps == 0 and station.counters.late == 0
@@ -92,7 +92,7 @@ def test_late_and_out_of_order_frames_are_dropped_and_counted() -> None:
     order.insert(order.index(60) + 1, 50)             # 50 arrives after 60
     station = Station(NODE)
     out = feed(station, [frames[i] for i in order])
-    out.extend(station.flush())
+    out.extend(station.finish())
     assert station.counters.late == 2
     assert station.counters.duplicates == 0
     assert station.counters.frames == len(frames) - 2
@@ -116,7 +116,7 @@ def test_clock_going_backwards_is_counted_and_harmless() -> None:
     shift_ts(clip.frames, clip.span("standing", 1).start, -300)
     station = Station(NODE)
     out = feed(station, clip.frames)
-    out.extend(station.flush())
+    out.extend(station.finish())
     assert station.counters.clock_backwards >= 1
     assert len(out.reps) == 2
     assert out.reps[0].end_ts <= out.reps[1].start_ts
@@ -127,7 +127,7 @@ def test_clock_going_backwards_inside_a_rep_does_not_crash() -> None:
     shift_ts(clip.frames, clip.span("bottom", 0).start + 3, -2000)
     station = Station(NODE)
     out = feed(station, clip.frames)
-    out.extend(station.flush())
+    out.extend(station.finish())
     assert station.counters.clock_backwards == 1
     # A 2 s step is not jitter: it starts a new time segment, so the rep it cut is dropped (motion across the
     # step is not motion) and only the second rep counts; the set stays open across the step.
@@ -157,7 +157,7 @@ def test_new_boot_aborts_the_open_set() -> None:
     assert aborted.reps == 1
     assert aborted.set_id.startswith(f"{NODE}-{BOOT}-")
     rest = feed(station, second.frames[1:])
-    rest.extend(station.flush())
+    rest.extend(station.finish())
     assert len(rest.reps) == 1
     assert rest.sets[0].set_id.startswith(f"{NODE}-{BOOT2}-")
     assert rest.sets[0].complete is True
@@ -178,7 +178,7 @@ def test_stale_frame_of_the_previous_boot_does_not_abort_the_new_boot() -> None:
     assert station.counters.duplicates + station.counters.late == 2
     tail = feed(station, squat_clip([("bottom", 0.3), ("ascending", 0.8), ("standing", 1.0)], boot=BOOT2,
                                     seq0=second.next_seq, ts0=second.next_ts).frames)
-    tail.extend(station.flush())
+    tail.extend(station.finish())
     assert [s.complete for s in tail.sets] == [True]
     assert tail.sets[0].reps == 2
 
@@ -194,7 +194,7 @@ def test_rest_timeout_ends_the_set() -> None:
         if step.sets and ended_at is None:
             ended_at = i
         out.extend(step)
-    out.extend(station.flush())
+    out.extend(station.finish())
     assert [s.ended_by for s in out.sets] == ["rest", "end_of_stream"]
     first = out.sets[0]
     assert first.reps == 2 and first.complete is True
@@ -231,7 +231,7 @@ def test_check_in_checkout_and_guest() -> None:
     done = checkout.sets[0]
     assert (done.member, done.ended_by, done.complete, done.reps) == ("m42", "checkout", True, 2)
     later = feed(station, clip.frames[split:])
-    later.extend(station.flush())
+    later.extend(station.finish())
     assert [r.member for r in later.reps] == [GUEST]
     assert [(s.member, s.ended_by) for s in later.sets] == [(GUEST, "end_of_stream")]
 
@@ -246,7 +246,7 @@ def test_member_change_ends_the_set() -> None:
     change = station.on_session(session("bob"))
     assert [(s.member, s.ended_by, s.complete, s.reps) for s in change.sets] == [("alice", "member_change", True, 1)]
     out = feed(station, clip.frames[split:])
-    out.extend(station.flush())
+    out.extend(station.finish())
     assert [r.member for r in out.reps] == ["bob"]
     assert [(s.member, s.ended_by) for s in out.sets] == [("bob", "end_of_stream")]
 
@@ -269,7 +269,7 @@ def test_offline_aborts_the_set_and_drops_the_open_rep() -> None:
     offline = station.on_offline()
     assert [(s.complete, s.ended_by, s.reps) for s in offline.sets] == [(False, "offline", 1)]
     after = feed(station, clip.frames[split:])
-    after.extend(station.flush())
+    after.extend(station.finish())
     assert after.reps == []
     assert after.sets == []
 
@@ -286,7 +286,7 @@ def test_exercise_change_in_frames_ends_the_set() -> None:
         ("exercise_change", True, 1, "squat")]
     assert station.exercise == "pushup"
     rest = feed(station, pushups[1:])
-    rest.extend(station.flush())
+    rest.extend(station.finish())
     assert rest.sets == []
 
 
@@ -295,7 +295,7 @@ def test_end_of_stream_finishes_the_open_rep_and_set() -> None:
     station = Station(NODE)
     out = feed(station, clip.frames)
     assert len(out.reps) == 1
-    end = station.flush()
+    end = station.finish()
     assert len(end.reps) == 1
     assert [(s.ended_by, s.complete, s.reps) for s in end.sets] == [("end_of_stream", True, 2)]
 
@@ -304,12 +304,12 @@ def test_node_stopping_cleanly_completes_the_set() -> None:
     clip = squat_clip([*rep_segments(1), ("descending", 0.8), ("bottom", 0.3), ("ascending", 0.8)])
     station = Station(NODE)
     feed(station, clip.frames)
-    end = station.flush("node_stopped")
+    end = station.finish("node_stopped")
     assert [(s.ended_by, s.complete, s.reps) for s in end.sets] == [("node_stopped", True, 2)]
     # the node starts again with the same boot: nothing of the old movement is left over
     again = feed(station, squat_clip([("ascending", 0.5), ("standing", 1.0)], seq0=clip.next_seq,
                                      ts0=clip.next_ts + 3000).frames)
-    again.extend(station.flush())
+    again.extend(station.finish())
     assert again.reps == [] and again.sets == []
 
 
@@ -349,7 +349,7 @@ def test_set_fields_are_consistent_with_its_reps() -> None:
     grading = GradingConfig()
     station = Station(NODE, grading=grading)
     out = feed(station, clip.frames)
-    out.extend(station.flush())
+    out.extend(station.finish())
     assert len(out.sets) == 1
     s = out.sets[0]
     reps = out.reps
@@ -377,7 +377,7 @@ def test_partials_without_any_rep_make_no_set() -> None:
     clip = squat_clip([("bottom", 0.3), ("ascending", 0.8), ("standing", 1.0)])
     station = Station(NODE)
     out = feed(station, clip.frames)
-    out.extend(station.flush())
+    out.extend(station.finish())
     assert out.reps == [] and out.sets == []
     assert station.partials_outside_sets == 1
 
@@ -388,7 +388,7 @@ def test_one_frame_with_an_absurd_seq_jump_is_an_outlier() -> None:
     frames.insert(20, restamp([frames[20]], seq=2**53 - 1)[0])
     station = Station(NODE)
     out = feed(station, frames)
-    out.extend(station.flush())
+    out.extend(station.finish())
     assert len(out.reps) == 3
     assert station.counters.seq_outliers == 1
     assert station.counters.gaps == 0 and station.counters.late == 0
@@ -409,7 +409,7 @@ def test_stream_that_only_looks_late_is_resynchronised() -> None:
     frames = [restamp([clip.frames[0]], seq=10**12)[0], *clip.frames[1:]]
     station = Station(NODE)
     out = feed(station, frames)
-    out.extend(station.flush())
+    out.extend(station.finish())
     assert station.counters.resyncs == 1
     assert len(out.reps) >= 2, "at most the rep around the resync may be lost"
 
@@ -421,7 +421,7 @@ def test_one_frame_stamped_far_ahead_does_not_freeze_the_stream() -> None:
     shift_ts(frames, 21, -200_000)  # only frame 20 is 200 s ahead
     station = Station(NODE)
     out = feed(station, frames)
-    out.extend(station.flush())
+    out.extend(station.finish())
     assert len(out.reps) == 3
     assert station.counters.clock_backwards == 1
 
@@ -465,7 +465,7 @@ def test_resumed_set_equals_the_undisturbed_set(redelivered_from: str) -> None:
     out = second.on_session(SessionMessage(member="m-7", exercise="squat"))  # the retained session, redelivered
     assert not out.sets
     out.extend(feed(second, frames[start:]))
-    out.extend(second.flush())
+    out.extend(second.finish())
     reps += out.reps
 
     assert [r.rep_index for r in reps] == [1, 2, 3, 4, 5]
@@ -485,7 +485,7 @@ def test_a_closed_set_leaves_nothing_to_resume() -> None:
     frames = squat_clip(rep_segments(2)).frames
     station = Station(NODE)
     out = feed(station, frames)
-    out.extend(station.flush())
+    out.extend(station.finish())
     [ended] = out.sets
     points = checkpoint_points("main", NODE, out.sets, station.checkpoint(), changed=bool(out.reps))
     assert [(p.measurement, p.fields["closed"], p.ts_ms) for p in points] == [("open_set", True, ended.start_ts)]
@@ -502,7 +502,7 @@ def test_a_resumed_set_of_an_edge_process_that_restarted_meanwhile_is_aborted() 
     second.resume(_checkpoint_after_restart(first))
     later = restamp(squat_clip(rep_segments(1), ts0=TS0 + 60_000).frames, boot=BOOT2)
     out = feed(second, later)
-    out.extend(second.flush())
+    out.extend(second.finish())
     aborted, fresh = out.sets
     assert (aborted.reps, aborted.complete, aborted.ended_by) == (2, False, "restart")
     assert (fresh.reps, fresh.complete) == (1, True) and fresh.set_id.startswith(f"{NODE}-{BOOT2}-")
