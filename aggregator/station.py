@@ -11,7 +11,6 @@ A node that stops cleanly (``stopped``) ends its set as complete.
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
@@ -84,12 +83,12 @@ class _OpenSet:
     boot: str = ""  # the edge process whose frames the reps came from (a set never spans two)
     last_rep_end_seq: int = -1
     resumed: bool = False  # restored from a checkpoint: redelivered frames may repeat its last rep
-    rep_json: list[str] = field(default_factory=list)  # each rep as checkpointed, encoded once
+    checkpoint_reps: list[RepMessage] = field(default_factory=list)  # each rep as checkpointed, stripped once
 
 
-def _checkpoint_rep_json(rep: RepMessage) -> str:
+def _checkpoint_rep(rep: RepMessage) -> RepMessage:
     # The fault frame lists can be long and the set summary needs only which faults a rep had.
-    return rep.model_copy(update={"faults": {name: [] for name in rep.faults}}).model_dump_json(exclude_none=True)
+    return rep.model_copy(update={"faults": {name: [] for name in rep.faults}})
 
 
 class Checkpoint(NamedTuple):
@@ -324,19 +323,19 @@ class Station:
     def checkpoint(self) -> Checkpoint | None:
         """The open set as it stands (None when no set is open or it has no rep yet).
 
-        Written with every rep, so each rep is encoded once and the state is spliced from those.
+        Encoded by the model that decodes it (``OpenSetCheckpoint``), from values that are already valid (no
+        second validation). Written with every rep: 18 us for a set of 10 reps against 4 us when the JSON was
+        spliced by hand, about 0.4 % of the aggregator's work for the 90 frames of a rep (48 us a frame).
         """
         current = self._set
         if current is None or not current.reps:
             return None
-        head = json.dumps({
-            "set_id": current.set_id, "member": current.member, "exercise": current.exercise,
-            "session_exercise": self.session_exercise, "rep_frames": current.rep_frames,
-            "bad_frames": current.bad_frames, "partial_reps": current.partial_reps,
-            "last_rep_end_ts": current.last_rep_end_ts, "boot": current.boot,
-            "last_rep_end_seq": current.last_rep_end_seq,
-        }, separators=(",", ":"))
-        state = f'{head[:-1]},"reps":[{",".join(current.rep_json)}]}}'
+        state = OpenSetCheckpoint.model_construct(
+            set_id=current.set_id, member=current.member, exercise=current.exercise,
+            session_exercise=self.session_exercise, reps=current.checkpoint_reps, rep_frames=current.rep_frames,
+            bad_frames=current.bad_frames, partial_reps=current.partial_reps,
+            last_rep_end_ts=current.last_rep_end_ts, boot=current.boot, last_rep_end_seq=current.last_rep_end_seq,
+        ).model_dump_json(exclude_none=True)
         return Checkpoint(current.set_id, current.reps[0].start_ts, state, current.member)
 
     def resume(self, checkpoint: OpenSetCheckpoint) -> None:
@@ -354,7 +353,7 @@ class Station:
             reps=list(checkpoint.reps), rep_frames=checkpoint.rep_frames, bad_frames=checkpoint.bad_frames,
             partial_reps=checkpoint.partial_reps, last_rep_end_ts=checkpoint.last_rep_end_ts, resumed=True,
             boot=checkpoint.boot, last_rep_end_seq=checkpoint.last_rep_end_seq,
-            rep_json=[_checkpoint_rep_json(rep) for rep in checkpoint.reps],
+            checkpoint_reps=[_checkpoint_rep(rep) for rep in checkpoint.reps],
         )
         if checkpoint.exercise != self._detector.exercise:
             self._detector = RepDetector(checkpoint.exercise, self.rep_config)
@@ -386,7 +385,7 @@ class Station:
         rep = grade_rep(event.rep, node=self.node, member=current.member, set_id=current.set_id,
                         rep_index=len(current.reps) + 1, config=self.grading)
         current.reps.append(rep)
-        current.rep_json.append(_checkpoint_rep_json(rep))
+        current.checkpoint_reps.append(_checkpoint_rep(rep))
         current.rep_frames += len(frames)
         current.bad_frames += sum(f.form == "bad" for f in frames)
         current.last_rep_end_ts = rep.end_ts
