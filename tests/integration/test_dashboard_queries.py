@@ -532,4 +532,8 @@ class Expectations:
         assert sum(per_agg("Invalid messages", "C")) == 0
         for ref in "ABC":
             assert sum(per_agg("Write errors", ref)) == 0
-        assert all(v >= 0 for v in per_agg("Buffer depth", "A") + per_agg("Buffer depth", "B"))
+        # Both series are there and within the aggregator's bounds (the writer's buffer and the inbox).
+        limits = AggregatorConfig()
+        buffer, inbox = per_agg("Buffer depth", "A"), per_agg("Buffer depth", "B")
+        assert buffer and all(0 <= v <= limits.influx.buffer_max_points for v in buffer), buffer
+        assert inbox and all(0 <= v <= 2 * limits.mqtt.receive_maximum + 64 for v in inbox), inbox
