@@ -146,7 +146,7 @@ class _NoMqtt:
 
 @pytest.fixture
 def aggregator() -> ProcessingCore:
-    # No InfluxDB here: no open set checkpoints (tests/integration/test_set_resume.py has those).
+    # No InfluxDB here: no open set checkpoints (tests/reliability/test_set_resume.py has those).
     return ProcessingCore(load_config(None, {"id": "unit", "site": SITE, "sets": {"resume_open_sets": False}},
                                       environ={}), _NoMqtt())
 
