@@ -6,8 +6,10 @@ hand them over, so the figure is the edge's own work (a file or RTSP source also
 an idle node cannot skip for inter-coded video: measured separately below). Phases, one after the other:
 
 1. training: a window of the clip played forwards and backwards (a person moving all the time);
-2. empty scene (the clip's mean colour with sensor noise) with the default motion gate;
-3. the same empty scene with ``idle.gate: detector`` (the pose model on every looked-at frame).
+2. empty scene (the clip's mean colour with sensor noise) with the default motion gate, every frame looked at;
+3. the same empty scene with ``idle.gate: detector`` (the pose model on every looked-at frame): the same
+   wake-up frame;
+4. and 5. both again looking at one frame in 3 (``idle.check_every: 3``).
 
 For each: process CPU seconds per minute (every thread of the process: capture, pose, classifier, MQTT),
 and MQTT messages per minute on the node's topics, counted by ``mosquitto_sub`` (another process). Then the
@@ -140,8 +142,8 @@ def measure_phases(clip: Path, seconds: float, settle_s: float) -> list[Phase]:
     moving, empty = ping_pong(clip, WINDOW_FRAMES)
     phases: list[Phase] = []
     with running_mosquitto() as broker:
-        for gate in ("motion", "detector"):
-            node = f"idle-{gate}"
+        for gate, every in (("motion", 1), ("detector", 1), ("motion", 3), ("detector", 3)):
+            node = f"idle-{gate}-{every}"
             out = Path(f"/tmp/idle_bench_{node}.log")
             out.unlink(missing_ok=True)
             sub = subprocess.Popen(["mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-q", "1",
@@ -152,18 +154,18 @@ def measure_phases(clip: Path, seconds: float, settle_s: float) -> list[Phase]:
             config = load_config(None, {
                 "node": {"id": node, "follow_session": False},
                 "mqtt": {"host": broker.host, "port": broker.port},
-                "idle": {"gate": gate},
+                "idle": {"gate": gate, "check_every": every},
             }, environ={})
             stop = threading.Event()
             runner = threading.Thread(target=run_edge, args=(config, stop, camera), daemon=True)
             runner.start()
             try:
-                if gate == "motion":
+                if not phases:
                     time.sleep(settle_s)  # models loaded, first frames through
                     phases.append(_window("training", seconds, out))
                 camera.play(empty)
                 time.sleep(config.idle.after_s + settle_s)  # idle by now
-                phases.append(_window(f"idle, {gate} gate", seconds, out))
+                phases.append(_window(f"idle, {gate}, 1 in {every}", seconds, out))
             finally:
                 stop.set()
                 runner.join(timeout=30)
