@@ -54,7 +54,8 @@ class FrameMessage(_Message):
     boot: Annotated[str, Field(pattern=r"^[0-9a-f]{8,32}$")] = Field(
         description="Random id chosen at each edge process start; seq restarts with it."
     )
-    seq: int = Field(ge=0, lt=2**53, description="Frame counter, +1 per captured frame within a boot.")
+    seq: int = Field(ge=0, lt=2**53, description="Frame counter, +1 per published frame within a boot (an idle "
+                     "node publishes none, so idle time is no gap).")
     ts: int = Field(ge=MIN_TS_MS, le=MAX_TS_MS, description="Capture time, unix milliseconds (edge clock).")
     exercise: Exercise = Field(description="Exercise the station is set to.")
     phase: Phase = Field(description="Movement phase of this frame.")
