@@ -785,7 +785,8 @@ def print_table(r: dict[str, Any]) -> None:
         m, a, s = c["aggregator_rss_mb"], c["aggregator"], c["stored"]
         print(f"round {c['round']}: aggregator RSS MB start {mb(m['start'])}, 1/3 {mb(m['third'])}, "
               f"2/3 {mb(m['two_thirds'])}, end {mb(m['end'])}, peak {mb(m['peak'])}")
-        print(f"         stored frames {s['frames']}/{r['messages']} in {s['frame_points']} points, reps {s['reps']}/{r['reps_generated']}, sets "
+        print(f"         stored frames {s['frames']}/{r['messages']} in {s['frame_points']} points, "
+              f"reps {s['reps']}/{r['reps_generated']}, sets "
               f"{s['sets']}/{r['sets_generated']}; found reps {a['reps']}, sets {a['sets']}; invalid "
               f"{sum(a['invalid'].values())}, duplicates {a['stations'].get('duplicates', 0)}, gaps "
               f"{a['stations'].get('gaps', 0)}, inbox drops {a['inbox_dropped']}")
