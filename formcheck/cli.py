@@ -199,20 +199,12 @@ def _publish_session(args: argparse.Namespace, payload: bytes, member: str | Non
     import paho.mqtt.client as mqtt
     from paho.mqtt.reasoncodes import ReasonCode
 
-    from formcheck.broker import BrokerSection, connect_properties, make_client, unreachable_reason
-    from formcheck.settings import ConfigError, load_settings
+    from formcheck.broker import connect_properties, make_client, unreachable_reason
+    from formcheck.settings import ConfigError
     from protocol.topics import TopicError, Topics
 
-    host, port = args.broker or ("localhost", None)
-    given: dict[str, Any] = {"host": host, **({"port": port} if port else {})}
-    if args.username:
-        given["username"] = args.username
-    if args.password_file:
-        given["password_file"] = args.password_file
-    if args.tls_ca:
-        given["tls"] = {"ca_file": args.tls_ca}
+    cfg = _broker_settings(args)
     try:
-        cfg = load_settings(BrokerSection, None, given, None, "FORMCHECK_MQTT__")
         topics = Topics(site=args.site, prefix=cfg.prefix)
         topic = topics.member(member, "profile") if member else topics.node(args.node, "session")
         client = make_client(cfg, f"formcheck-session-{member or args.node}")
@@ -478,10 +470,9 @@ def _read_first_line(path: Path, what: str) -> str:
 
 def cmd_member_erase(args: argparse.Namespace) -> int:
     """Erase one member: InfluxDB series, the retained notification, the broker account (see member_erase)."""
-    from formcheck.broker import BrokerSection
     from formcheck.broker_admin import BrokerAdminError, list_users, load_registry, remove_user
     from formcheck.member_erase import BrokerSession, CheckedInError, EraseError, InfluxEraser, summary
-    from formcheck.settings import ConfigError, load_settings
+    from formcheck.settings import ConfigError
     from protocol.topics import TopicError, Topics, level
 
     member = args.member
@@ -499,20 +490,12 @@ def cmd_member_erase(args: argparse.Namespace) -> int:
             raise CliError(str(exc)) from exc
         if role is not None and role != "member":
             raise CliError(f"{member!r} is a {role} account in {args.accounts}, not a member: nothing erased")
-    host, port = args.broker or ("localhost", None)
-    given: dict[str, Any] = {"host": host, "prefix": args.prefix, **({"port": port} if port else {})}
-    if args.username:
-        given["username"] = args.username
-    if args.password_file:
-        given["password_file"] = args.password_file
-    if args.tls_ca:
-        given["tls"] = {"ca_file": args.tls_ca}
     influx_password = (_read_first_line(args.influx_password_file, "--influx-password-file")
                        if args.influx_password_file else None)
+    cfg = _broker_settings(args, args.prefix)
     try:
-        cfg = load_settings(BrokerSection, None, given, None, "FORMCHECK_MQTT__")
         broker = BrokerSession(cfg, topics)
-    except ConfigError as exc:
+    except ConfigError as exc:  # the password file
         raise CliError(str(exc)) from exc
     except OSError as exc:  # TLS files
         raise CliError(f"cannot use the TLS files: {exc.strerror or exc}") from exc

@@ -125,6 +125,21 @@ class Publisher:
 
 
 
+def init_database_as_compose_does(influxd: Influxd, admin: tuple[str, str], db: str,
+                                  users: Sequence[tuple[str, str]]) -> None:
+    """On an influxd with authentication: the admin account, the shipped init script run as admin (the database
+    and its retention policies, deploy/influxdb/init/formcheck.iql) and ``users`` with ALL on ``db``, no admin."""
+    from formcheck.paths import REPO_ROOT
+
+    influxd.query(f"CREATE USER {admin[0]} WITH PASSWORD '{admin[1]}' WITH ALL PRIVILEGES")
+    for statement in (REPO_ROOT / "deploy/influxdb/init/formcheck.iql").read_text().split(";"):
+        if statement.strip():
+            influxd.query(statement.strip(), auth=admin)
+    for user, password in users:
+        influxd.query(f"CREATE USER {user} WITH PASSWORD '{password}'", auth=admin)
+        influxd.query(f'GRANT ALL ON "{db}" TO {user}', auth=admin)
+
+
 def influx_rows(influxd: Influxd, q: str, db: str) -> list[dict[str, Any]]:
     """Rows of an InfluxQL query; ``[]`` while the aggregator has not created the database yet."""
     try:

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 
 from formcheck.local_services import ServiceError, start_influxd, start_mosquitto
-from formcheck.paths import REPO_ROOT
-from tests.integration.frame_factory import Publisher, squat_stream
+from tests.integration.frame_factory import Publisher, init_database_as_compose_does, squat_stream
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.security, pytest.mark.broker]
@@ -33,12 +32,7 @@ def test_aggregator_stores_everything_without_admin_rights(tmp_path: Path) -> No
     log = tmp_path / "aggregator.log"
     proc = None
     try:
-        influxd.query(f"CREATE USER {ADMIN[0]} WITH PASSWORD '{ADMIN[1]}' WITH ALL PRIVILEGES")
-        for statement in (REPO_ROOT / "deploy/influxdb/init/formcheck.iql").read_text().split(";"):
-            if statement.strip():
-                influxd.query(statement.strip(), auth=ADMIN)
-        influxd.query(f"CREATE USER {WRITER[0]} WITH PASSWORD '{WRITER[1]}'", auth=ADMIN)
-        influxd.query(f'GRANT ALL ON "{DB}" TO {WRITER[0]}', auth=ADMIN)
+        init_database_as_compose_does(influxd, ADMIN, DB, (WRITER,))
 
         with pytest.raises(ServiceError, match="requires admin privilege"):
             influxd.query(f'CREATE RETENTION POLICY "sneaky" ON "{DB}" DURATION 1h REPLICATION 1', auth=WRITER)

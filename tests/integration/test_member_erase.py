@@ -28,9 +28,8 @@ from typing import Any
 import pytest
 
 from formcheck.local_services import Influxd, Mosquitto, influx_query, start_influxd
-from formcheck.paths import REPO_ROOT
 from protocol.messages import FrameMessage, SessionMessage
-from tests.integration.frame_factory import now_ms, squat_stream
+from tests.integration.frame_factory import init_database_as_compose_does, now_ms, squat_stream
 from tests.integration.test_broker_security import Conn, add_accounts, connect, make_ca, make_cert, start
 from tests.waiting import wait_until
 
@@ -112,13 +111,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     log = root / "aggregator.log"
     proc = None
     try:
-        influxd.query(f"CREATE USER {ADMIN[0]} WITH PASSWORD '{ADMIN[1]}' WITH ALL PRIVILEGES")
-        for statement in (REPO_ROOT / "deploy/influxdb/init/formcheck.iql").read_text().split(";"):
-            if statement.strip():
-                influxd.query(statement.strip(), auth=ADMIN)
-        for user, password in (WRITER, ERASER):
-            influxd.query(f"CREATE USER {user} WITH PASSWORD '{password}'", auth=ADMIN)
-            influxd.query(f'GRANT ALL ON "{DB}" TO {user}', auth=ADMIN)
+        init_database_as_compose_does(influxd, ADMIN, DB, (WRITER, ERASER))
         (root / "secrets" / "influx.password").write_text(ERASER[1] + "\n")
         env = {
             "FORMCHECK_AGG__INFLUX__USERNAME": WRITER[0], "FORMCHECK_AGG__INFLUX__PASSWORD": WRITER[1],
