@@ -23,6 +23,7 @@ FROM runtime AS wheel
 COPY pyproject.toml README.md ./
 COPY formcheck ./formcheck
 COPY protocol ./protocol
+COPY runtime ./runtime
 COPY edge_node ./edge_node
 COPY aggregator ./aggregator
 COPY models ./models

@@ -91,7 +91,7 @@ pi: venv server-deps test-system-deps model
 # An edge node only: the hash-locked runtime set, the project without its dev tools, the pose model.
 # No Debian packages (a node runs no broker or database); Picamera2 users see docs/raspberry-pi.md.
 # As root (sudo make edge-install on a Pi) the pose model goes to /var/lib/formcheck/models, which the systemd
-# unit reads (FORMCHECK_MODELS_DIR); otherwise to the user's cache (formcheck/paths.py).
+# unit reads (FORMCHECK_MODELS_DIR); otherwise to the user's cache (runtime/formcheck_runtime/paths.py).
 EDGE_MODELS_DIR ?= $(if $(filter 0,$(shell id -u)),/var/lib/formcheck/models)
 edge-install:
 	@$(PYTHON) deploy/python_check.py

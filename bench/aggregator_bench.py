@@ -73,9 +73,9 @@ from typing import Any
 
 import psutil
 
-from aggregator.config import AggregatorMqtt
 from bench.load import Load, create_session, generate, publish, publish_status
 from formcheck.local_services import Influxd, Mosquitto, ServiceError, find_binary, running_influxd, running_mosquitto
+from formcheck_aggregator.config import AggregatorMqtt
 
 REPO = Path(__file__).resolve().parents[1]
 PAHO_TARGET = 0.8
@@ -88,7 +88,7 @@ CPU_SAMPLE_EVERY = 256  # consumers read their CPU time every this many messages
 SITE = "main"
 PREFIX = "gym"
 CLIENT_IDS = {"mosquitto_sub": "bench-mosquitto-sub", "paho": "bench-paho", "aggregator": "bench-aggregator"}
-# What the aggregator subscribes to (aggregator.service._CONSUMED); its session must hold the same.
+# What the aggregator subscribes to (formcheck_aggregator.service._CONSUMED); its session must hold the same.
 AGGREGATOR_KINDS = ("frames", "status", "session", "stats")
 
 # Broker settings for the benchmark, appended to formcheck.local_services.mosquitto_config:
@@ -123,7 +123,8 @@ def _tree() -> list[psutil.Process]:
 def rss_mb() -> float:
     """Resident memory of this process and its children (the aggregator's worker process), MiB.
 
-    Not ``edge_node.stats.rss_mb``: importing that module imports ``edge_node.processor`` and with it OpenCV and
+    Not ``formcheck_edge.stats.rss_mb``: importing that module imports ``formcheck_edge.processor`` and with it
+    OpenCV and
     NumPy (about +40 MB), which the aggregator process itself never loads.
     """
     total = 0
@@ -165,7 +166,7 @@ def wait_progress(done: Callable[[], bool], progress: Callable[[], int], timeout
 
 
 def _aggregator_config(spec: dict[str, Any]) -> Any:
-    from aggregator.config import load_config
+    from formcheck_aggregator.config import load_config
 
     return load_config(None, {
         "site": SITE, "id": "bench",
@@ -183,7 +184,7 @@ def child_paho(spec: dict[str, Any]) -> dict[str, Any]:
     from paho.mqtt.properties import Properties
     from paho.mqtt.reasoncodes import ReasonCode
 
-    from formcheck.broker import connect_properties, make_client
+    from formcheck_runtime.broker import connect_properties, make_client
 
     cfg = _aggregator_config(spec).mqtt
     expected: int = spec["expected"]
@@ -225,9 +226,9 @@ def child_paho(spec: dict[str, Any]) -> dict[str, Any]:
 def child_aggregator(spec: dict[str, Any]) -> dict[str, Any]:
     """Scenario c: the real aggregator, in-process, with its full work; timings and RSS samples."""
 
-    from aggregator.core import Inbound
-    from aggregator.service import Aggregator
-    from formcheck.paho_internals import RawMessage
+    from formcheck_aggregator.core import Inbound
+    from formcheck_aggregator.service import Aggregator
+    from formcheck_runtime.paho_internals import RawMessage
 
     expected: int = spec["expected"]
     sets: int = spec["sets"]
@@ -768,7 +769,7 @@ def print_table(r: dict[str, Any]) -> None:
     print(f"(aggregator over its first 90 % of frames, without the final flush interval: "
           f"{r['aggregator_msgs_per_s_first_90pct']:.0f} msgs/s)")
     print("(b uses paho's stock receive path; the aggregator's client parses PUBLISH packets itself and batches "
-          "PUBACKs: formcheck/paho_internals.py)")
+          "PUBACKs: runtime/formcheck_runtime/paho_internals.py)")
     if r["rounds"] > 1:
         per = "; ".join(f"{key} " + "/".join(f"{c['msgs_per_s'][key]:.0f}" for c in r["per_round"])
                         for key in labels)

@@ -27,13 +27,13 @@ import cv2
 import numpy as np
 import psutil
 
-from edge_node.capture import open_video_file
-from edge_node.config import load_config
-from edge_node.pose import PoseEstimator
-from edge_node.runner import run_edge
-from edge_node.stats import peak_rss_mb
 from formcheck.local_services import running_mosquitto
-from formcheck.paths import POSE_MODEL, require_data_dir
+from formcheck_edge.capture import open_video_file
+from formcheck_edge.config import load_config
+from formcheck_edge.pose import PoseEstimator
+from formcheck_edge.runner import run_edge
+from formcheck_edge.stats import peak_rss_mb
+from formcheck_runtime.paths import POSE_MODEL, require_data_dir
 
 DEFAULT_CLIP = "videos/squat/squat_side_barbell_a.mp4"
 RATIO_TARGET = 0.9

@@ -9,7 +9,7 @@ would otherwise show the host's x86 one, on which the CPU-detection code bundled
 MediaPipe wheels crashes although a real Pi runs it. What emulation cannot show is speed
 (docs/raspberry-pi.md).
 
-The root, the downloaded aarch64 wheels and the root's virtualenv are cached (``formcheck.paths.cache_dir()``),
+The root, the downloaded aarch64 wheels and the root's virtualenv are cached (``formcheck_runtime.paths.cache_dir()``),
 keyed by what they are made from, so a second run only emulates the edge itself. Several pytest-xdist
 workers share one cache through a file lock.
 """
@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from formcheck.paths import REPO_ROOT, cache_dir
+from formcheck_runtime.paths import REPO_ROOT, cache_dir
 
 PI_CPUS = {"pi4": "cortex-a72", "pi5": "cortex-a76"}
 """qemu CPU model per board: the Pi 4's BCM2711 has Cortex-A72 cores, the Pi 5's BCM2712 Cortex-A76."""

@@ -30,8 +30,8 @@ from paho.mqtt.properties import Properties
 
 from bench.paced_publisher import PREFIX, SITE
 from formcheck.local_services import Influxd, Mosquitto, ServiceError, running_influxd, running_mosquitto
-from protocol.messages import SessionMessage
-from protocol.topics import Topics
+from formcheck_protocol.messages import SessionMessage
+from formcheck_protocol.topics import Topics
 from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[1]

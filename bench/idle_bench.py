@@ -14,10 +14,10 @@ an idle node cannot skip for inter-coded video: measured separately below). Phas
 For each: process CPU seconds per minute (every thread of the process: capture, pose, classifier, MQTT),
 and MQTT messages per minute on the node's topics, counted by ``mosquitto_sub`` (another process). Then the
 edge pipeline against pose alone (``bench.edge_bench``, same clip), and frame points per active minute:
-``aggregator.points.FrameSampler`` (the aggregator's own code) over the edge frames of every cached clip.
+``formcheck_aggregator.points.FrameSampler`` (the aggregator's own code) over the edge frames of every cached clip.
 
 ``--wake-all`` instead plays every clip of the data set after 10 s of an empty scene through the real pose
-model and the idle watch (``edge_node.offline.wake_run``) and compares the reps counted with the clip alone.
+model and the idle watch (``formcheck_edge.offline.wake_run``) and compares the reps counted with the clip alone.
 
 Targets: idle CPU <= 0.2 x training; MQTT messages per idle minute <= 1 % of an always-on node's (1,800
 frames + 12 stats); stored frame points per active minute <= 20 % of one per frame; pipeline / pose alone
@@ -40,16 +40,16 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from aggregator.points import FrameSampler
 from bench import edge_bench
-from edge_node.analyze import analyze_frames
-from edge_node.config import load_config
-from edge_node.offline import empty_scene, rgb_frames, wake_run
-from edge_node.runner import run_edge
 from formcheck.local_services import running_mosquitto
-from formcheck.paths import require_data_dir
-from models.training.frame_cache import edge_frames, frames_cache_path
-from protocol.messages import Exercise, FrameMessage
+from formcheck_aggregator.points import FrameSampler
+from formcheck_edge.analyze import analyze_frames
+from formcheck_edge.config import load_config
+from formcheck_edge.offline import empty_scene, rgb_frames, wake_run
+from formcheck_edge.runner import run_edge
+from formcheck_models.training.frame_cache import edge_frames, frames_cache_path
+from formcheck_protocol.messages import Exercise, FrameMessage
+from formcheck_runtime.paths import require_data_dir
 
 FPS = 30.0
 WINDOW_FRAMES = 90  # frames of the clip held in memory (played forwards and backwards)
@@ -209,7 +209,7 @@ def sampled_points(frames: list[FrameMessage]) -> tuple[int, float]:
 
 
 def load_agg_rate() -> float:
-    from aggregator.config import AggregatorConfig
+    from formcheck_aggregator.config import AggregatorConfig
 
     return AggregatorConfig().influx.frame_points_per_s
 

@@ -14,7 +14,7 @@ interval plus the query time). Two starting points are reported:
 
 - **closing frame**: the capture time of the frame on whose arrival the aggregator closed the rep. Which
   frame that is comes from replaying the same frames through the same station logic
-  (``aggregator.station.Station``) here. This is the system's latency, the figure the targets apply to.
+  (``formcheck_aggregator.station.Station``) here. This is the system's latency, the figure the targets apply to.
 - **hand-over of the closing frame**: the same, from the moment this bench's edge process actually handed
   the frame to the publisher. It differs from the first only when that process was starved of CPU (a
   loaded machine): the edge "camera" here shares the cores with everything else, a real one does not.
@@ -40,8 +40,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aggregator.config import AggregatorConfig
-from aggregator.station import Station
 from bench.fullstack import (
     AggregatorProcess,
     EdgeFleet,
@@ -55,6 +53,8 @@ from bench.fullstack import (
 )
 from bench.paced_publisher import StationPlan, station_plan
 from formcheck.local_services import Influxd, ServiceError
+from formcheck_aggregator.config import AggregatorConfig
+from formcheck_aggregator.station import Station
 from tests.waiting import wait_until
 
 MQTT_TARGET_MS = 250.0

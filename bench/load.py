@@ -1,7 +1,7 @@
 """Load for broker benchmarks: realistic squat frame streams, published with the C client.
 
 ``generate`` writes one frame stream per station, shaped like the edge node's
-messages (``edge_node/processor.py``): every published angle, phase
+messages (``edge_node/formcheck_edge/processor.py``): every published angle, phase
 probabilities over all five phases, form and fault flags, seq ``0..n-1`` of one
 boot per station, capture times at 30 fps ending about now. Each station does
 squats: a lead-in while standing, then cycles of descending (0.8 s), bottom
@@ -32,10 +32,10 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from formcheck.broker import connect_properties
 from formcheck.local_services import find_binary
-from protocol.messages import PHASES, Fault, FrameMessage, NodeStatus, Phase
-from protocol.topics import Topics
+from formcheck_protocol.messages import PHASES, Fault, FrameMessage, NodeStatus, Phase
+from formcheck_protocol.topics import Topics
+from formcheck_runtime.broker import connect_properties
 
 FPS = 30
 FRAME_MS = 1000 / FPS

@@ -1,6 +1,6 @@
 """Edge nodes in real time for the soak and latency benchmarks: N stations, 30 frames/s each, one process.
 
-Each station is a real :class:`edge_node.publisher.EdgePublisher` (the edge node's own MQTT side: bounded
+Each station is a real :class:`formcheck_edge.publisher.EdgePublisher` (the edge node's own MQTT side: bounded
 outgoing queue, QoS 1, retained ``online`` status with a Last Will, ``stopped`` on a clean exit). Only the
 camera, pose model and classifier are replaced: frames come from :func:`station_plan`, the squat cycles of
 ``bench/load.py`` with a known number of complete reps and sets. A frame's capture time ``ts`` is its
@@ -32,7 +32,7 @@ from types import FrameType
 from typing import Any
 
 from bench.load import FPS, LEAD_IN, station_frames, station_phases
-from protocol.messages import FrameMessage
+from formcheck_protocol.messages import FrameMessage
 
 SITE = "main"
 PREFIX = "gym"
@@ -84,9 +84,9 @@ def merged(plans: list[StationPlan], set_reps: int) -> Iterator[FrameMessage]:
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
     # Imported here: the parent imports this module for station_plan only.
-    from edge_node.config import MqttSection
-    from edge_node.publisher import EdgePublisher
-    from protocol.topics import Topics
+    from formcheck_edge.config import MqttSection
+    from formcheck_edge.publisher import EdgePublisher
+    from formcheck_protocol.topics import Topics
 
     set_reps = int(spec["set_reps"])
     plans = station_plan(int(spec["stations"]), float(spec["seconds"]), int(spec["t0_ms"]), int(spec["seed"]),

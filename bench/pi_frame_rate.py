@@ -4,7 +4,7 @@ A live edge node never waits for pose: a Pi that runs pose at 6 fps on a 30 fps 
 fifth frame and drops the rest (counted in ``stats.dropped``); ``seq`` counts classified frames and ``ts``
 keeps the capture time. This replays that on this machine: each clip of ground_truth.csv with a trained
 exercise, decoded in full, with only every k-th frame going through the edge's ``FrameProcessor`` (at its
-capture time) and the resulting frames through ``aggregator.station.Station``, exactly as live. Nothing is
+capture time) and the resulting frames through ``formcheck_aggregator.station.Station``, exactly as live. Nothing is
 tuned here; it measures what the shipped code does at each rate.
 
     python -m bench.pi_frame_rate [--steps 1 5 10]
@@ -23,12 +23,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from aggregator.station import Station
-from edge_node.capture import CapturedFrame, open_video_file
-from edge_node.offline import offline_config
-from edge_node.processor import FrameProcessor
-from formcheck.paths import require_data_dir
-from models.training.dataset import TRAINING_CLIPS
+from formcheck_aggregator.station import Station
+from formcheck_edge.capture import CapturedFrame, open_video_file
+from formcheck_edge.offline import offline_config
+from formcheck_edge.processor import FrameProcessor
+from formcheck_models.training.dataset import TRAINING_CLIPS
+from formcheck_runtime.paths import require_data_dir
 
 
 def count_reps(video: Path, exercise: str, step: int) -> int:

@@ -1,9 +1,9 @@
 """Does a Raspberry Pi reach the same decisions as the x86-64 machine the classifiers are trained on?
 
-Each clip goes through the edge's offline path (``edge_node.offline.classify_video``: decode, pose,
+Each clip goes through the edge's offline path (``formcheck_edge.offline.classify_video``: decode, pose,
 features, classifier, fault rules) twice with the same locked dependencies: here, and on an emulated Pi
 (``bench.emulated_pi``, Cortex-A72 by default), and the frame messages are compared frame by frame, then
-counted into reps by the same ``aggregator.station.Station``. The two differ only where float arithmetic
+counted into reps by the same ``formcheck_aggregator.station.Station``. The two differ only where float arithmetic
 does: the video decoder's colour conversion and the pose model's SIMD kernels round differently on ARM.
 
 Emulation runs about 3 s per frame, so the default clips are short ones of each kind (side, front,
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from formcheck.paths import require_data_dir
+from formcheck_runtime.paths import require_data_dir
 
 DEFAULT_CLIPS = (
     "videos/squat/squat_side_bodyweight_b.mp4",
@@ -41,7 +41,7 @@ CLEAR_MARGIN = 0.2
 
 def dump(video: Path, exercise: str, out: Path) -> None:
     """Write every frame message of ``video`` as JSON lines (run on each platform)."""
-    from edge_node.offline import classify_video, offline_config
+    from formcheck_edge.offline import classify_video, offline_config
 
     with out.open("w") as fh:
         for frame in classify_video(offline_config(video, node="parity", exercise=exercise)):  # type: ignore[arg-type]
@@ -49,8 +49,8 @@ def dump(video: Path, exercise: str, out: Path) -> None:
 
 
 def count_reps(frames: list[dict[str, object]], exercise: str) -> int:
-    from aggregator.station import Station
-    from protocol.messages import FrameMessage
+    from formcheck_aggregator.station import Station
+    from formcheck_protocol.messages import FrameMessage
 
     station = Station("parity", exercise)  # type: ignore[arg-type]
     reps = 0

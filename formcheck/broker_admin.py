@@ -34,7 +34,7 @@ from typing import Final, Literal, cast, get_args
 
 import yaml
 
-from protocol.topics import DEFAULT_PREFIX, REGISTRY, Scope, TopicError, level
+from formcheck_protocol.topics import DEFAULT_PREFIX, REGISTRY, Scope, TopicError, level
 
 DEFAULT_SITE: Final = "main"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from formcheck import __version__
-from formcheck.paths import POSE_MODEL, DataMissingError, cache_dir, require_data_dir
+from formcheck_runtime.paths import POSE_MODEL, DataMissingError, cache_dir, require_data_dir
 
 log = logging.getLogger("formcheck")
 
@@ -52,8 +52,8 @@ def _on_off(value: str) -> bool:
 
 
 def cmd_edge(args: argparse.Namespace) -> int:
-    from edge_node.config import ConfigError, example_yaml, load_config
-    from edge_node.runner import StartupError, run_edge
+    from formcheck_edge.config import ConfigError, example_yaml, load_config
+    from formcheck_edge.runner import StartupError, run_edge
 
     if args.print_config:
         sys.stdout.write(example_yaml())
@@ -88,7 +88,7 @@ def cmd_edge(args: argparse.Namespace) -> int:
 
 
 def cmd_models_build(args: argparse.Namespace) -> int:
-    from models.pose_bundle import BundleBuildError, ensure_bundle
+    from formcheck_models.pose_bundle import BundleBuildError, ensure_bundle
 
     try:
         out = ensure_bundle(args.out, cache_dir() / "wheels")
@@ -100,17 +100,17 @@ def cmd_models_build(args: argparse.Namespace) -> int:
 
 def _require_checkout() -> None:
     """Training and evaluation rewrite the committed classifiers and reports in models/: a source checkout's only."""
-    from formcheck.paths import MODELS_DIR
+    from formcheck_runtime.paths import ARTIFACTS_DIR, REPO_ROOT
 
-    if not (MODELS_DIR.parent / "pyproject.toml").is_file():
+    if not ((REPO_ROOT / "pyproject.toml").is_file() and ARTIFACTS_DIR.is_relative_to(REPO_ROOT)):
         raise CliError(f"this command rewrites the committed models and reports in models/ and runs in a source "
-                       f"checkout only (this copy is installed in {MODELS_DIR.parent})")
+                       f"checkout only (this copy is installed in {ARTIFACTS_DIR.parent.parent})")
 
 
 def cmd_models_train(args: argparse.Namespace) -> int:
     _require_checkout()
     try:
-        from models.training import train_main
+        from formcheck_models.training import train_main
     except ImportError as exc:
         raise CliError(f"training needs the [train] extra (pip install -e '.[train]'): {exc}") from exc
     return int(train_main(exercise=args.exercise))
@@ -119,22 +119,22 @@ def cmd_models_train(args: argparse.Namespace) -> int:
 def cmd_models_evaluate(args: argparse.Namespace) -> int:
     _require_checkout()
     try:
-        from models.training.evaluate import evaluate_main
+        from formcheck_models.training.evaluate import evaluate_main
     except ImportError as exc:
         raise CliError(f"evaluation needs the [train] extra (pip install -e '.[train]'): {exc}") from exc
     return int(evaluate_main(exercise=args.exercise))
 
 
 def cmd_models_evaluate_reps(args: argparse.Namespace) -> int:
-    from formcheck.paths import MODELS_DIR
-    from models.training.rep_selection import REPORT, evaluate_reps_main
+    from formcheck_models.training.rep_selection import REPORT, evaluate_reps_main
+    from formcheck_runtime.paths import REPORTS_DIR
 
     _require_checkout()
     try:
         data = require_data_dir()
     except DataMissingError as exc:
         raise CliError(str(exc)) from exc
-    return evaluate_reps_main(data, MODELS_DIR / REPORT)
+    return evaluate_reps_main(data, REPORTS_DIR / REPORT)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -148,10 +148,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from edge_node.analyze import run_analyze
-    from edge_node.capture import SourceError
-    from edge_node.classifier import ModelLoadError
-    from edge_node.pose import PoseModelError
+    from formcheck_edge.analyze import run_analyze
+    from formcheck_edge.capture import SourceError
+    from formcheck_edge.classifier import ModelLoadError
+    from formcheck_edge.pose import PoseModelError
 
     try:
         return run_analyze(args.video, args.exercise, args.json)
@@ -160,8 +160,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_aggregator(args: argparse.Namespace) -> int:
-    from aggregator.config import ConfigError, example_yaml, load_config
-    from aggregator.service import run_aggregator
+    from formcheck_aggregator.config import ConfigError, example_yaml, load_config
+    from formcheck_aggregator.service import run_aggregator
 
     if args.print_config:
         sys.stdout.write(example_yaml())
@@ -179,7 +179,7 @@ def cmd_aggregator(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise CliError(f"config: {exc}") from exc
     if args.print_schema:
-        from aggregator.influx import schema_statements
+        from formcheck_aggregator.influx import schema_statements
 
         sys.stdout.write("".join(f"{statement}\n" for statement in schema_statements(config.influx)))
         return 0
@@ -199,9 +199,9 @@ def _publish_session(args: argparse.Namespace, payload: bytes, member: str | Non
     import paho.mqtt.client as mqtt
     from paho.mqtt.reasoncodes import ReasonCode
 
-    from formcheck.broker import connect_properties, make_client, unreachable_reason
-    from formcheck.settings import ConfigError
-    from protocol.topics import TopicError, Topics
+    from formcheck_protocol.topics import TopicError, Topics
+    from formcheck_runtime.broker import connect_properties, make_client, unreachable_reason
+    from formcheck_runtime.settings import ConfigError
 
     cfg = _broker_settings(args)
     try:
@@ -263,7 +263,7 @@ def cmd_checkin(args: argparse.Namespace) -> int:
 
     from pydantic import ValidationError
 
-    from protocol.messages import SessionMessage
+    from formcheck_protocol.messages import SessionMessage
 
     try:
         session = SessionMessage(member=args.member, exercise=args.exercise, ts=int(time.time() * 1000))
@@ -280,8 +280,8 @@ def cmd_member_name(args: argparse.Namespace) -> int:
     """Set the name a member appears by on station screens (staff; the member can change it on their page)."""
     from pydantic import ValidationError
 
-    from protocol.messages import MemberProfile
-    from protocol.topics import TopicError, level
+    from formcheck_protocol.messages import MemberProfile
+    from formcheck_protocol.topics import TopicError, level
 
     try:
         level(args.member, "member id")
@@ -294,8 +294,8 @@ def cmd_member_name(args: argparse.Namespace) -> int:
 
 def _broker_settings(args: argparse.Namespace, prefix: str | None = None) -> Any:
     """The broker options of a command (--broker, --username, --password-file, --tls-ca) as a BrokerSection."""
-    from formcheck.broker import BrokerSection
-    from formcheck.settings import ConfigError, load_settings
+    from formcheck_runtime.broker import BrokerSection
+    from formcheck_runtime.settings import ConfigError, load_settings
 
     host, port = args.broker or ("localhost", None)
     given: dict[str, Any] = {"host": host, **({"port": port} if port else {}), **({"prefix": prefix} if prefix else {})}
@@ -317,7 +317,7 @@ def cmd_checkin_service(args: argparse.Namespace) -> int:
     import threading
 
     from formcheck.self_checkin import run
-    from protocol.topics import TopicError, Topics
+    from formcheck_protocol.topics import TopicError, Topics
 
     cfg = _broker_settings(args, args.prefix)
     try:
@@ -335,7 +335,7 @@ def cmd_checkin_service(args: argparse.Namespace) -> int:
 
 def cmd_stations_qr(args: argparse.Namespace) -> int:
     from formcheck.broker_admin import BrokerAdminError, load_registry
-    from protocol.topics import TopicError
+    from formcheck_protocol.topics import TopicError
 
     try:
         from formcheck.stations_qr import QrError, station_url, write_sheet
@@ -386,7 +386,7 @@ def cmd_init_secrets(args: argparse.Namespace) -> int:
 
 def cmd_grafana_kiosk(args: argparse.Namespace) -> int:
     from formcheck.grafana_kiosk import GrafanaApi, GrafanaError, kiosk_datasource, set_up_kiosk
-    from formcheck.settings import ConfigError, read_secret_file
+    from formcheck_runtime.settings import ConfigError, read_secret_file
 
     try:
         admin_password = read_secret_file(args.admin_password_file, "--admin-password-file")
@@ -406,7 +406,7 @@ def cmd_grafana_kiosk(args: argparse.Namespace) -> int:
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
-    from protocol.topics import registry_markdown
+    from formcheck_protocol.topics import registry_markdown
 
     sys.stdout.write(registry_markdown(args.prefix))
     return 0
@@ -460,7 +460,7 @@ def cmd_broker_users(args: argparse.Namespace) -> int:
 
 
 def _read_first_line(path: Path, what: str) -> str:
-    from formcheck.settings import ConfigError, read_secret_file
+    from formcheck_runtime.settings import ConfigError, read_secret_file
 
     try:
         return read_secret_file(path, what)
@@ -472,8 +472,8 @@ def cmd_member_erase(args: argparse.Namespace) -> int:
     """Erase one member: InfluxDB series, the retained notification, the broker account (see member_erase)."""
     from formcheck.broker_admin import BrokerAdminError, list_users, load_registry, remove_user
     from formcheck.member_erase import BrokerSession, CheckedInError, EraseError, InfluxEraser, summary
-    from formcheck.settings import ConfigError
-    from protocol.topics import TopicError, Topics, level
+    from formcheck_protocol.topics import TopicError, Topics, level
+    from formcheck_runtime.settings import ConfigError
 
     member = args.member
     try:

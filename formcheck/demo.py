@@ -25,11 +25,11 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from aggregator.config import load_config as load_aggregator_config
-from aggregator.service import Aggregator
 from formcheck.broker_admin import add_user, render_acl
 from formcheck.local_services import Influxd, Mosquitto, free_port, influx_query, running_influxd, running_mosquitto
-from formcheck.paths import REPO_ROOT, require_data_dir
+from formcheck_aggregator.config import load_config as load_aggregator_config
+from formcheck_aggregator.service import Aggregator
+from formcheck_runtime.paths import REPO_ROOT, require_data_dir
 
 log = logging.getLogger(__name__)
 

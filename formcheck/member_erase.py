@@ -37,10 +37,10 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import SecretStr
 
-from aggregator.influx import InfluxError, InfluxHttp, error_message, influxql_string
-from aggregator.influx_config import InfluxSection
-from formcheck.broker import BrokerSection, connect_properties, make_client, unreachable_reason
-from protocol.topics import REGISTRY, Scope, Topics
+from formcheck_aggregator.influx import InfluxError, InfluxHttp, error_message, influxql_string
+from formcheck_aggregator.influx_config import InfluxSection
+from formcheck_protocol.topics import REGISTRY, Scope, Topics
+from formcheck_runtime.broker import BrokerSection, connect_properties, make_client, unreachable_reason
 
 BROKER_WAIT_S = 5.0
 

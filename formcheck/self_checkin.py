@@ -30,9 +30,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
 
-from formcheck.broker import BrokerSection, connect_properties, make_client
-from protocol.messages import CheckinRequest, MemberSession, SessionMessage
-from protocol.topics import TopicError, Topics, level
+from formcheck_protocol.messages import CheckinRequest, MemberSession, SessionMessage
+from formcheck_protocol.topics import TopicError, Topics, level
+from formcheck_runtime.broker import BrokerSection, connect_properties, make_client
 
 log = logging.getLogger("formcheck.checkin")
 

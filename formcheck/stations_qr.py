@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from protocol.topics import level
+from formcheck_protocol.topics import level
 
 PAGE_W, PAGE_H = 1240, 1754  # A4 at 150 dpi
 COLUMNS, ROWS = 2, 3

@@ -13,7 +13,8 @@ Two guards, never fitted to the clips they judge:
   yet), where the old counter waited for the classifier to say "bottom". That second one is a real weakness
   of counting from the depth signal alone, kept visible in the tables rather than in this list. This is a
   regression guard, not a measure of accuracy.
-* ``LOSO_FLOORS`` and ``BOTTOM_FLOOR``: leave-one-source-out totals (models/training/rep_selection.py: every
+* ``LOSO_FLOORS`` and ``BOTTOM_FLOOR``: leave-one-source-out totals
+(models/formcheck_models/training/rep_selection.py: every
   source's clips counted by settings chosen on the other sources only): clips counted exactly per
   exercise, and counted reps whose deepest frame is within ±5 frames of the labelled bottom. These are the
   honest figures; they may only move up. Each floor sits a margin below the figure measured when it was set,

@@ -12,7 +12,7 @@ import pytest
 
 from formcheck import local_services
 from formcheck.local_services import Influxd, Mosquitto, running_influxd, running_mosquitto
-from formcheck.paths import POSE_MODEL, DataMissingError, require_data_dir
+from formcheck_runtime.paths import POSE_MODEL, DataMissingError, require_data_dir
 from tests.analyze_floors import BOTTOM_FLOOR, LOSO_FLOORS, RECOGNITION_FLOOR, floor_verdicts
 
 
@@ -115,9 +115,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         _FLOOR_VERDICT.append(f"leave-one-source-out not run: {len(missing)} clip(s) of ground_truth.csv "
                               "were not analysed in this run")
         return
-    from aggregator.recognition import RecognitionConfig
-    from aggregator.reps import RepConfig
-    from models.training import rep_selection as selection
+    from formcheck_aggregator.recognition import RecognitionConfig
+    from formcheck_aggregator.reps import RepConfig
+    from formcheck_models.training import rep_selection as selection
 
     clips = selection.load_eval_clips(require_data_dir())  # frames cached by the tests
     table = selection.Table.build(clips)
@@ -129,7 +129,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     lines, failed = floor_verdicts(exact, (everything.bottoms_within, everything.bottoms), LOSO_FLOORS,
                                    BOTTOM_FLOOR)
     shipped_ok = selection.chosen_config(table) == RepConfig()
-    lines.append("shipped rep settings (aggregator/reps.py RepConfig) = the choice on all clips: "
+    lines.append("shipped rep settings (aggregator/formcheck_aggregator/reps.py RepConfig) = the choice on all clips: "
                  + ("ok" if shipped_ok else "DIFFERS: run 'formcheck models evaluate-reps' and update the defaults"))
     recognised, recognition = selection.recognition_loso(clips)
     right = sum(r.correct for r in recognised)
@@ -137,9 +137,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     lines.append(f"exercise recognised: {right}/{len(recognised)} clips (leave-one-source-out), floor "
                  f"{RECOGNITION_FLOOR}: {'BELOW FLOOR' if recognition_below else 'ok'}")
     recognition_ok = recognition == RecognitionConfig()
-    lines.append("shipped recognition thresholds (aggregator/recognition.py RecognitionConfig) = the choice on all "
-                 "clips: " + ("ok" if recognition_ok else "DIFFERS: run 'formcheck models evaluate-reps' and update "
-                              "the defaults"))
+    lines.append("shipped recognition thresholds (formcheck_aggregator.recognition.RecognitionConfig) = the choice "
+                 "on all clips: " + ("ok" if recognition_ok else
+                                     "DIFFERS: run 'formcheck models evaluate-reps' and update the defaults"))
     _FLOOR_VERDICT.extend(lines)
     if failed or not shipped_ok or recognition_below or not recognition_ok:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

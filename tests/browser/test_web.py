@@ -33,7 +33,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from formcheck.local_services import Influxd, running_influxd
-from formcheck.paths import REPO_ROOT
+from formcheck_runtime.paths import REPO_ROOT
 from tests.integration.test_broker_security import WEB_DIST, add_accounts, connect, make_ca, make_cert, start
 from tests.waiting import wait_until
 

@@ -19,12 +19,12 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from aggregator.config import AggregatorConfig, load_config
-from aggregator.core import STATION_SECTION
-from aggregator.service import Aggregator
 from formcheck.local_services import Influxd, Mosquitto, ServiceError
-from protocol.messages import PHASES, FrameMessage, NodeStatus, Phase
-from protocol.topics import Topics
+from formcheck_aggregator.config import AggregatorConfig, load_config
+from formcheck_aggregator.core import STATION_SECTION
+from formcheck_aggregator.service import Aggregator
+from formcheck_protocol.messages import PHASES, FrameMessage, NodeStatus, Phase
+from formcheck_protocol.topics import Topics
 
 FRAME_MS = 33
 TOP = -1.0
@@ -129,7 +129,7 @@ def init_database_as_compose_does(influxd: Influxd, admin: tuple[str, str], db: 
                                   users: Sequence[tuple[str, str]]) -> None:
     """On an influxd with authentication: the admin account, the shipped init script run as admin (the database
     and its retention policies, deploy/influxdb/init/formcheck.iql) and ``users`` with ALL on ``db``, no admin."""
-    from formcheck.paths import REPO_ROOT
+    from formcheck_runtime.paths import REPO_ROOT
 
     influxd.query(f"CREATE USER {admin[0]} WITH PASSWORD '{admin[1]}' WITH ALL PRIVILEGES")
     for statement in (REPO_ROOT / "deploy/influxdb/init/formcheck.iql").read_text().split(";"):

@@ -2,7 +2,7 @@
 
 One aggregator (real Mosquitto, real InfluxDB) receives a clean three-rep
 stream with bad messages interleaved: every bad message must be acknowledged,
-dropped and counted under the reason ``aggregator/decoder.py`` gives it, write
+dropped and counted under the reason ``aggregator/formcheck_aggregator/decoder.py`` gives it, write
 nothing to InfluxDB, and leave the station's reps exactly as they would have
 been. Re-published frames count as duplicates, skipped seq numbers as gaps.
 """
@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from aggregator.decoder import DROP_REASONS
-from aggregator.service import Aggregator
 from formcheck.local_services import Influxd, Mosquitto
-from protocol.messages import MAX_TS_MS
+from formcheck_aggregator.decoder import DROP_REASONS
+from formcheck_aggregator.service import Aggregator
+from formcheck_protocol.messages import MAX_TS_MS
 from tests.integration.frame_factory import (
     TOPICS,
     Publisher,
@@ -191,7 +191,7 @@ def test_bad_payloads_are_dropped_counted_and_do_not_disturb_the_stream(
 
     # -- logged, rate-limited: one warning per reason, no errors -------------------------------------------------
     drop_lines = Counter(
-        reason for rec in caplog.records if rec.name == "aggregator.service"
+        reason for rec in caplog.records if rec.name == "formcheck_aggregator.service"
         for reason in DROP_REASONS if rec.getMessage().startswith("dropped message") and f": {reason}: " in
         rec.getMessage()
     )

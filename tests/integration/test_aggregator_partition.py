@@ -22,9 +22,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from aggregator.core import STATION_SECTION
-from aggregator.service import Aggregator
 from formcheck.local_services import Influxd, Mosquitto
+from formcheck_aggregator.core import STATION_SECTION
+from formcheck_aggregator.service import Aggregator
 from tests.integration.frame_factory import (
     TOPICS,
     Publisher,

@@ -1,7 +1,7 @@
 """``formcheck analyze`` over every clip of ground_truth.csv, and the leave-one-source-out evaluation behind it.
 
 Every clip must analyse without error, through the edge's own per-frame path (cached by
-``models.training.frame_cache``, so the leave-one-source-out evaluation that tests/conftest.py runs once every
+``formcheck_models.training.frame_cache``, so the leave-one-source-out evaluation that tests/conftest.py runs once every
 clip is done reuses these frames) and the station logic of ``formcheck analyze``. The clean clips of
 ``REGRESSION_CLIPS`` must be counted exactly, with each rep's bottom near its label and every labelled fault
 judged bad. tests/conftest.py prints the table and fails the run when a leave-one-source-out total falls
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_node.analyze import analyze_frames
-from formcheck.paths import DataMissingError, require_data_dir
-from models.training.frame_cache import edge_frames
+from formcheck_edge.analyze import analyze_frames
+from formcheck_models.training.frame_cache import edge_frames
+from formcheck_runtime.paths import DataMissingError, require_data_dir
 from tests.analyze_floors import BOTTOM_TOLERANCE_FRAMES, REGRESSION_CLIPS
 
 pytestmark = [pytest.mark.data, pytest.mark.slow]

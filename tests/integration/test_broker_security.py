@@ -33,8 +33,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 from formcheck.broker_admin import render_config
 from formcheck.cli import main as cli_main
 from formcheck.local_services import Mosquitto, free_port, start_mosquitto_with_config
-from formcheck.paths import REPO_ROOT
-from protocol.topics import Topics
+from formcheck_protocol.topics import Topics
+from formcheck_runtime.paths import REPO_ROOT
 
 pytestmark = pytest.mark.broker
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from edge_node.capture import OpenCvSource
-from edge_node.config import SourceSection
-from edge_node.offline import classify_video, offline_config
-from models.training.dataset import extract_poses
+from formcheck_edge.capture import OpenCvSource
+from formcheck_edge.config import SourceSection
+from formcheck_edge.offline import classify_video, offline_config
+from formcheck_models.training.dataset import extract_poses
 
 pytestmark = pytest.mark.data
 

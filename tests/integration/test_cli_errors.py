@@ -62,7 +62,7 @@ def test_a_cut_off_video_is_graded_up_to_where_it_ends_and_says_so(data_dir: Pat
 @pytest.mark.operations
 @pytest.mark.data
 def test_analyze_prints_no_native_start_up_chatter(data_dir: Path) -> None:
-    from formcheck.native_log import is_native_noise
+    from formcheck_runtime.native_log import is_native_noise
 
     result = subprocess.run([sys.executable, "-m", "formcheck.cli", "analyze", "--exercise", "squat",
                              str(data_dir / "videos/squat/squat_side_bodyweight_b.mp4")],

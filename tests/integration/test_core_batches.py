@@ -11,9 +11,9 @@ import secrets
 import threading
 from typing import Any
 
-from aggregator.config import load_config
-from aggregator.core import Inbound, ProcessingCore
 from formcheck.local_services import Influxd
+from formcheck_aggregator.config import load_config
+from formcheck_aggregator.core import Inbound, ProcessingCore
 from tests.integration.frame_factory import TOPICS, influx_rows, squat_stream
 from tests.waiting import wait_until
 

@@ -37,12 +37,12 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from aggregator.config import AggregatorConfig, load_config
-from aggregator.points import FrameSampler
-from aggregator.service import Aggregator
-from dashboards import build, grafana
 from formcheck.local_services import Influxd, Mosquitto, ServiceError, influx_query
-from protocol.messages import (
+from formcheck_aggregator.config import AggregatorConfig, load_config
+from formcheck_aggregator.points import FrameSampler
+from formcheck_aggregator.service import Aggregator
+from formcheck_dashboards import build, grafana
+from formcheck_protocol.messages import (
     FAULTS,
     PHASES,
     Fault,

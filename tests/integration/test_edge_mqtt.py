@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_node.capture import open_video_file
 from formcheck.local_services import Mosquitto, free_port
-from formcheck.paths import classifier_model
+from formcheck_edge.capture import open_video_file
+from formcheck_runtime.paths import classifier_model
 from tests.integration.mqtt_helpers import Recorder, states
 
 SHORT_CLIP = "videos/squat/squat_side_bodyweight_b.mp4"

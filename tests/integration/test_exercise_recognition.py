@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from paho.mqtt import publish
 
-from edge_node.analyze import analyze_frames, analyze_video
 from formcheck.local_services import Mosquitto
-from models.training.frame_cache import edge_frames
+from formcheck_edge.analyze import analyze_frames, analyze_video
+from formcheck_models.training.frame_cache import edge_frames
 from tests.integration.mqtt_helpers import Recorder
 from tests.integration.test_edge_mqtt import decoded_frames, edge_cmd, run_env
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import time
 
-from aggregator.service import Aggregator
 from formcheck.local_services import Influxd, Mosquitto, ServiceError
-from formcheck.paho_internals import MAX_BATCH
+from formcheck_aggregator.service import Aggregator
+from formcheck_runtime.paho_internals import MAX_BATCH
 from tests.integration.frame_factory import (
     Publisher,
     RunningAggregator,

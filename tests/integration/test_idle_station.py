@@ -23,11 +23,11 @@ from pathlib import Path
 import cv2
 import pytest
 
-from aggregator.service import Aggregator
-from edge_node.analyze import analyze_frames
-from edge_node.offline import empty_scene, rgb_frames
 from formcheck.local_services import Influxd, Mosquitto
-from models.training.frame_cache import edge_frames
+from formcheck_aggregator.service import Aggregator
+from formcheck_edge.analyze import analyze_frames
+from formcheck_edge.offline import empty_scene, rgb_frames
+from formcheck_models.training.frame_cache import edge_frames
 from tests.integration.frame_factory import RunningAggregator, aggregator_config, influx_rows
 from tests.integration.mqtt_helpers import Recorder
 from tests.waiting import wait_until

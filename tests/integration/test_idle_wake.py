@@ -2,7 +2,7 @@
 
 Each clip is played after 10 s of a blank background (the clip's mean colour with sensor noise, built in
 memory: nothing is added to the data set) through the real pose model, the idle watch with its shipped
-defaults and the classifier (``edge_node.offline.wake_run``), exactly as a live node would take it: frames
+defaults and the classifier (``formcheck_edge.offline.wake_run``), exactly as a live node would take it: frames
 published for ``idle.after_s``, then idle (nothing published, one frame in ``idle.check_every`` looked at),
 then awake when the person appears. What it published is counted by the station logic of ``formcheck
 analyze`` and compared with the same clip's frames without the empty scene (``edge_frames``, the cache the
@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from edge_node.analyze import analyze_frames
-from edge_node.config import IdleSection
-from edge_node.offline import wake_run
-from models.training.frame_cache import edge_frames
-from protocol.messages import Exercise
+from formcheck_edge.analyze import analyze_frames
+from formcheck_edge.config import IdleSection
+from formcheck_edge.offline import wake_run
+from formcheck_models.training.frame_cache import edge_frames
+from formcheck_protocol.messages import Exercise
 
 pytestmark = [pytest.mark.data]
 

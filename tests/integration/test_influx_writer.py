@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from aggregator.influx import InfluxWriter, Point, WriterClosedError
-from aggregator.influx_config import InfluxSection
 from formcheck.local_services import Influxd, ServiceError, influx_query, running_influxd, start_influxd
+from formcheck_aggregator.influx import InfluxWriter, Point, WriterClosedError
+from formcheck_aggregator.influx_config import InfluxSection
 from tests.waiting import wait_until
 
 DB = "formcheck"

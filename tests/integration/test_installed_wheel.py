@@ -13,11 +13,13 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from pathlib import Path
 
-from formcheck.paths import POSE_MODEL_NAME, REPO_ROOT
+from formcheck_runtime.paths import POSE_MODEL_NAME, REPO_ROOT
 
-SOURCES = ("pyproject.toml", "README.md", "formcheck", "protocol", "edge_node", "aggregator", "models", "dashboards")
+SOURCES = ("pyproject.toml", "README.md", "formcheck", "protocol", "runtime", "edge_node", "aggregator", "models",
+           "dashboards")
 CLIP = "videos/squat/squat_front_bodyweight_d.mp4"  # 90 frames, one rep
 
 
@@ -49,6 +51,12 @@ def test_an_installed_wheel_builds_the_pose_model_and_analyzes_a_clip(tmp_path: 
     _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "--no-deps",
           "--wheel-dir", str(tmp_path / "wheel"), str(source)], tmp_path, env)
     (wheel,) = (tmp_path / "wheel").glob("formcheck-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        top_level = {name.split("/")[0] for name in archive.namelist()} - {f"{wheel.name.split('-')[0]}-"
+                                                                         f"{wheel.name.split('-')[1]}.dist-info"}
+    # No import name that could collide with another distribution's (issue 14).
+    assert top_level == {"formcheck", "formcheck_protocol", "formcheck_runtime", "formcheck_edge",
+                         "formcheck_aggregator", "formcheck_dashboards", "formcheck_models"}, top_level
 
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], tmp_path, env)
@@ -63,8 +71,8 @@ def test_an_installed_wheel_builds_the_pose_model_and_analyzes_a_clip(tmp_path: 
     work = tmp_path / "work"  # an empty working directory: no checkout on the path
     work.mkdir()
     env.update(FORMCHECK_CACHE=str(tmp_path / "cache"), PYTHONDONTWRITEBYTECODE="1", GLOG_minloglevel="2")
-    where = _run([str(python), "-c", "import formcheck, models, edge_node; "
-                  "print(formcheck.__file__); print(models.__file__); print(edge_node.__file__)"], work, env)
+    where = _run([str(python), "-c", "import formcheck, formcheck_models, formcheck_edge; print(formcheck.__file__); "
+                  "print(formcheck_models.__file__); print(formcheck_edge.__file__)"], work, env)
     assert all(Path(line).is_relative_to(site) for line in where.stdout.split()), where.stdout
 
     before = _tree(site)
@@ -76,7 +84,7 @@ def test_an_installed_wheel_builds_the_pose_model_and_analyzes_a_clip(tmp_path: 
     assert "rep  1" in analyzed.stdout and "1 complete reps" in analyzed.stdout, analyzed.stdout
     # The edge's default pose model is the one just built; the training tools, which rewrite the committed
     # models and reports, refuse to run from an installed copy instead of writing into it.
-    default = _run([str(python), "-c", "from edge_node.config import load_config; "
+    default = _run([str(python), "-c", "from formcheck_edge.config import load_config; "
                     "print(load_config(None, {'node': {'id': 'x'}}).pose.model_path())"], work, env)
     assert default.stdout.strip() == str(model)
     _run([str(venv / "bin" / "formcheck"), "edge", "--print-config"], work, env)

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from formcheck.local_services import Influxd, Mosquitto, influx_query, start_influxd
-from protocol.messages import FrameMessage, SessionMessage
+from formcheck_protocol.messages import FrameMessage, SessionMessage
 from tests.integration.frame_factory import init_database_as_compose_does, now_ms, squat_stream
 from tests.integration.test_broker_security import Conn, add_accounts, connect, make_ca, make_cert, start
 from tests.waiting import wait_until

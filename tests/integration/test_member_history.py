@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import secrets
 
-from aggregator.config import load_config
-from aggregator.core import HISTORY_SETS, ProcessingCore
-from aggregator.influx import InfluxWriter
-from aggregator.points import set_point
 from formcheck.local_services import Influxd, free_port
-from protocol.messages import SetMessage
+from formcheck_aggregator.config import load_config
+from formcheck_aggregator.core import HISTORY_SETS, ProcessingCore
+from formcheck_aggregator.influx import InfluxWriter
+from formcheck_aggregator.points import set_point
+from formcheck_protocol.messages import SetMessage
 
 FAULT = "knees caved in on reps 1–2: push them out over your toes"
 

@@ -16,12 +16,12 @@ import cv2
 import pytest
 
 from bench.emulated_pi import PI_CPUS, EmulatedPi, EmulationError, prepare
-from edge_node.capture import open_video_file
-from edge_node.classifier import MODEL_PHASES
-from edge_node.offline import classify_video, offline_config
 from formcheck.local_services import Mosquitto
-from models.pose_bundle import installed_graphs, write_bundle
-from protocol.messages import FrameMessage
+from formcheck_edge.capture import open_video_file
+from formcheck_edge.classifier import MODEL_PHASES
+from formcheck_edge.offline import classify_video, offline_config
+from formcheck_models.pose_bundle import installed_graphs, write_bundle
+from formcheck_protocol.messages import FrameMessage
 from tests.integration.mqtt_helpers import Recorder
 
 pytestmark = [pytest.mark.pi, pytest.mark.broker, pytest.mark.data, pytest.mark.slow, pytest.mark.timeout(900)]

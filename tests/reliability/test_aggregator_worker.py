@@ -9,9 +9,9 @@ import time
 
 import psutil
 
-from aggregator.config import load_config
-from aggregator.service import Aggregator
 from formcheck.local_services import Influxd, Mosquitto
+from formcheck_aggregator.config import load_config
+from formcheck_aggregator.service import Aggregator
 from tests.waiting import wait_until
 
 

@@ -22,10 +22,10 @@ from typing import Any
 
 import pytest
 
-from aggregator.influx import RETENTION_POLICIES
-from aggregator.service import Aggregator
 from formcheck.local_services import Influxd, Mosquitto
-from protocol.messages import NodeStatus, SessionMessage
+from formcheck_aggregator.influx import RETENTION_POLICIES
+from formcheck_aggregator.service import Aggregator
+from formcheck_protocol.messages import NodeStatus, SessionMessage
 from tests.integration.frame_factory import (
     TOPICS,
     Publisher,

@@ -19,11 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from aggregator.config import AggregatorConfig
-from aggregator.service import Aggregator
-from aggregator.station import Station
 from formcheck.local_services import Influxd, Mosquitto, start_mosquitto
-from protocol.messages import FrameMessage, SessionMessage
+from formcheck_aggregator.config import AggregatorConfig
+from formcheck_aggregator.service import Aggregator
+from formcheck_aggregator.station import Station
+from formcheck_protocol.messages import FrameMessage, SessionMessage
 from tests.integration.frame_factory import (
     FRAME_MS,
     TOP,

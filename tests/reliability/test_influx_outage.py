@@ -32,10 +32,10 @@ from typing import Any
 import psutil
 import pytest
 
-from aggregator.config import load_config
-from aggregator.station import Station
 from formcheck.local_services import Influxd, Mosquitto, start_influxd, start_mosquitto
-from protocol.messages import FrameMessage
+from formcheck_aggregator.config import load_config
+from formcheck_aggregator.station import Station
+from formcheck_protocol.messages import FrameMessage
 from tests.integration.frame_factory import (
     FRAME_MS,
     TOP,

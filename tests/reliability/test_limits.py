@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.service import Aggregator
 from formcheck.local_services import Influxd, ServiceError, start_mosquitto
+from formcheck_aggregator.service import Aggregator
 from tests.integration.frame_factory import (
     FRAME_MS,
     TOP,
@@ -146,7 +146,8 @@ def run_edge(extra_config: str, tmp_path: Path, data_dir: Path) -> tuple[subproc
 
 # With message_size_limit Mosquitto 2.0.11 refuses an oversized QoS 1 frame with PUBACK reason 0x95, which MQTT 5
 # does not list for PUBACK: stock paho 2.2.0 calls the packet malformed and reconnects forever, re-sending the same
-# frames. formcheck/paho_internals.py counts it as a refusal instead (that case was a strict xfail). With
+# frames. runtime/formcheck_runtime/paho_internals.py counts it as a refusal instead (that case was a strict
+# xfail). With
 # max_packet_size the broker announces its limit and the edge drops oversized frames before sending.
 LIMITS = [
     pytest.param("message_size_limit 300", id="message_size_limit"),

@@ -28,8 +28,8 @@ from typing import Any
 import psutil
 import pytest
 
-from aggregator.service import Aggregator
 from formcheck.local_services import Influxd, Mosquitto, free_port, start_mosquitto
+from formcheck_aggregator.service import Aggregator
 from tests.integration.frame_factory import RunningAggregator, aggregator_config, influx_rows
 from tests.integration.mqtt_helpers import Received, Recorder, states
 from tests.integration.test_edge_mqtt import edge_cmd, run_env

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from formcheck.local_services import Influxd, Mosquitto
-from protocol.messages import NodeStatus
+from formcheck_protocol.messages import NodeStatus
 from tests.integration.frame_factory import TOPICS, Publisher, influx_rows, squat_stream
 from tests.integration.mqtt_helpers import Recorder
 from tests.reliability.test_delivery_guarantees import (

@@ -6,7 +6,7 @@ A clip is described by segments, ``(phase, seconds)`` or ``(phase, seconds, {opt
                        ("standing", 1.0)])
 
 and comes out as :class:`FrameMessage` s at 30 fps, shaped like the edge node's
-(``edge_node/processor.py``): rounded angles, ``phase_p`` with most of the mass
+(``edge_node/formcheck_edge/processor.py``): rounded angles, ``phase_p`` with most of the mass
 on the labelled phase, and no-person frames with no probabilities or angles.
 
 The depth signal moves with the phase: ``hip_depth`` sits at ``top`` (−1.0)
@@ -27,7 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol.messages import PHASES, Exercise, Fault, FrameMessage, Phase
+from formcheck_protocol.messages import PHASES, Exercise, Fault, FrameMessage, Phase
 
 FPS = 30
 NODE = "pi-squat-1"

@@ -12,53 +12,61 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from formcheck.paths import REPO_ROOT
+from formcheck_runtime.paths import REPO_ROOT
 
-PACKAGES = ("protocol", "formcheck", "aggregator", "edge_node", "dashboards", "models", "bench")
+# Import name -> the folder that holds it. Every import name the wheel installs is formcheck or formcheck_*; bench
+# is the checkout's benchmarks, never installed.
+FOLDERS: dict[str, Path] = {
+    "formcheck_protocol": REPO_ROOT / "protocol" / "formcheck_protocol",
+    "formcheck_runtime": REPO_ROOT / "runtime" / "formcheck_runtime",
+    "formcheck_aggregator": REPO_ROOT / "aggregator" / "formcheck_aggregator",
+    "formcheck_edge": REPO_ROOT / "edge_node" / "formcheck_edge",
+    "formcheck_dashboards": REPO_ROOT / "dashboards" / "formcheck_dashboards",
+    "formcheck_models": REPO_ROOT / "models" / "formcheck_models",
+    "formcheck": REPO_ROOT / "formcheck",
+    "bench": REPO_ROOT / "bench",
+}
+PACKAGES = tuple(FOLDERS)
 
-# formcheck/ holds two layers: the shared runtime every deployable imports, and the application shell (the
-# command, the demo, local services, admin tools) that imports every side. A formcheck module not listed here is
-# shell.
-RUNTIME = {"formcheck", "formcheck.paths", "formcheck.settings", "formcheck.broker", "formcheck.queues",
-           "formcheck.ratelog", "formcheck.paho_internals", "formcheck.mqtt_wire", "formcheck.native_log"}
-
-# Component -> the components it may import. Lower layers first; the table itself is a DAG (checked below).
+# Package -> the packages it may import. Lower layers first; the table itself is a DAG (checked below).
 ALLOWED: dict[str, set[str]] = {
-    "protocol": set(),
-    "runtime": {"protocol"},
-    "aggregator": {"protocol", "runtime"},
-    "edge_node": {"protocol", "runtime", "aggregator"},
-    "dashboards": {"protocol", "runtime"},
-    "models": {"protocol", "runtime", "aggregator", "edge_node"},
-    "shell": {"protocol", "runtime", "aggregator", "edge_node", "dashboards", "models"},
-    "bench": {"protocol", "runtime", "aggregator", "edge_node", "dashboards", "models", "shell"},
+    "formcheck_protocol": set(),
+    "formcheck_runtime": {"formcheck_protocol"},
+    "formcheck_aggregator": {"formcheck_protocol", "formcheck_runtime"},
+    "formcheck_edge": {"formcheck_protocol", "formcheck_runtime", "formcheck_aggregator"},
+    "formcheck_dashboards": {"formcheck_protocol", "formcheck_runtime"},
+    "formcheck_models": {"formcheck_protocol", "formcheck_runtime", "formcheck_aggregator", "formcheck_edge"},
+    "formcheck": {"formcheck_protocol", "formcheck_runtime", "formcheck_aggregator", "formcheck_edge",
+                  "formcheck_dashboards", "formcheck_models"},
+    "bench": {"formcheck_protocol", "formcheck_runtime", "formcheck_aggregator", "formcheck_edge",
+              "formcheck_dashboards", "formcheck_models", "formcheck"},
 }
 
-# Third-party imports each component may make; the base dependencies of pyproject.toml are what protocol, the
+# Third-party imports each package may make; the base dependencies of pyproject.toml are what protocol, the
 # runtime and the aggregator import (apprise is imported by name through importlib, so it is not seen here).
 BASE = {"paho", "pydantic", "pydantic_core", "yaml"}
 THIRD_PARTY = {
-    "protocol": {"pydantic", "pydantic_core"},
-    "runtime": BASE,
-    "aggregator": BASE,
+    "formcheck_protocol": {"pydantic", "pydantic_core"},
+    "formcheck_runtime": BASE,
+    "formcheck_aggregator": BASE,
     # the edge extra; tflite_runtime is the fallback interpreter, picamera2 comes from Raspberry Pi OS
-    "edge_node": BASE | {"numpy", "cv2", "mediapipe", "ai_edge_litert", "tflite_runtime", "picamera2"},
-    "dashboards": BASE | {"grafana_foundation_sdk"},
+    "formcheck_edge": BASE | {"numpy", "cv2", "mediapipe", "ai_edge_litert", "tflite_runtime", "picamera2"},
+    "formcheck_dashboards": BASE | {"grafana_foundation_sdk"},
 }
 
 
 def module_name(path: Path) -> str:
-    parts = list(path.relative_to(REPO_ROOT).with_suffix("").parts)
-    if parts[-1] == "__init__":
-        parts.pop()
-    return ".".join(parts)
+    for package, folder in FOLDERS.items():
+        if path.is_relative_to(folder):
+            parts = [package, *path.relative_to(folder).with_suffix("").parts]
+            if parts[-1] == "__init__":
+                parts.pop()
+            return ".".join(parts)
+    raise AssertionError(f"{path} is in no package of FOLDERS")
 
 
 def component(module: str) -> str:
-    top = module.split(".", maxsplit=1)[0]
-    if top == "formcheck":
-        return "runtime" if module in RUNTIME else "shell"
-    return top
+    return module.split(".", maxsplit=1)[0]
 
 
 def imports(path: Path) -> set[str]:
@@ -82,12 +90,15 @@ def imports(path: Path) -> set[str]:
 
 
 def _is_module(name: str) -> bool:
-    path = REPO_ROOT.joinpath(*name.split("."))
+    top, *rest = name.split(".")
+    if top not in FOLDERS:
+        return False
+    path = FOLDERS[top].joinpath(*rest)
     return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
 
 
 def source_files() -> list[Path]:
-    return sorted(p for package in PACKAGES for p in (REPO_ROOT / package).rglob("*.py"))
+    return sorted(p for folder in FOLDERS.values() for p in folder.rglob("*.py"))
 
 
 def graph() -> dict[tuple[str, str], list[str]]:
@@ -151,18 +162,17 @@ def test_imports_only_run_downward() -> None:
 
 
 def test_no_cycle_between_the_packages() -> None:
-    """Components: protocol, aggregator, edge_node, dashboards, models, bench, and formcheck's two layers."""
     assert cycles(set(graph())) == []
 
 
 def test_the_aggregator_imports_nothing_of_the_edge_or_the_models() -> None:
-    crossing = [line for (a, b), lines in graph().items() if a == "aggregator" and b in {"edge_node", "models"}
-                for line in lines]
+    crossing = [line for (a, b), lines in graph().items()
+                if a == "formcheck_aggregator" and b in {"formcheck_edge", "formcheck_models"} for line in lines]
     assert not crossing, crossing
 
 
 def test_protocol_imports_nothing_of_ours_but_itself() -> None:
-    ours = [line for (a, _), lines in graph().items() if a == "protocol" for line in lines]
+    ours = [line for (a, _), lines in graph().items() if a == "formcheck_protocol" for line in lines]
     assert not ours, ours
 
 
@@ -172,10 +182,11 @@ def test_the_base_dependencies_are_what_protocol_runtime_and_aggregator_import()
         assert not extra, f"{comp} imports third-party packages outside its install unit: {extra}"
 
 
-def test_every_formcheck_module_is_placed() -> None:
-    """A new module in formcheck/ is shell unless listed in RUNTIME; the lower layers may not import it then."""
-    modules = {module_name(p) for p in (REPO_ROOT / "formcheck").glob("*.py")}
-    assert modules >= RUNTIME, RUNTIME - modules
+def test_every_package_folder_is_known() -> None:
+    """A new package beside the others must be placed in the layers before the lower ones may import it."""
+    found = {init.parent.name for init in REPO_ROOT.glob("*/formcheck_*/__init__.py")}
+    found |= {init.parent.name for init in REPO_ROOT.glob("*/__init__.py")} - {"tests"}
+    assert found == set(FOLDERS), found ^ set(FOLDERS)
 
 
 def test_the_aggregator_process_loads_no_edge_code() -> None:
@@ -183,24 +194,25 @@ def test_the_aggregator_process_loads_no_edge_code() -> None:
     code = (
         "import sys\n"
         "import formcheck.cli as cli\n"
-        "import aggregator.config, aggregator.service, aggregator.core, aggregator.workers, aggregator.influx\n"
-        "import aggregator.notifier, aggregator.station, aggregator.points\n"
+        "import formcheck_aggregator.config, formcheck_aggregator.service, formcheck_aggregator.core\n"
+        "import formcheck_aggregator.workers, formcheck_aggregator.influx, formcheck_aggregator.notifier\n"
+        "import formcheck_aggregator.station, formcheck_aggregator.points\n"
         "cli.build_parser()\n"
         "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO_ROOT,
                             timeout=60)
     loaded = set(result.stdout.split())
-    assert "aggregator" in loaded
-    assert not loaded & {"edge_node", "models", "dashboards", "bench", "numpy", "cv2", "mediapipe",
-                         "ai_edge_litert", "tensorflow", "grafana_foundation_sdk", "psutil"}, (
-        sorted(loaded & {"edge_node", "models", "dashboards", "bench", "numpy", "cv2", "mediapipe",
-                         "ai_edge_litert", "tensorflow", "grafana_foundation_sdk", "psutil"}))
+    assert "formcheck_aggregator" in loaded
+    forbidden = {"formcheck_edge", "formcheck_models", "formcheck_dashboards", "bench", "numpy", "cv2", "mediapipe",
+                 "ai_edge_litert", "tensorflow", "grafana_foundation_sdk", "psutil"}
+    assert not loaded & forbidden, sorted(loaded & forbidden)
 
 
 def test_the_deployables_never_resolve_paths_against_the_checkout() -> None:
-    """Runtime code finds its files through formcheck.paths (package data, the cache, config), not REPO_ROOT."""
-    deployed = {"protocol", "runtime", "aggregator", "edge_node", "dashboards"}
+    """Runtime code finds its files through formcheck_runtime.paths (package data, the cache, config), not REPO_ROOT."""
+    deployed = {"formcheck_protocol", "formcheck_runtime", "formcheck_aggregator", "formcheck_edge",
+                "formcheck_dashboards"}
     for path in source_files():
-        if component(module_name(path)) in deployed and path != REPO_ROOT / "formcheck" / "paths.py":
+        if component(module_name(path)) in deployed and path != FOLDERS["formcheck_runtime"] / "paths.py":
             assert "REPO_ROOT" not in path.read_text(), f"{path.relative_to(REPO_ROOT)} uses the checkout's root"

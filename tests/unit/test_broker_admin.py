@@ -19,8 +19,8 @@ from formcheck.broker_admin import (
     render_config,
 )
 from formcheck.cli import main as cli_main
-from formcheck.paths import REPO_ROOT
-from protocol.topics import REGISTRY, Scope
+from formcheck_protocol.topics import REGISTRY, Scope
+from formcheck_runtime.paths import REPO_ROOT
 
 CONF = REPO_ROOT / "mosquitto" / "mosquitto.conf"
 ME = pwd.getpwuid(os.geteuid()).pw_name

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_node.config import ConfigError, EdgeConfig, example_yaml, load_config
+from formcheck_edge.config import ConfigError, EdgeConfig, example_yaml, load_config
 
 NODE = {"node": {"id": "squat-rack-1"}}
 

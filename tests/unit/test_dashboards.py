@@ -10,9 +10,9 @@ from typing import Any, get_args
 import pytest
 import yaml
 
-from dashboards import build, grafana
-from dashboards.influxql import DATASOURCE_UID
-from protocol.messages import NodeState
+from formcheck_dashboards import build, grafana
+from formcheck_dashboards.influxql import DATASOURCE_UID
+from formcheck_protocol.messages import NodeState
 
 ROOT = Path(__file__).resolve().parents[2]
 PROVISIONING = ROOT / "dashboards" / "provisioning"

@@ -1,4 +1,4 @@
-"""Property-based fuzzing of ``aggregator.decoder.decode``: it never raises, and what it accepts is sound.
+"""Property-based fuzzing of ``formcheck_aggregator.decoder.decode``: it never raises, and what it accepts is sound.
 
 10,000 generated messages in all (the ``max_examples`` of the tests below add up to it): arbitrary bytes,
 arbitrary JSON values, and JSON objects near each schema (a valid message with one field mutated to a
@@ -20,9 +20,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from aggregator.decoder import DROP_REASONS, ClockPolicy, Decoded, Dropped, decode
-from protocol.messages import FAULTS, PHASES, FrameMessage, NodeStats, NodeStatus, SessionMessage
-from protocol.topics import Topics
+from formcheck_aggregator.decoder import DROP_REASONS, ClockPolicy, Decoded, Dropped, decode
+from formcheck_protocol.messages import FAULTS, PHASES, FrameMessage, NodeStats, NodeStatus, SessionMessage
+from formcheck_protocol.topics import Topics
 
 TOPICS = Topics(site="main")
 NODE = "rack-1"
@@ -263,7 +263,8 @@ def test_decoded_stats_counters_fit_int64(field: str) -> None:
     ``{"dropped": 9223372036854775808}`` is *Decoded*; ``node_stats_point`` then carries it and
     ``InfluxWriter.submit`` refuses the line ("integer ... does not fit in int64") and logs
     "InfluxDB point not written (a bug upstream)" at ERROR, counting it as a rejected point instead of an
-    ``invalid_schema`` message. Fix: ``le=2**63 - 1`` on the NodeStats counters (protocol/messages.py).
+    ``invalid_schema`` message. Fix: ``le=2**63 - 1`` on the NodeStats counters
+    (protocol/formcheck_protocol/messages.py).
     """
     result = decode(TOPICS, node_topic("stats"), raw(valid_stats(), field, str(INT64_MAX + 1)), NOW_MS, CLOCK,
                     MAX_BYTES)

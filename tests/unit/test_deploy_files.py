@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
-from aggregator.config import load_config as load_aggregator_config
-from edge_node.config import load_config as load_edge_config
-from formcheck.paths import REPO_ROOT
+from formcheck_aggregator.config import load_config as load_aggregator_config
+from formcheck_edge.config import load_config as load_edge_config
+from formcheck_runtime.paths import REPO_ROOT
 
 COMPOSE = REPO_ROOT / "docker-compose.yml"
 VAR = re.compile(r"\$\{([A-Z0-9_]+)(?::?[-?][^}]*)?\}")
@@ -95,7 +95,7 @@ def test_aggregator_environment_is_valid_config() -> None:
 
 @pytest.mark.security
 def test_the_influx_init_script_is_the_aggregators_schema() -> None:
-    from aggregator.influx import schema_statements
+    from formcheck_aggregator.influx import schema_statements
 
     config = load_aggregator_config(None, environ=_service_env("aggregator", "FORMCHECK_AGG__"))
     script = (REPO_ROOT / "deploy/influxdb/init/formcheck.iql").read_text()
@@ -527,7 +527,7 @@ def test_the_image_installs_python_packages_from_the_hash_lock(target: str, extr
 
 @pytest.mark.security
 def test_the_aggregator_reads_its_passwords_from_the_secret_files(tmp_path: Path) -> None:
-    from formcheck.settings import ConfigError
+    from formcheck_runtime.settings import ConfigError
 
     (tmp_path / "mqtt").write_text("mqtt-secret-123456\n")
     (tmp_path / "influx").write_text("influx-secret-123456\n")

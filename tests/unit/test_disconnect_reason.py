@@ -5,7 +5,7 @@ from __future__ import annotations
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
-from formcheck.broker import SESSION_TAKEN_OVER, disconnect_reason
+from formcheck_runtime.broker import SESSION_TAKEN_OVER, disconnect_reason
 
 
 def test_a_taken_over_session_says_what_to_do() -> None:

@@ -16,7 +16,7 @@ def test_every_repository_path_the_docs_and_comments_name_exists() -> None:
     """A doc or comment naming a test module or a page under docs/ must name a file that is there."""
     import re
 
-    from formcheck.paths import REPO_ROOT
+    from formcheck_runtime.paths import REPO_ROOT
 
     named = re.compile(r"\b((?:tests/(?:unit|integration|reliability|browser)/test_\w+\.py)|(?:docs/[\w-]+\.md))\b")
     missing = set()

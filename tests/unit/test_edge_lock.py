@@ -14,7 +14,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from formcheck.paths import REPO_ROOT
+from formcheck_runtime.paths import REPO_ROOT
 
 LOCKS = REPO_ROOT / "requirements"
 LOCK = LOCKS / "edge.txt"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from edge_node.exercise_gate import MAX_HELD_FRAMES, ExerciseGate
-from edge_node.processor import Observation
-from protocol.messages import Exercise, FrameMessage
+from formcheck_edge.exercise_gate import MAX_HELD_FRAMES, ExerciseGate
+from formcheck_edge.processor import Observation
+from formcheck_protocol.messages import Exercise, FrameMessage
 from tests.unit.synthetic_frames import BOOT, FPS, NODE, TS0, exercise_stream
 
 

@@ -1,11 +1,11 @@
-"""Per-rep fault evaluation (models/training/fault_eval.py): counted reps matched to labelled reps by bottom."""
+"""Per-rep fault evaluation (formcheck_models.training.fault_eval): counted reps matched to labelled reps by bottom."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from models.training.fault_eval import evaluate_faults
-from models.training.rep_selection import EvalClip, HeldOut, Outcome, settings
+from formcheck_models.training.fault_eval import evaluate_faults
+from formcheck_models.training.rep_selection import EvalClip, HeldOut, Outcome, settings
 from tests.unit.synthetic_frames import Segment, squat_clip
 
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from edge_node.config import FaultSection
-from edge_node.faults import frame_faults
+from formcheck_edge.config import FaultSection
+from formcheck_edge.faults import frame_faults
 
 RULES = FaultSection()
 NEUTRAL = {"knee": 100.0, "knee_width": 1.1, "trunk_lean": 30.0, "heel_lift": 0.0, "view_yaw": 5.0}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_node import features as F
+from formcheck_edge import features as F
 
 
 def skeleton(

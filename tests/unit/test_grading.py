@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from aggregator.grading import GradingConfig, grade_rep, letter, main_fault, set_grade
-from aggregator.reps import RepDetector, RepFrames
-from protocol.messages import Fault, RepMessage
+from formcheck_aggregator.grading import GradingConfig, grade_rep, letter, main_fault, set_grade
+from formcheck_aggregator.reps import RepDetector, RepFrames
+from formcheck_protocol.messages import Fault, RepMessage
 from tests.unit.synthetic_frames import Clip, mark, rep_segments, restamp, squat_clip
 
 CFG = GradingConfig()

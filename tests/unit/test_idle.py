@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from aggregator.points import FrameSampler
-from aggregator.station import SetConfig, Station
-from edge_node.capture import CapturedFrame
-from edge_node.config import IdleSection
-from edge_node.features import FrameFeatures
-from edge_node.idle import IdleWatch, MotionGate
-from edge_node.processor import Observation, ProcessorTimings, Sighting
-from protocol.messages import FrameMessage
+from formcheck_aggregator.points import FrameSampler
+from formcheck_aggregator.station import SetConfig, Station
+from formcheck_edge.capture import CapturedFrame
+from formcheck_edge.config import IdleSection
+from formcheck_edge.features import FrameFeatures
+from formcheck_edge.idle import IdleWatch, MotionGate
+from formcheck_edge.processor import Observation, ProcessorTimings, Sighting
+from formcheck_protocol.messages import FrameMessage
 from tests.unit.synthetic_frames import BOOT, NODE, TS0, rep_segments, squat_clip
 
 FPS = 30

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from aggregator.influx_config import InfluxSection, duration_seconds
+from formcheck_aggregator.influx_config import InfluxSection, duration_seconds
 
 
 def test_defaults() -> None:

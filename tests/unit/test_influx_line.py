@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aggregator.influx import Point, encode_line
+from formcheck_aggregator.influx import Point, encode_line
 
 
 def line(measurement: str = "m", tags: dict[str, str] | None = None, fields: dict[str, object] | None = None,

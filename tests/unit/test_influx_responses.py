@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aggregator.influx import WriteOutcome, classify_write_response, error_message
+from formcheck_aggregator.influx import WriteOutcome, classify_write_response, error_message
 
 TYPE_CONFLICT = (b'{"error":"partial write: field type conflict: input field \\"v\\" on measurement \\"q\\" is type '
                  b'string, already exists as type integer dropped=1"}\n')

@@ -13,8 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from aggregator.influx import InfluxWriter, Point
-from aggregator.influx_config import InfluxSection
+from formcheck_aggregator.influx import InfluxWriter, Point
+from formcheck_aggregator.influx_config import InfluxSection
 
 Responder = Callable[[list[str]], tuple[int, bytes]]
 

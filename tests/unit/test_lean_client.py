@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from paho.mqtt import _packet
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from formcheck.mqtt_wire import parse_publish
-from formcheck.paho_internals import MAX_BATCH, LeanReceiveClient, check_paho_internals
+from formcheck_runtime.mqtt_wire import parse_publish
+from formcheck_runtime.paho_internals import MAX_BATCH, LeanReceiveClient, check_paho_internals
 
 
 def _varint(n: int) -> bytes:

@@ -16,7 +16,7 @@ from formcheck.member_erase import (
     retained_check_ins,
     summary,
 )
-from protocol.topics import Topics
+from formcheck_protocol.topics import Topics
 
 
 def test_statements_select_the_member_by_tag_in_every_measurement() -> None:

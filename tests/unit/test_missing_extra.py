@@ -24,7 +24,7 @@ def test_a_missing_edge_package_names_the_extra(monkeypatch: pytest.MonkeyPatch,
 
 def test_any_other_missing_module_is_a_bug_and_stays_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
     def analyze(args: argparse.Namespace) -> int:
-        raise ModuleNotFoundError("No module named 'edge_node.gone'", name="edge_node.gone")
+        raise ModuleNotFoundError("No module named 'formcheck_edge.gone'", name="formcheck_edge.gone")
 
     monkeypatch.setattr(cli, "cmd_analyze", analyze)
     with pytest.raises(ModuleNotFoundError):

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from formcheck.native_log import NativeLogFilter, is_native_noise
+from formcheck_runtime.native_log import NativeLogFilter, is_native_noise
 
 NOISE = [
     b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n",
@@ -19,7 +19,7 @@ NOISE = [
 ]
 KEPT = [
     b"E0000 00:00:1796207563.825717   19590 model_loader.cc:10] cannot open model\n",
-    b"2026-12-02 10:32:46,416 WARNING edge_node.capture: video source lost\n",
+    b"2026-12-02 10:32:46,416 WARNING formcheck_edge.capture: video source lost\n",
     b"formcheck: error: classifier model not found\n",
 ]
 

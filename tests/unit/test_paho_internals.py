@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from formcheck.paho_internals import unlisted_puback_failure
+from formcheck_runtime.paho_internals import unlisted_puback_failure
 
 
 @pytest.mark.parametrize(("body", "expected"), [
@@ -26,16 +26,16 @@ def test_paho_is_the_release_the_overrides_were_written_for() -> None:
 
     import paho.mqtt.client as mqtt
 
-    from formcheck.paho_internals import PAHO_VERSION, check_paho_internals
+    from formcheck_runtime.paho_internals import PAHO_VERSION, check_paho_internals
 
-    assert version("paho-mqtt") == PAHO_VERSION, "formcheck/paho_internals.py: re-check every override first"
+    assert version("paho-mqtt") == PAHO_VERSION, "formcheck_runtime.paho_internals: re-check every override first"
     check_paho_internals(mqtt.Client(mqtt.CallbackAPIVersion.VERSION2))
 
 
 def test_a_missing_internal_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     import paho.mqtt.client as mqtt
 
-    from formcheck.paho_internals import TolerantPubackClient, check_paho_internals
+    from formcheck_runtime.paho_internals import TolerantPubackClient, check_paho_internals
 
     monkeypatch.delattr(mqtt.Client, "_packet_read")
     with pytest.raises(RuntimeError, match=r"lacks _packet_read: formcheck's client overrides are written for"):
@@ -49,11 +49,11 @@ def test_a_missing_internal_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_no_other_module_touches_paho_internals() -> None:
-    """Issue 14: paho's private API is used in formcheck/paho_internals.py only."""
+    """Issue 14: paho's private API is used in runtime/formcheck_runtime/paho_internals.py only."""
     import re
 
-    from formcheck.paho_internals import PAHO_INTERNAL_METHODS, PAHO_INTERNAL_STATE
-    from formcheck.paths import REPO_ROOT
+    from formcheck_runtime.paho_internals import PAHO_INTERNAL_METHODS, PAHO_INTERNAL_STATE
+    from formcheck_runtime.paths import REPO_ROOT
 
     names = "|".join(re.escape(name) for name in PAHO_INTERNAL_METHODS + PAHO_INTERNAL_STATE)
     use = re.compile(rf"\.({names})\b|[\"']({names})[\"']")

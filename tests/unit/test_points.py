@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aggregator.config import load_config
-from aggregator.core import ProcessingCore
-from aggregator.decoder import ClockPolicy, Decoded
-from aggregator.influx import Line, Point, encode_line
-from aggregator.points import event_ts, frame_line, frame_point, node_status_point, session_point
-from protocol.messages import FAULTS, Fault, FrameMessage, NodeStatus, SessionMessage
+from formcheck_aggregator.config import load_config
+from formcheck_aggregator.core import ProcessingCore
+from formcheck_aggregator.decoder import ClockPolicy, Decoded
+from formcheck_aggregator.influx import Line, Point, encode_line
+from formcheck_aggregator.points import event_ts, frame_line, frame_point, node_status_point, session_point
+from formcheck_protocol.messages import FAULTS, Fault, FrameMessage, NodeStatus, SessionMessage
 from tests.unit.synthetic_frames import BOOT, NODE, TS0, rep_segments, restamp, squat_clip
 
 SITE = "main"
@@ -115,7 +115,7 @@ def test_online_status_with_its_own_time() -> None:
 
 
 def test_last_will_has_no_time_and_is_stored_when_received() -> None:
-    # What edge_node/publisher.py sets as its Last Will: no ts.
+    # What edge_node/formcheck_edge/publisher.py sets as its Last Will: no ts.
     will = NodeStatus(state="offline", node="rack-3", boot=BOOT)
     point = node_status_point(SITE, will, RECEIVED, CLOCK)
     assert point.fields == {"state": "offline", "boot": BOOT}

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from models.pose_bundle import MEMBERS, BundleBuildError, build_bundle, ensure_bundle, installed_graphs, write_bundle
+from formcheck_models.pose_bundle import (
+    MEMBERS,
+    BundleBuildError,
+    build_bundle,
+    ensure_bundle,
+    installed_graphs,
+    write_bundle,
+)
 
 
 def _input_normalisation(tflite: bytes) -> tuple[list[float], list[float]]:

@@ -10,11 +10,11 @@ from typing import Any, cast, get_args
 
 import pytest
 
-from edge_node.classifier import PhaseFormClassifier
-from edge_node.config import load_config
-from edge_node.processor import FrameProcessor
-from formcheck.paths import classifier_model
-from protocol.messages import Exercise
+from formcheck_edge.classifier import PhaseFormClassifier
+from formcheck_edge.config import load_config
+from formcheck_edge.processor import FrameProcessor
+from formcheck_protocol.messages import Exercise
+from formcheck_runtime.paths import classifier_model
 
 EXERCISES: tuple[Exercise, ...] = get_args(Exercise)
 

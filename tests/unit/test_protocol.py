@@ -6,8 +6,8 @@ import math
 import pytest
 from pydantic import ValidationError
 
-from protocol.messages import MAX_TS_MS, FrameMessage, NodeStatus, SessionMessage
-from protocol.topics import REGISTRY, TopicError, Topics, registry_markdown
+from formcheck_protocol.messages import MAX_TS_MS, FrameMessage, NodeStatus, SessionMessage
+from formcheck_protocol.topics import REGISTRY, TopicError, Topics, registry_markdown
 
 GOOD = {
     "v": 1, "node": "pi-1", "boot": "0123456789abcdef", "seq": 5, "ts": 1_763_700_000_000,

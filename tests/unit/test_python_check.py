@@ -10,7 +10,7 @@ from types import ModuleType
 
 import pytest
 
-from formcheck.paths import REPO_ROOT
+from formcheck_runtime.paths import REPO_ROOT
 
 SCRIPT = REPO_ROOT / "deploy" / "python_check.py"
 

@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from formcheck.queues import DropQueue, QueueClosed
+from formcheck_runtime.queues import DropQueue, QueueClosed
 
 
 def test_drop_oldest_keeps_newest_and_counts() -> None:

@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from formcheck.ratelog import RateLimitedLog, growing_interval
+from formcheck_runtime.ratelog import RateLimitedLog, growing_interval
 
 
 def test_one_line_per_key_per_interval_with_the_suppressed_count(caplog: pytest.LogCaptureFixture) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from aggregator.recognition import ExerciseRecogniser, RecognitionConfig, recognise
-from protocol.messages import Exercise, FrameMessage
+from formcheck_aggregator.recognition import ExerciseRecogniser, RecognitionConfig, recognise
+from formcheck_protocol.messages import Exercise, FrameMessage
 from tests.unit.synthetic_frames import BOOT, FPS, NODE, TS0, exercise_stream
 
 

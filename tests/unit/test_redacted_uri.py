@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge_node.capture import redacted
+from formcheck_edge.capture import redacted
 
 
 @pytest.mark.security

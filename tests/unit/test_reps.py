@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from aggregator.reps import RepConfig, RepDetector, RepEvent
-from protocol.messages import FrameMessage
+from formcheck_aggregator.reps import RepConfig, RepDetector, RepEvent
+from formcheck_protocol.messages import FrameMessage
 from tests.unit.synthetic_frames import BOOT, NODE, TS0, Clip, flip, make_frame, rep_segments, squat_clip
 
 

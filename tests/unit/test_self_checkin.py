@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from formcheck.self_checkin import Publication, SelfCheckin
-from protocol.topics import Topics
+from formcheck_protocol.topics import Topics
 
 T = Topics(site="main")
 

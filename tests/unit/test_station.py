@@ -7,10 +7,10 @@ from statistics import mean
 
 import pytest
 
-from aggregator.grading import GradingConfig, main_fault, set_grade
-from aggregator.points import checkpoint_points
-from aggregator.station import GUEST, OpenSetCheckpoint, SetConfig, Station, StationOutput
-from protocol.messages import FrameMessage, RepMessage, SessionMessage
+from formcheck_aggregator.grading import GradingConfig, main_fault, set_grade
+from formcheck_aggregator.points import checkpoint_points
+from formcheck_aggregator.station import GUEST, OpenSetCheckpoint, SetConfig, Station, StationOutput
+from formcheck_protocol.messages import FrameMessage, RepMessage, SessionMessage
 from tests.unit.synthetic_frames import (
     BOOT,
     NODE,

@@ -7,10 +7,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from edge_node import features as F
-from models.training.augment import AugmentConfig, augment_poses, augmented_copies, mirror, rotation
-from models.training.dataset import ClipPoses
-from models.training.train import FrameSet, fold_training_set
+from formcheck_edge import features as F
+from formcheck_models.training.augment import AugmentConfig, augment_poses, augmented_copies, mirror, rotation
+from formcheck_models.training.dataset import ClipPoses
+from formcheck_models.training.train import FrameSet, fold_training_set
 from tests.unit.test_features import skeleton
 
 NO_NOISE = AugmentConfig(mirror_p=0.0, yaw_deg=0.0, pitch_deg=0.0, scale=(1.0, 1.0), jitter_m=0.0, drop_p=0.0)

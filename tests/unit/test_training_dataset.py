@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from formcheck.paths import DataMissingError
-from models.training.dataset import load_clips, person_group, pose_cache_path, read_ground_truth
-from models.training.train import train_main
+from formcheck_models.training.dataset import load_clips, person_group, pose_cache_path, read_ground_truth
+from formcheck_models.training.train import train_main
+from formcheck_runtime.paths import DataMissingError
 
 HEADER = "path,exercise,view,complete_reps,partial_reps,bottom_frames,form,confidence\n"
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.training.dataset import Clip, ClipFeatures, ClipPoses, ClipTruth, split_by_rep
-from models.training.labels import ASCENDING, BOTTOM, DESCENDING, IGNORE, STANDING
-from models.training.metrics import roc_auc, roc_curve
-from models.training.rule_baseline import rule_bad, rule_phases
+from formcheck_models.training.dataset import Clip, ClipFeatures, ClipPoses, ClipTruth, split_by_rep
+from formcheck_models.training.labels import ASCENDING, BOTTOM, DESCENDING, IGNORE, STANDING
+from formcheck_models.training.metrics import roc_auc, roc_curve
+from formcheck_models.training.rule_baseline import rule_bad, rule_phases
 
 
 def test_roc_of_perfect_random_and_tied_scores() -> None:

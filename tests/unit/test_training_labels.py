@@ -7,8 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from aggregator.reps import DEPTH_SIGNAL
-from models.training.labels import (
+from formcheck_aggregator.reps import DEPTH_SIGNAL
+from formcheck_models.training.labels import (
     ASCENDING,
     BAD,
     BOTTOM,
@@ -21,7 +21,7 @@ from models.training.labels import (
     label_clip,
     smooth,
 )
-from protocol.messages import FrameMessage
+from formcheck_protocol.messages import FrameMessage
 from tests.unit.synthetic_frames import BOOT, TS0
 
 TOP, DEPTH = -1.0, 0.1

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.training.labels import IGNORE
-from models.training.metrics import score
-from models.training.train import balanced_weights
+from formcheck_models.training.labels import IGNORE
+from formcheck_models.training.metrics import score
+from formcheck_models.training.train import balanced_weights
 
 
 def test_confusion_accuracy_and_per_class_scores() -> None:

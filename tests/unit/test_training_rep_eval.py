@@ -1,4 +1,4 @@
-"""Held-out rep counting (models/training/rep_eval.py) on synthetic poses and model outputs; no TensorFlow.
+"""Held-out rep counting (formcheck_models.training.rep_eval) on synthetic poses and model outputs; no TensorFlow.
 
 The central check: for the same pose track and model outputs, ``frame_messages`` builds exactly the
 messages the edge node's ``FrameProcessor`` publishes (run here with a stand-in pose estimator and a real
@@ -16,16 +16,16 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from edge_node import classifier as classifier_module
-from edge_node import features as F
-from edge_node.capture import CapturedFrame
-from edge_node.classifier import MODEL_PHASES, PhaseFormClassifier
-from edge_node.config import FaultSection, load_config
-from edge_node.faults import frame_faults
-from edge_node.processor import PUBLISHED_ANGLES, FrameProcessor
-from models.training.dataset import DEFAULT_MIN_VISIBILITY, ClipPoses, ClipTruth, clip_features
-from models.training.metrics import Scores
-from models.training.rep_eval import (
+from formcheck_edge import classifier as classifier_module
+from formcheck_edge import features as F
+from formcheck_edge.capture import CapturedFrame
+from formcheck_edge.classifier import MODEL_PHASES, PhaseFormClassifier
+from formcheck_edge.config import FaultSection, load_config
+from formcheck_edge.faults import frame_faults
+from formcheck_edge.processor import PUBLISHED_ANGLES, FrameProcessor
+from formcheck_models.training.dataset import DEFAULT_MIN_VISIBILITY, ClipPoses, ClipTruth, clip_features
+from formcheck_models.training.metrics import Scores
+from formcheck_models.training.rep_eval import (
     BOOT,
     NODE,
     T0_MS,
@@ -36,8 +36,8 @@ from models.training.rep_eval import (
     match_bottoms,
     run_station,
 )
-from models.training.report import RunSummary, render_report
-from protocol.messages import FrameMessage, RepMessage
+from formcheck_models.training.report import RunSummary, render_report
+from formcheck_protocol.messages import FrameMessage, RepMessage
 from tests.unit.synthetic_frames import rep_segments, squat_clip
 from tests.unit.test_features import skeleton
 

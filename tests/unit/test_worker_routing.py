@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from aggregator.config import PartitionSection
-from aggregator.decoder import ClockPolicy, Dropped, NotOwned, decode
-from aggregator.processing import merge_snapshots
-from aggregator.workers import worker_index, worker_of
-from protocol.topics import Topics
+from formcheck_aggregator.config import PartitionSection
+from formcheck_aggregator.decoder import ClockPolicy, Dropped, NotOwned, decode
+from formcheck_aggregator.processing import merge_snapshots
+from formcheck_aggregator.workers import worker_index, worker_of
+from formcheck_protocol.topics import Topics
 
 
 def test_every_topic_of_a_station_goes_to_the_same_worker() -> None:
@@ -69,7 +69,7 @@ def test_snapshots_are_summed_per_section() -> None:
 
 
 def test_inbox_batches_keep_order_and_respect_the_limit() -> None:
-    from formcheck.queues import DropQueue, QueueClosed
+    from formcheck_runtime.queues import DropQueue, QueueClosed
 
     queue: DropQueue[int] = DropQueue(100)
     for i in range(10):

@@ -1,5 +1,0 @@
-"""Grafana dashboards for formcheck, generated from code (grafana-foundation-sdk) into ``dashboards/json/``.
-
-``python -m dashboards.build`` rewrites the committed JSON; ``dashboards/provisioning/`` holds the datasource and
-the dashboard provider Grafana loads at start.
-"""

@@ -1,0 +1,218 @@
+"""One video frame in, one :class:`FrameMessage` out: pose → features → classifier → faults.
+
+This is the whole per-frame path of an edge node; ``formcheck analyze`` and
+the benchmarks run exactly this code.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from formcheck_edge.capture import CapturedFrame
+from formcheck_edge.classifier import ModelLoadError, PhaseFormClassifier
+from formcheck_edge.config import EdgeConfig
+from formcheck_edge.faults import frame_faults
+from formcheck_edge.features import FeatureWindow, FrameFeatures, frame_features
+from formcheck_edge.pose import PoseEstimator
+from formcheck_protocol.messages import Exercise, FrameMessage
+from formcheck_runtime.native_log import NativeLogFilter
+
+log = logging.getLogger(__name__)
+
+# Published subset of the body measures: enough for grading and dashboards,
+# small enough to keep a frame message around 400 bytes.
+PUBLISHED_ANGLES: tuple[str, ...] = (
+    "knee", "hip", "trunk_lean", "knee_valgus", "knee_width", "hip_depth", "shin_lean", "heel_lift",
+    "elbow", "body_line", "view_yaw", "shoulder_height", "hip_sag",
+    # Per side: alternating curls and lunges work one side at a time, which the two-sided means blur.
+    "elbow_l", "elbow_r", "knee_l", "knee_r", "hip_l", "hip_r",
+)
+
+
+@dataclass
+class ProcessorTimings:
+    """Cumulative per-stage time, for stats and benchmarks."""
+
+    frames: int = 0
+    no_person: int = 0
+    pose_s: float = 0.0
+    classify_s: float = 0.0
+    idle_looked: int = 0  # frames an idle node looked at (motion gate or pose check)
+    idle_probes: int = 0  # of those, frames the pose model ran on
+
+    def snapshot(self) -> tuple[int, float, float]:
+        return self.frames, self.pose_s, self.classify_s
+
+
+_QUIET_FRAMES = 3
+"""Frames after which the native libraries' start-up lines have all been written."""
+
+
+class WrongExerciseModel(ModelLoadError):
+    """The model file found for an exercise classifies another one."""
+
+
+def _load_classifier(config: EdgeConfig, exercise: Exercise) -> PhaseFormClassifier:
+    """The classifier of ``exercise``; refused when the model file found classifies another exercise."""
+    classifier = PhaseFormClassifier(config.classifier.model_for(exercise), num_threads=config.classifier.num_threads)
+    if classifier.manifest.exercise != exercise:
+        raise WrongExerciseModel(f"model {classifier.version} classifies {classifier.manifest.exercise}, "
+                                 f"but the node is set to {exercise}")
+    return classifier
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """What the pose model saw in one frame before it is numbered: ``features`` is None without a person."""
+
+    ts: int
+    features: FrameFeatures | None
+    vis: float
+
+    @property
+    def person(self) -> bool:
+        return self.features is not None
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the pose model saw in one frame, before any classifier: ``features`` is None without a person."""
+
+    seq: int
+    ts: int
+    features: FrameFeatures | None
+    vis: float
+
+
+@dataclass
+class FrameProcessor:
+    """Stateful per-stream processor (pose tracking and motion history live here)."""
+
+    config: EdgeConfig
+    boot: str
+    exercise: Exercise
+    pose: PoseEstimator
+    classifiers: dict[Exercise, PhaseFormClassifier]
+    timings: ProcessorTimings = field(default_factory=ProcessorTimings)
+    _window: FeatureWindow = field(default_factory=FeatureWindow)
+    _seq: int = 0
+    _looked: int = 0
+    _quiet: NativeLogFilter | None = None
+
+    @classmethod
+    def create(cls, config: EdgeConfig, boot: str) -> FrameProcessor:
+        """Load the pose model and the classifier of the configured exercise (raises on bad models).
+
+        The native libraries' start-up lines are filtered until the first frames are through (``observe``).
+        """
+        quiet = NativeLogFilter().start()
+        try:
+            processor = cls._create(config, boot)
+        except BaseException:
+            quiet.stop()
+            raise
+        processor._quiet = quiet
+        return processor
+
+    @classmethod
+    def _create(cls, config: EdgeConfig, boot: str) -> FrameProcessor:
+        pose = PoseEstimator(
+            config.pose.model_path(),
+            min_detection_confidence=config.pose.min_detection_confidence,
+            min_tracking_confidence=config.pose.min_tracking_confidence,
+            min_presence_confidence=config.pose.min_presence_confidence,
+        )
+        exercise = config.node.exercise
+        try:
+            classifier = _load_classifier(config, exercise)
+        except Exception:
+            pose.close()
+            raise
+        return cls(config=config, boot=boot, exercise=exercise, pose=pose, classifiers={exercise: classifier})
+
+    @property
+    def classifier(self) -> PhaseFormClassifier:
+        """The classifier of the current exercise."""
+        return self.classifiers[self.exercise]
+
+    def switch_exercise(self, exercise: Exercise) -> bool:
+        """Classify ``exercise`` from now on, if a model for it exists; False otherwise."""
+        if exercise == self.exercise:
+            return True
+        if exercise not in self.classifiers:
+            if not self.config.classifier.model_for(exercise).is_file():
+                return False
+            quiet = NativeLogFilter().start()
+            try:
+                classifier = _load_classifier(self.config, exercise)
+            except WrongExerciseModel:
+                return False
+            finally:
+                quiet.stop()
+            self.classifiers[exercise] = classifier
+        self.exercise = exercise
+        self._window.reset()
+        return True
+
+    def process(self, frame: CapturedFrame) -> FrameMessage:
+        """Classify one frame; assigns the next ``seq``."""
+        return self.classify(self.observe(frame))
+
+    def observe(self, frame: CapturedFrame) -> Observation:
+        """The pose of one frame and its body measures (the expensive part); assigns the next ``seq``."""
+        return self.number(self.look(frame))
+
+    def look(self, frame: CapturedFrame) -> Sighting:
+        """The pose of one frame and its body measures, without a ``seq`` yet (an idle node's check for a person
+        numbers only the frame it publishes)."""
+        t0 = time.perf_counter()
+        pose = self.pose.detect(frame.rgb, frame.ts_ms)
+        if self._looked == _QUIET_FRAMES and self._quiet is not None:
+            self._quiet.stop()  # the pose graph's threads have logged their set-up by now
+        self._looked += 1
+        t1 = time.perf_counter()
+        self.timings.pose_s += t1 - t0
+        features = frame_features(pose) if pose is not None else None
+        self.timings.classify_s += time.perf_counter() - t1  # body measures count with the classifier, as before
+        visible = features is not None and features.lower_body_visibility >= self.config.pose.min_visibility
+        return Sighting(ts=frame.ts_ms, features=features if visible else None,
+                        vis=round(features.visibility, 3) if features else 0.0)
+
+    def number(self, sighting: Sighting) -> Observation:
+        """A sighting becomes the next published frame: ``seq`` counts published frames only."""
+        seq = self._seq
+        self._seq += 1
+        self.timings.frames += 1
+        return Observation(seq=seq, ts=sighting.ts, features=sighting.features, vis=sighting.vis)
+
+    def classify(self, seen: Observation) -> FrameMessage:
+        """The frame message of an observation, with the current exercise's classifier.
+
+        Observations go through here in capture order: the classifier's motion window spans consecutive ones.
+        """
+        features = seen.features
+        if features is None:
+            self._window.reset()
+            self.timings.no_person += 1
+            return FrameMessage(
+                node=self.config.node.id, boot=self.boot, seq=seen.seq, ts=seen.ts, exercise=self.exercise,
+                phase="no_person", form="good", bad_p=0.0, vis=seen.vis,
+            )
+        t0 = time.perf_counter()
+        result = self.classifier.classify(self._window.push(features))
+        self.timings.classify_s += time.perf_counter() - t0
+        angles = {name: round(features.angles[name], 3) for name in PUBLISHED_ANGLES}
+        bad = result.bad_p >= self.classifier.manifest.bad_threshold
+        return FrameMessage(
+            node=self.config.node.id, boot=self.boot, seq=seen.seq, ts=seen.ts, exercise=self.exercise,
+            phase=result.phase, phase_p=result.phase_p, form="bad" if bad else "good", bad_p=result.bad_p,
+            faults=frame_faults(self.exercise, result.phase, features.angles, self.config.faults),
+            angles=angles, vis=seen.vis,
+        )
+
+    def close(self) -> None:
+        if self._quiet is not None:
+            self._quiet.stop()
+        self.pose.close()

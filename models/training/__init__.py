@@ -1,8 +1,0 @@
-"""Training and held-out evaluation of the per-frame phase/form classifier.
-
-Importing this package is cheap: TensorFlow (the ``[train]`` extra) is imported only once training starts.
-"""
-
-from models.training.train import train_main
-
-__all__ = ["train_main"]

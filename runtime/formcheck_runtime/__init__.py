@@ -1,0 +1,1 @@
+"""The runtime every formcheck deployable imports: paths, settings, the broker connection, queues, logging."""
