@@ -6,7 +6,8 @@
 #   deploy/system-packages.sh server   the broker and the database `make demo` and the tests run (never on a node:
 #                                      Debian's influxdb listens on :8086 without authentication)
 #   deploy/system-packages.sh test     what only the test suite needs (the emulated Raspberry Pi, a Compose
-#                                      implementation that validates docker-compose.yml, Chromium for the pages)
+#                                      implementation that validates docker-compose.yml, Chromium for the pages,
+#                                      poppler's pdftoppm to render the printable QR sheet)
 #   deploy/system-packages.sh web      Node.js and npm: `make web` bundles the member and station pages
 #   deploy/system-packages.sh --list MODE   print that set, install nothing
 set -euo pipefail
@@ -15,7 +16,7 @@ packages_for() {
   case "$1" in
     base) echo "python3-venv python3-dev libgl1 libglib2.0-0" ;;
     server) echo "mosquitto mosquitto-clients influxdb openssl" ;;
-    test) echo "qemu-user-static mmdebstrap docker-compose chromium" ;;
+    test) echo "qemu-user-static mmdebstrap docker-compose chromium poppler-utils" ;;
     web) echo "nodejs npm" ;;
     *) echo "formcheck: unknown package set '$1' (base, server, test, web)" >&2; exit 2 ;;
   esac

@@ -626,15 +626,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     stations = sub.add_parser("stations", help="station tools")
     stations_sub = stations.add_subparsers(dest="stations_command", required=True, metavar="ACTION")
-    qr = stations_sub.add_parser("qr", help="a printable PNG sheet with one QR code per station: it opens the "
-                                 "member page on that station")
-    qr.add_argument("--url", required=True, help="the member page, e.g. http://broker.gym.lan:8080/")
+    qr = stations_sub.add_parser("qr", help="a printable A4 sheet (PDF or PNG) with one QR code per station: it "
+                                 "opens the member page on that station")
+    qr.add_argument("--url", required=True, help="the member page: https://BROKER:9001/ (docker compose) or "
+                    "http://BROKER:8080/ (Debian's broker; docs/deploy.md)")
     qr.add_argument("--site", default="main", help="site id")
     qr.add_argument("--station", action="append", help="station id (repeat for several)")
     qr.add_argument("--accounts", type=Path, metavar="DIR", help="every node account of this broker account "
                     "directory (users.yaml) gets a code")
-    qr.add_argument("--wss-port", type=int, help="the broker's secure websockets port when it is not 9001")
-    qr.add_argument("--output", "-o", type=Path, default=Path("stations-qr.png"), help="PNG file to write")
+    qr.add_argument("--wss-port", type=int, help="with an http:// page: the broker's secure websockets port when "
+                    "it is not 9001")
+    qr.add_argument("--output", "--out", "-o", type=Path, default=Path("stations-qr.pdf"),
+                    help="the sheet: NAME.pdf (every page in one file) or NAME.png (NAME-2.png ... for more pages)")
     qr.set_defaults(func=cmd_stations_qr)
 
     broker = sub.add_parser("broker", help="production broker administration")

@@ -1,9 +1,16 @@
 """The member and station pages in a real browser (Debian's Chromium driven by Playwright) against the real stack.
 
 The shipped ``mosquitto/mosquitto.conf`` is rendered onto free loopback ports with a test CA by the helpers of
-``tests/integration/test_broker_security.py`` (its websockets listener serves ``web/dist`` through ``http_dir``
-over TLS), with a real InfluxDB, the real aggregator and a real edge node playing a clip of the data set. The
-pages log in with the accounts ``formcheck broker users add`` made, so the broker's ACL is what is tested.
+``tests/integration/test_broker_security.py``, with a real InfluxDB, the real aggregator and a real edge node
+playing a clip of the data set. The pages log in with the accounts ``formcheck broker users add`` made, so the
+broker's ACL is what is tested.
+
+Both ways the shipped file serves the pages are used: ``https://`` on the secure websockets listener, the origin
+of the page's ``wss://`` (the docker compose deployment, whose eclipse-mosquitto image has a libwebsockets without
+HTTP/2), and Debian's ``http://`` page listener whose page connects to ``wss://`` on the other port. Debian's
+broker, which these tests run, offers HTTP/2 on its TLS listener and then cannot serve files over it, so Chromium
+runs with ``--disable-http2``: it then negotiates HTTP/1.1, what it gets from the image's broker, which offers
+nothing else (``test_broker_security`` checks the listener's offer and its HTTP/1.1 answers).
 
 Chromium trusts the test server by its key only: ``--ignore-certificate-errors-spki-list`` with the SHA-256 of
 the test server certificate's public key. Every other certificate is still verified, nothing is added to a
@@ -66,6 +73,11 @@ class Stack:
     spki: str
 
     def url(self, query: str = "") -> str:
+        """The page on the origin of its MQTT (docker compose)."""
+        return f"https://127.0.0.1:{self.wss_port}/index.html?site=main{query}"
+
+    def debian_url(self, query: str = "") -> str:
+        """The page from Debian's plain-HTTP page listener; its MQTT goes to the secure websockets port."""
         return f"http://127.0.0.1:{self.web_port}/index.html?site=main&wss={self.wss_port}{query}"
 
 
@@ -111,23 +123,23 @@ def stack(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, pose_model: 
 
 @pytest.fixture(scope="module")
 def browser(stack: Stack) -> Iterator[Any]:
-    if not CHROMIUM.is_file():
-        pytest.fail("Debian's chromium is missing: run 'make test-system-deps'", pytrace=False)
+    if not CHROMIUM.is_file() or shutil.which("pdftoppm") is None:
+        pytest.fail("Debian's chromium or poppler-utils is missing: run 'make test-system-deps'", pytrace=False)
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=str(CHROMIUM),
-                                     args=[f"--ignore-certificate-errors-spki-list={stack.spki}"])
+                                     args=[f"--ignore-certificate-errors-spki-list={stack.spki}", "--disable-http2"])
         try:
             yield chromium
         finally:
             chromium.close()
 
 
-def open_page(browser: Any, stack: Stack, size: dict[str, int], query: str = "") -> Any:
+def open_page(browser: Any, url: str, size: dict[str, int]) -> Any:
     page = browser.new_page(viewport=size)
     page.set_default_timeout(15_000)
-    page.goto(stack.url(query))
+    page.goto(url)
     return page
 
 
@@ -180,15 +192,20 @@ def watch_reps(stack: Stack) -> tuple[mqtt.Client, RepTimes]:
     return client, times
 
 
-def test_wrong_password_is_refused(browser: Any, stack: Stack) -> None:
-    page = open_page(browser, stack, PHONE)
+@pytest.mark.parametrize("deployment", ["compose", "debian"])
+def test_wrong_password_is_refused(browser: Any, stack: Stack, deployment: str) -> None:
+    page = open_page(browser, stack.url() if deployment == "compose" else stack.debian_url(), PHONE)
     try:
         sign_in(page, "alice", "not-the-password")
         page.wait_for_function("document.getElementById('login-error').textContent.length > 0")
         assert page.text_content("#login-error") == "Wrong name or password. Check them and try again."
         assert page.is_hidden("#member")
         assert axe_serious(page) == []
-        shot(page, "login-phone.png")
+        shot(page, f"login-phone-{deployment}.png")
+        # The right password on the same page: the refusal came from the broker over wss, not from a dead link.
+        sign_in(page, "alice", stack.passwords["alice"])
+        page.wait_for_selector("#member:not([hidden])")
+        assert page.evaluate("location.protocol") == ("https:" if deployment == "compose" else "http:")
     finally:
         page.close()
 
@@ -212,14 +229,16 @@ def test_qr_checkin_live_reps_grade_history_station_count_and_offline(
         shot(station, "station-waiting-tv.png")
 
         # Self check-in: the station's QR code opens the member page on that station; alice taps Start.
-        sheet = tmp_path / "stations.png"
-        subprocess.run(cli("stations", "qr", "--url", f"http://127.0.0.1:{stack.web_port}/", "--station", NODE,
-                           "--wss-port", str(stack.wss_port), "-o", str(sheet)), check=True, capture_output=True,
-                       timeout=30)
+        # The printed sheet: the PDF rendered by poppler's pdftoppm, the code read back from the page.
+        sheet = tmp_path / "stations.pdf"
+        subprocess.run(cli("stations", "qr", "--url", f"https://127.0.0.1:{stack.wss_port}/", "--station", NODE,
+                           "--out", str(sheet)), check=True, capture_output=True, timeout=30)
+        subprocess.run(["pdftoppm", "-r", "150", "-gray", "-png", "-singlefile", str(sheet), str(tmp_path / "page")],
+                       check=True, capture_output=True, timeout=30)
         import cv2
 
-        url, *_ = cv2.QRCodeDetector().detectAndDecode(cv2.imread(str(sheet)))
-        assert url == f"http://127.0.0.1:{stack.web_port}/?site=main&station={NODE}&wss={stack.wss_port}"
+        url, *_ = cv2.QRCodeDetector().detectAndDecode(cv2.imread(str(tmp_path / "page.png")))
+        assert url == f"https://127.0.0.1:{stack.wss_port}/?site=main&station={NODE}"
         alice.goto(url)
         bob.goto(url)
         sign_in(alice, "alice", stack.passwords["alice"])

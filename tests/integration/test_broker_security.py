@@ -9,9 +9,11 @@ after the denied one, never on the acknowledgement alone.
 
 from __future__ import annotations
 
+import http.client
 import os
 import pwd
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -514,6 +516,39 @@ def test_websockets_listener_accepts_an_authenticated_client(broker: Broker, cli
     assert agg.publish(T.member_notifications("alice"), b"ws-set", retain=True) == "Success"
     assert display.wait_for(T.node("st-a", "reps"), b"rep-1")
     assert phone.wait_for(T.member_notifications("alice"), b"ws-set")
+
+
+def https_context(ca: Path, alpn: list[str]) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(ca))
+    context.set_alpn_protocols(alpn)
+    return context
+
+
+def test_the_pages_come_over_tls_where_http2_is_not_negotiated(broker: Broker) -> None:
+    """The secure websockets listener serves ``web/dist`` (``http_dir``): the page on the origin of its ``wss://``,
+    as the compose deployment serves it (the eclipse-mosquitto image's libwebsockets has no HTTP/2). Debian's
+    2.0.11 offers HTTP/2 through ALPN, and it cannot serve files over HTTP/2, so there only a client that does
+    not negotiate HTTP/2 gets them; browsers do negotiate it, hence Debian's plain-HTTP page listener, which serves
+    the same files (mosquitto/README.md)."""
+    if not (WEB_DIST / "index.html").is_file():
+        pytest.fail("web/dist is missing: run 'make web'", pytrace=False)
+    ca = broker.tls / "formcheck-ca.crt"
+    with socket.create_connection(("127.0.0.1", broker.ws_port), timeout=WAIT) as raw, \
+            https_context(ca, ["h2", "http/1.1"]).wrap_socket(raw, server_hostname="127.0.0.1") as offered:
+        assert offered.selected_alpn_protocol() == "h2", (
+            "Debian's broker no longer offers HTTP/2: the pages may come over https there too (mosquitto/README.md)")
+    for name in ("index.html", "app.js"):
+        secure = http.client.HTTPSConnection("127.0.0.1", broker.ws_port, timeout=WAIT,
+                                             context=https_context(ca, ["http/1.1"]))
+        plain = http.client.HTTPConnection("127.0.0.1", broker.web_port, timeout=WAIT)
+        for connection in (secure, plain):
+            try:
+                connection.request("GET", f"/{name}")
+                response = connection.getresponse()
+                assert response.status == 200, (connection.port, response.status)
+                assert response.read() == (WEB_DIST / name).read_bytes(), connection.port
+            finally:
+                connection.close()
 
 
 def test_client_certificate_option_and_account_removal(

@@ -145,10 +145,35 @@ def test_mosquitto_files_the_config_names_are_mounted() -> None:
     conf = (REPO_ROOT / "mosquitto" / "mosquitto.conf").read_text()
     for line in conf.splitlines():
         key, _, value = line.strip().partition(" ")
-        if key in {"password_file", "acl_file", "certfile", "keyfile", "cafile", "persistence_location"}:
+        if key in {"password_file", "acl_file", "certfile", "keyfile", "cafile", "persistence_location", "http_dir"}:
             assert any(value.strip().startswith(t.rstrip("/") + "/") for t in targets), (
                 f"{key} {value} is not inside a volume of the mosquitto service"
             )
+
+
+def listener_blocks(conf: str) -> dict[int, dict[str, str]]:
+    """Each listener's port -> its options (the lines up to the next listener)."""
+    blocks: dict[int, dict[str, str]] = {}
+    current: dict[str, str] | None = None
+    for line in conf.splitlines():
+        key, _, value = line.strip().partition(" ")
+        if key == "listener":
+            current = blocks.setdefault(int(value.split()[0]), {})
+        elif current is not None and key and not key.startswith("#"):
+            current[key] = value.strip()
+    return blocks
+
+
+@pytest.mark.security
+def test_compose_publishes_the_pages_over_tls_only() -> None:
+    """The eclipse-mosquitto image serves the pages on the TLS websockets listener (its libwebsockets has no
+    HTTP/2); Debian's plain-HTTP page listener stays unpublished (mosquitto/README.md)."""
+    published = {str(p).rsplit(":", 1)[-1] for p in compose()["services"]["mosquitto"]["ports"]}
+    assert "9001" in published and "8080" not in published, published
+    listeners = listener_blocks((REPO_ROOT / "mosquitto" / "mosquitto.conf").read_text())
+    pages = listeners[9001]
+    assert pages["protocol"] == "websockets" and {"certfile", "keyfile", "http_dir"} <= set(pages), pages
+    assert listeners[8080]["http_dir"] == pages["http_dir"] and "certfile" not in listeners[8080]
 
 
 def dockerfile_stages() -> dict[str, str]:
