@@ -17,7 +17,8 @@ edge pipeline against pose alone (``bench.edge_bench``, same clip), and frame po
 ``formcheck_aggregator.points.FrameSampler`` (the aggregator's own code) over the edge frames of every cached clip.
 
 ``--wake-all`` instead plays every clip of the data set after 10 s of an empty scene through the real pose
-model and the idle watch (``formcheck_edge.offline.wake_run``) and compares the reps counted with the clip alone.
+model and the idle watch (``formcheck_edge.offline.wake_run``) and compares the reps counted with the clip alone,
+and every frame message of the clip (phase, form, angles, faults: all but seq and time) with the clip alone's.
 
 Targets: idle CPU <= 0.2 x training; MQTT messages per idle minute <= 1 % of an always-on node's (1,800
 frames + 12 stats); stored frame points per active minute <= 20 % of one per frame; pipeline / pose alone
@@ -219,6 +220,7 @@ def wake_all(data: Path, limit: int | None, part: str = "1/1") -> int:
     rows = clips(data)[:limit][k_of - 1::n_parts]
     worst_wake = 0.0
     changed: list[str] = []
+    frames_differ: list[str] = []
     never: list[str] = []
     points = 0
     minutes = 0.0
@@ -236,6 +238,9 @@ def wake_all(data: Path, limit: int | None, part: str = "1/1") -> int:
             worst_wake = max(worst_wake, wake_s)
         if before != after:
             changed.append(f"{path}: {before} -> {after}")
+        differ = run.differing_frames(alone)
+        if differ:
+            frames_differ.append(f"{path}: {differ}")
         p, m = sampled_points(alone)
         points, minutes = points + p, minutes + m
         print(f"{k:2d}/{len(rows)} {Path(path).stem:<36} reps {before} -> {after}  wake "
@@ -243,13 +248,14 @@ def wake_all(data: Path, limit: int | None, part: str = "1/1") -> int:
               f"{run.looked_idle} looked-at idle frames", file=sys.stderr, flush=True)
     print(f"clips                          {len(rows)}")
     print(f"rep count changed              {len(changed)}  {'OK' if not changed else 'MISSED: ' + '; '.join(changed)}")
+    print(f"clip frames not identical      {len(frames_differ)}  {'; '.join(frames_differ)}")
     print(f"never woke (or nobody seen)    {len(never)}  {'; '.join(never)}")
     print(f"latest first frame after the person appeared  {worst_wake:.2f} s  target <= 0.5 s  "
           f"{'OK' if worst_wake <= 0.5 else 'MISSED'}")
     per_min = points / max(minutes, 1e-9)
     print(f"frame points per active minute {per_min:.0f} of {60 * FPS:.0f} = {per_min / (60 * FPS):.3f}  "
           f"target <= {POINTS_TARGET}")
-    return 1 if changed or worst_wake > 0.5 else 0
+    return 1 if changed or frames_differ or worst_wake > 0.5 else 0
 
 
 def main(argv: list[str] | None = None) -> int:

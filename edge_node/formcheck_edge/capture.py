@@ -188,6 +188,19 @@ def open_source(cfg: SourceSection) -> FrameSource:
     return OpenCvSource(cfg)
 
 
+def file_frame_ts(start_ms: int, index: int, fps: float) -> int:
+    """Capture time of frame ``index`` of a file played from ``start_ms``: whole milliseconds from the file's frame
+    rate, rounded per frame from a whole-millisecond start.
+
+    The pose landmarker smooths landmarks over the intervals between timestamps: intervals that follow the
+    wall clock's sub-millisecond phase (33 or 34 ms in another order on each run of a 29.92 frames/s clip) move
+    landmarks by up to 2 cm and flipped a borderline rep. Rounded from a whole start, the intervals are the same
+    on every run and the same as the training set's pose tracks (``formcheck_models.training.dataset``), so a
+    file gives the same frames whenever it is played.
+    """
+    return start_ms + round(index * 1000.0 / fps)
+
+
 _SKIPPED: RgbImage = np.zeros((0, 0, 3), dtype=np.uint8)
 """Stands for a frame taken from the source but not converted (``CaptureThread.stride``)."""
 
@@ -224,7 +237,7 @@ class CaptureThread(threading.Thread):
         self._stop_event.set()
 
     def run(self) -> None:
-        start_ms = time.time() * 1000.0
+        start_ms = int(time.time() * 1000)
         start_mono = time.monotonic()
         index = 0
         try:
@@ -259,9 +272,9 @@ class CaptureThread(threading.Thread):
                     delay = due - time.monotonic()
                     if delay > 0 and self._stop_event.wait(delay):
                         break
-                    ts = int(start_ms + index * 1000.0 / self._fps)
+                    ts = file_frame_ts(start_ms, index, self._fps)
                 else:
-                    ts = int(start_ms + index * 1000.0 / self._fps)
+                    ts = file_frame_ts(start_ms, index, self._fps)
                 index += 1
                 self.captured = index
                 if rgb is _SKIPPED:

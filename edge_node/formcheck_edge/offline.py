@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from formcheck_edge.capture import CapturedFrame, CaptureThread, open_source, open_video_file
+from formcheck_edge.capture import CapturedFrame, CaptureThread, file_frame_ts, open_source, open_video_file
 from formcheck_edge.config import EdgeConfig, load_config
 from formcheck_edge.exercise_gate import ExerciseGate
 from formcheck_edge.idle import IdleWatch
@@ -73,6 +73,30 @@ class WakeRun:
     went_idle_at: int | None
     pose_runs_idle: int  # frames the pose model ran on while idle
     looked_idle: int
+    ts0: int  # capture time of the clip's first frame
+
+    def differing_frames(self, alone: list[FrameMessage]) -> int:
+        """Frames of the clip ``alone`` (as a file-fed node publishes it, no empty scene) whose message differs
+        here in anything but node, boot, seq and time; a frame not published here differs unless nobody was in it.
+
+        The clip's frames are stamped here as a file-fed node stamps them (``file_frame_ts`` from ``ts0``), so the
+        pose model sees the same frames at the same intervals: any difference is the empty scene's or the idle
+        watch's doing.
+        """
+        published = {m.ts - self.ts0: m for m in self.messages if m.ts >= self.ts0}
+        start = alone[0].ts if alone else 0
+        differ = 0
+        for frame in alone:
+            here = published.get(frame.ts - start)
+            if here is None:
+                differ += frame.phase != "no_person"
+            elif _content(here) != _content(frame):
+                differ += 1
+        return differ
+
+
+def _content(frame: FrameMessage) -> dict[str, object]:
+    return frame.model_dump(exclude={"node", "boot", "seq", "ts"})
 
 
 def empty_scene(like: npt.NDArray[np.uint8], variants: int = 4, seed: int = 0) -> list[npt.NDArray[np.uint8]]:
@@ -109,7 +133,9 @@ def wake_run(video: Path, exercise: Exercise, prefix_s: float = 10.0, config: Ed
     """``video`` preceded by ``prefix_s`` of an empty scene, through pose, the idle watch and the classifier.
 
     Built in memory (nothing written next to the data set): the empty scene is a blank background of the
-    clip's mean colour (``empty_scene``); capture times follow the clip's frame rate from ``ts0``.
+    clip's mean colour (``empty_scene``). The clip's first frame is captured at ``ts0`` and every frame, the
+    empty scene's included, at ``file_frame_ts`` from there: the clip's frames get the intervals a file-fed node
+    gives the clip alone (the pose landmarker's smoothing depends on them).
     """
     clip, fps = rgb_frames(video)
     first = next(clip, None)
@@ -127,7 +153,7 @@ def wake_run(video: Path, exercise: Exercise, prefix_s: float = 10.0, config: Ed
         for index, rgb in enumerate(scene):
             was_idle = watch.idle
             probes, looked = processor.timings.idle_probes, processor.timings.idle_looked
-            seen = watch.step(CapturedFrame(index=index, ts_ms=ts0 + round(index * 1000 / fps), rgb=rgb))
+            seen = watch.step(CapturedFrame(index=index, ts_ms=file_frame_ts(ts0, index - prefix, fps), rgb=rgb))
             if was_idle:
                 idle_pose += processor.timings.idle_probes - probes
                 idle_looked += processor.timings.idle_looked - looked
@@ -139,4 +165,4 @@ def wake_run(video: Path, exercise: Exercise, prefix_s: float = 10.0, config: Ed
                 messages.append(processor.classify(seen))
     finally:
         processor.close()
-    return WakeRun(messages, prefix, fps, woke_at, went_idle_at, idle_pose, idle_looked)
+    return WakeRun(messages, prefix, fps, woke_at, went_idle_at, idle_pose, idle_looked, ts0)

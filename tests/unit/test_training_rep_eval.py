@@ -18,7 +18,7 @@ import pytest
 
 from formcheck_edge import classifier as classifier_module
 from formcheck_edge import features as F
-from formcheck_edge.capture import CapturedFrame
+from formcheck_edge.capture import CapturedFrame, file_frame_ts
 from formcheck_edge.classifier import MODEL_PHASES, PhaseFormClassifier
 from formcheck_edge.config import FaultSection, load_config
 from formcheck_edge.faults import frame_faults
@@ -137,7 +137,7 @@ def edge_messages(
     processor = FrameProcessor(config=config, boot=BOOT, exercise="squat", pose=_FakePose(poses),  # type: ignore[arg-type]
                                classifiers={"squat": PhaseFormClassifier(model)})
     rgb = np.zeros((2, 2, 3), np.uint8)
-    out = [processor.process(CapturedFrame(index=i, ts_ms=int(T0_MS + i * 1000.0 / poses.fps), rgb=rgb))
+    out = [processor.process(CapturedFrame(index=i, ts_ms=file_frame_ts(T0_MS, i, poses.fps), rgb=rgb))
            for i in range(poses.frames)]
     return out, interpreter.inputs
 
@@ -163,7 +163,7 @@ def test_no_person_frames_rounding_and_timing() -> None:
     phase_p, bad_p = model_outputs(poses)
     messages = frame_messages(poses, phase_p, bad_p)
     assert [m.seq for m in messages] == list(range(poses.frames))
-    assert [m.ts for m in messages] == [int(T0_MS + i * 1000.0 / FPS) for i in range(poses.frames)]
+    assert [m.ts for m in messages] == [T0_MS + round(i * 1000.0 / FPS) for i in range(poses.frames)]
     assert {m.boot for m in messages} == {BOOT} and {m.node for m in messages} == {NODE}
 
     no_pose, low_vis = messages[NO_POSE], messages[LOW_VIS]

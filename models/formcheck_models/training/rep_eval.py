@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from formcheck_aggregator.station import Station, StationOutput
+from formcheck_edge.capture import file_frame_ts
 from formcheck_edge.classifier import MODEL_PHASES
 from formcheck_edge.config import FaultSection
 from formcheck_edge.faults import frame_faults
@@ -64,8 +65,8 @@ def frame_messages(
 
     ``phase_p[i]`` (over ``phases``) and ``bad_p[i]`` are the model's outputs for frame ``i``; they are
     read only where the edge node would run the model (a pose with enough lower-body visibility) and must
-    be finite there. Frame ``i`` gets ``seq = i`` and ``ts = int(t0_ms + i * 1000 / fps)``, as a file
-    source read without pacing stamps it.
+    be finite there. Frame ``i`` gets ``seq = i`` and ``ts = file_frame_ts(t0_ms, i, fps)``, as a file
+    source stamps it.
     """
     n = poses.frames
     if phase_p.shape != (n, len(phases)) or bad_p.shape != (n,):
@@ -74,7 +75,7 @@ def frame_messages(
     rules = faults or FaultSection()
     messages: list[FrameMessage] = []
     for i in range(n):
-        ts = int(t0_ms + i * 1000.0 / poses.fps)
+        ts = file_frame_ts(t0_ms, i, poses.fps)
         features = (frame_features(PoseLandmarks(world=poses.world[i], visibility=poses.visibility[i]))
                     if poses.present[i] else None)
         if features is None or features.lower_body_visibility < min_visibility:
