@@ -266,7 +266,8 @@ def cmd_checkin(args: argparse.Namespace) -> int:
     from formcheck_protocol.messages import SessionMessage
 
     try:
-        session = SessionMessage(member=args.member, exercise=args.exercise, ts=int(time.time() * 1000))
+        session = SessionMessage(member=args.member, exercise=args.exercise, ts=int(time.time() * 1000),
+                                 checked_in_by="staff")
     except ValidationError as exc:
         raise CliError(f"invalid member id {args.member!r}: use letters, digits, '_', '.', '-'") from exc
     return _publish_session(args, session.to_json())

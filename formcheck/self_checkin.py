@@ -9,7 +9,10 @@ decides:
   (a check-in at another station of the member's is checked out first); a station in use by someone else is
   refused with a reason the member reads.
 * **stop**: only the member checked in at that station may check it out.
-* **idle**: a session this service wrote is checked out after ``idle_checkout_s`` without a rep.
+* **idle**: a self check-in (the station's session says ``checked_in_by: member``) is checked out after
+  ``idle_checkout_s`` without a rep. The retained session is the record, so a restarted service still knows which
+  check-ins were the members' own; it does not know when their last rep before the restart was, so its idle clock
+  for them starts when it (re)reads the session: at worst a member is checked out one idle time after the restart.
 
 It mirrors every session it sees (staff check-ins from the CLI too) to the member's retained
 ``members/{member}/session``, which is how the member page knows where its member is checked in.
@@ -53,8 +56,7 @@ class SelfCheckin:
     topics: Topics
     idle_checkout_s: float = IDLE_CHECKOUT_S
     sessions: dict[str, SessionMessage] = field(default_factory=dict)  # station -> who is checked in
-    activity: dict[str, float] = field(default_factory=dict)  # station -> last check-in or rep (monotonic)
-    ours: set[str] = field(default_factory=set)  # stations whose session this service wrote
+    activity: dict[str, float] = field(default_factory=dict)  # station -> last check-in, rep or restart (monotonic)
 
     def on_message(self, topic: str, payload: bytes, now: float) -> list[Publication]:
         parts = topic.split("/")
@@ -80,11 +82,11 @@ class SelfCheckin:
         return []
 
     def tick(self, now: float) -> list[Publication]:
-        """Check out the stations this service checked in that saw no rep for ``idle_checkout_s``."""
+        """Check out the members' own check-ins that saw no rep for ``idle_checkout_s``."""
         out: list[Publication] = []
-        for node in sorted(self.ours):
-            if node in self.sessions and now - self.activity.get(node, now) >= self.idle_checkout_s:
-                member = self.sessions[node].member
+        for node, session in sorted(self.sessions.items()):
+            if session.checked_in_by == "member" and now - self.activity.get(node, now) >= self.idle_checkout_s:
+                member = session.member
                 log.info("station %s: %s checked out after %.0f s without a rep", node, member, self.idle_checkout_s)
                 out += self._set_session(node, None, now)
         return out
@@ -99,7 +101,6 @@ class SelfCheckin:
         if session is None or self.sessions.get(node) != session:
             return []
         del self.sessions[node]
-        self.ours.discard(node)
         return [self._answer(session.member, f"{node} is not a registered station here. Ask a trainer.")]
 
     # -- decisions -------------------------------------------------------------------------------------------
@@ -117,10 +118,9 @@ class SelfCheckin:
         for other, session in sorted(self.sessions.items()):
             if other != node and session.member == member:
                 out += self._set_session(other, None, now)  # one station at a time
-        session = SessionMessage(member=member, exercise=request.exercise, ts=int(time.time() * 1000))
-        out += self._set_session(node, session, now)
-        self.ours.add(node)
-        return out
+        session = SessionMessage(member=member, exercise=request.exercise, ts=int(time.time() * 1000),
+                                 checked_in_by="member")
+        return out + self._set_session(node, session, now)
 
     def _set_session(self, node: str, session: SessionMessage | None, now: float) -> list[Publication]:
         """Publish the station's session and mirror it at once (the broker's echo is then a no-op)."""
@@ -142,12 +142,9 @@ class SelfCheckin:
             out.append(self._member_state(before.member, None))
         if session is None:
             self.sessions.pop(node, None)
-            self.ours.discard(node)
         else:
             self.sessions[node] = session
             self.activity[node] = now
-            if before is None or before.member != session.member:
-                self.ours.discard(node)  # staff's (or anyone's) check-in, not an idle one of ours
             out.append(self._member_state(session.member, node, session))
         return [p for p in out if p.topic]
 

@@ -139,6 +139,11 @@ class SessionMessage(_Message):
         "first rep."
     )
     ts: int | None = Field(None, description="Check-in time, unix milliseconds.")
+    checked_in_by: Literal["staff", "member"] | None = Field(
+        None, description="member: the member's own Start on the member page, which the check-in service checks out "
+        "after its idle time without a rep (also after the service restarts: this retained message is what it "
+        "knows); staff: `formcheck checkin`; absent: another tool."
+    )
 
 
 Grade = Literal["A", "B", "C", "D", "F"]

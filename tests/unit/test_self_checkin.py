@@ -25,6 +25,7 @@ def test_start_writes_the_members_session_and_mirrors_it() -> None:
     out = by_topic(request(logic, "alice", "start", "rack-1", exercise="squat"))
     session = out[T.node("rack-1", "session")]
     assert session is not None and session["member"] == "alice" and session["exercise"] == "squat"
+    assert session["checked_in_by"] == "member"
     assert out[T.member("alice", "session")] == {"v": 1, "node": "rack-1", "exercise": "squat",
                                                   "ts": session["ts"], "error": ""}
     # The broker's echo of the retained session changes nothing.
@@ -65,6 +66,22 @@ def test_idle_self_checkins_are_checked_out_but_not_staffs() -> None:
     out = by_topic(logic.tick(111.0))
     assert out == {T.node("rack-1", "session"): None, T.member("alice", "session"): {"v": 1, "error": ""}}
     assert set(logic.sessions) == {"rack-2"}
+
+
+def test_a_restarted_service_still_checks_out_idle_self_checkins() -> None:
+    first = SelfCheckin(T, idle_checkout_s=60)
+    published = request(first, "alice", "start", "rack-1", now=0.0)
+    retained = next(p.payload for p in published if p.topic == T.node("rack-1", "session"))
+    staff = json.dumps({"v": 1, "member": "carol", "ts": 1_700_000_000_000, "checked_in_by": "staff"}).encode()
+    # The new process knows only the retained sessions, read when it starts (its clock starts anew too).
+    second = SelfCheckin(T, idle_checkout_s=60)
+    assert second.on_message(T.node("rack-1", "session"), retained, 1000.0) != []  # mirrored to alice again
+    second.on_message(T.node("rack-2", "session"), staff, 1000.0)
+    # The idle time counts from the restart: alice's last rep before it is unknown to the new process.
+    assert second.tick(1059.0) == []
+    out = by_topic(second.tick(1060.0))
+    assert out == {T.node("rack-1", "session"): None, T.member("alice", "session"): {"v": 1, "error": ""}}
+    assert second.tick(5000.0) == [] and set(second.sessions) == {"rack-2"}
 
 
 def test_staff_checkins_are_mirrored_and_garbage_is_answered() -> None:
