@@ -170,8 +170,15 @@ def session_point(site: str, node: str, session: SessionMessage | None, received
 
 def node_status_point(site: str, status: NodeStatus, received_ms: int, clock: ClockPolicy) -> Point:
     """The node's availability: ``online``/``stopped`` carry the edge's publish time, the Last Will (``offline``)
-    carries none and is stored at its receive time."""
+    carries none and is stored at its receive time.
+
+    An online status also stores its ``activity`` (``idle`` or ``active``; a node that never goes idle sends none:
+    active), so the station's last point says whether anyone is there; offline and stopped have none (a stopped
+    node's status may still carry the idle it had), so the last point's activity is null when the node is not up.
+    """
     fields: dict[str, float | int | bool | str] = {"state": status.state, "boot": status.boot or ""}
+    if status.state == "online":
+        fields["activity"] = status.activity or "active"
     return Point("node_status", {"site": site, "node": status.node}, fields,
                  event_ts(status.ts, received_ms, clock))
 

@@ -20,6 +20,9 @@ PHASE_COLORS = {"no_person": "text", "standing": "blue", "descending": "purple",
 # status message as a node_status point): online on connect, stopped on a clean exit, offline from its Last Will.
 STATUS_COLORS = {"online": "green", "offline": "red", "stopped": "blue"}
 STATUS_LABELS = {"online": "ONLINE", "offline": "OFFLINE", "stopped": "STOPPED"}
+# What an online node is doing, from the same status point: idle (nobody at the station, no frames) or active.
+ACTIVITY_COLORS = {"idle": "text", "active": "green"}
+ACTIVITY_LABELS = {"idle": "IDLE", "active": "ACTIVE"}
 # node_stats (every 5 s by default) only add something when they contradict an ONLINE status: a node whose
 # connection (and so its Last Will) is still up but whose pipeline sends nothing is shown as STALE.
 STALE_AFTER_S = 60
@@ -29,6 +32,10 @@ STATUS_EXPLANATION = (
     "by the broker when the node's connection is lost without a clean disconnect). A Last Will carries no time "
     "of its own, so it is stored at the time the aggregator received it."
 )
+ACTIVITY_EXPLANATION = (
+    "Activity, from the same node_status point: IDLE when nobody has been at the station for the node's idle "
+    "time (it publishes no frames until someone comes), ACTIVE otherwise, none when the node is not online."
+)
 STALE_EXPLANATION = (
     f"Stats STALE: the node sent no node_stats (every 5 s by default) for about {STALE_AFTER_S} s although it "
     "reported within the last hour. Next to ONLINE it means the node is connected but its pipeline is not "
@@ -37,10 +44,12 @@ STALE_EXPLANATION = (
 )
 
 
-def status_query(group_by_node: bool) -> str:
-    """The state of each node's last node_status point (all time: a node can stay up for months)."""
+def status_query(group_by_node: bool, activity: bool = False) -> str:
+    """The state of each node's last node_status point (all time: a node can stay up for months), with
+    ``activity`` that point's activity too (null unless online)."""
     group = ' GROUP BY "node"' if group_by_node else ""
-    return f'SELECT last("state") AS "status" FROM "node_status" WHERE "node" =~ /^$node$/{group}'
+    also = ', "activity"' if activity else ""
+    return f'SELECT last("state") AS "status"{also} FROM "node_status" WHERE "node" =~ /^$node$/{group}'
 
 
 def stale_query() -> str:
@@ -72,6 +81,10 @@ def thresholds(base: str = "green", *steps: tuple[float, str]) -> dash.Threshold
 
 def status_mappings() -> list[dashboard.ValueMapping]:
     return text_mappings(STATUS_COLORS, STATUS_LABELS)
+
+
+def activity_mappings() -> list[dashboard.ValueMapping]:
+    return text_mappings(ACTIVITY_COLORS, ACTIVITY_LABELS)
 
 
 def stale_mappings() -> list[dashboard.ValueMapping]:

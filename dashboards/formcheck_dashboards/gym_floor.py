@@ -8,11 +8,13 @@ from grafana_foundation_sdk.builders import dashboard as dash
 from grafana_foundation_sdk.models import common, dashboard
 
 from formcheck_dashboards.common import (
+    ACTIVITY_EXPLANATION,
     GRADE_COLORS,
     PHASE_COLORS,
     STALE_AFTER_S,
     STALE_EXPLANATION,
     STATUS_EXPLANATION,
+    activity_mappings,
     display_name,
     fault_targets,
     grade_overrides,
@@ -36,7 +38,8 @@ DESCRIPTION = (
     "Wall display (open with ?kiosk; refreshes every 10 s; time range: today). One tile per station: the member "
     "checked in now (the station's last session point: a check-in, or a check-out shown as a dash), reps so far "
     "in the set of the station's last rep today and that rep's grade, the live phase (last frame in the last "
-    "30 s) and the station's status. " + STATUS_EXPLANATION + " " + STALE_EXPLANATION
+    "30 s), the station's status and activity. " + STATUS_EXPLANATION + " " + ACTIVITY_EXPLANATION + " "
+    + STALE_EXPLANATION
 )
 
 
@@ -50,12 +53,13 @@ def node_variable() -> dash.QueryVariable:
 
 def station_tile() -> stat.Panel:
     fields = {"member": "Member", "reps": "Reps in set", "grade": "Last grade", "phase": "Phase",
-              "status": "Status", "stats": "Stats"}
+              "status": "Status", "activity": "Activity", "stats": "Stats"}
     panel = (
         stat.Panel().id(1).title("$node").datasource(DATASOURCE)
         .description("Member checked in now (— after a check-out); reps in the set of the station's last rep "
                      "today and that rep's grade (the set may have ended after the rest timeout, and may be the "
-                     "previous member's); live phase; the node's last status; Stats STALE when the node has sent "
+                     "previous member's); live phase; the node's last status and, when online, its activity "
+                     "(IDLE: nobody at the station, no frames); Stats STALE when the node has sent "
                      f"no stats for about {STALE_AFTER_S} s (next to ONLINE: connected but not working).")
         .repeat("node").repeat_direction("h").max_per_row(4).grid_pos(place(0, 0, 6, 7))
         # Target order is the order of the values on the tile.
@@ -67,9 +71,9 @@ def station_tile() -> stat.Panel:
                                    f"WHERE $timeFilter AND {NODE}").table())
         .with_target(InfluxQL("C", f'SELECT last("phase") AS "phase" FROM {FRAME} '
                                    f"WHERE time > now() - 30s AND {NODE}").table())
-        .with_target(InfluxQL("D", status_query(group_by_node=False)).table())
+        .with_target(InfluxQL("D", status_query(group_by_node=False, activity=True)).table())
         .with_target(InfluxQL("E", stale_query()).table())
-        .reduce_options(reduce("lastNotNull", fields="/^(member|reps|grade|phase|status|stats)$/"))
+        .reduce_options(reduce("lastNotNull", fields="/^(member|reps|grade|phase|status|activity|stats)$/"))
         .text_mode(common.BigValueTextMode.VALUE_AND_NAME).color_mode(common.BigValueColorMode.VALUE)
         .graph_mode(common.BigValueGraphMode.NONE).justify_mode(common.BigValueJustifyMode.CENTER)
         .orientation(common.VizOrientation.AUTO).thresholds(thresholds("text")).no_value("–")
@@ -77,6 +81,8 @@ def station_tile() -> stat.Panel:
                                      dashboard.DynamicConfigValue(id_val="mappings", value=member_mappings())])
         .override_by_name("status", [display_name(fields["status"]),
                                      dashboard.DynamicConfigValue(id_val="mappings", value=status_mappings())])
+        .override_by_name("activity", [display_name(fields["activity"]),
+                                       dashboard.DynamicConfigValue(id_val="mappings", value=activity_mappings())])
         .override_by_name("stats", [display_name(fields["stats"]),
                                     dashboard.DynamicConfigValue(id_val="mappings", value=stale_mappings())])
         .override_by_name("grade", [display_name(fields["grade"]),

@@ -297,6 +297,10 @@ def load_pipeline(broker: Mosquitto, influxd: Influxd, agg: Aggregator) -> Publi
         wait_for("the check-out and the Last Will", lambda: points_per_node(influxd.url, "session") == {
             "rack-1": 1, "rack-2": 2, "rack-3": 1} and points_per_node(influxd.url, "node_status") == {
             "rack-1": 1, "rack-2": 1, "rack-3": 2}, 10)
+        # Nobody at rack-2 any more: its node goes idle (an online status saying so, retained like every status).
+        idle = r2.status("online", int(time.time() * 1000)).model_copy(update={"activity": "idle"})
+        pub.send([(topic("rack-2", "status"), idle.to_json())], retain=True)
+        wait_for("rack-2's idle status", lambda: points_per_node(influxd.url, "node_status")["rack-2"] == 2, 10)
 
         # Aggregator counters must be seen at 0 in an earlier interval than the bad input below.
         first_stats = 'SELECT first("invalid") FROM "aggregator_stats"'
@@ -350,7 +354,7 @@ def test_every_dashboard_query_returns_the_published_data(
     invalid = restarted.snapshot().get("invalid", {})
     assert restarted.counters["messages"] == 5 and not any(invalid.values()), (restarted.counters, invalid)
     assert points_per_node(influxd.url, "session") == {"rack-1": 1, "rack-2": 2, "rack-3": 1}
-    assert points_per_node(influxd.url, "node_status") == {"rack-1": 1, "rack-2": 1, "rack-3": 3}
+    assert points_per_node(influxd.url, "node_status") == {"rack-1": 1, "rack-2": 2, "rack-3": 3}
     # What the aggregator stored is what was published (the dashboards are checked against these rows).
     assert {n: len(r) for n, r in data.reps.items()} == {n: len(s.reps) for n, s in data.stations.items()}
     assert {m: [s["reps"] for s in rows_] for m, rows_ in data.sets.items()} == {
@@ -446,9 +450,12 @@ class Expectations:
         assert self.get(uid, "$node", "C@rack-3") == []                         # no frame in the last 30 s
         rack2 = self.get(uid, "$node", "C@rack-2")                              # ~15 s old: live or not
         assert rack2 == [] or self.values(rack2[0].rows) == ["standing"]
-        # Status: the node's own last status; the Last Will made rack-3 offline.
+        # Status: the node's own last status; the Last Will made rack-3 offline. Activity from the same point:
+        # rack-2 went idle, rack-1 is active, an offline node has none.
         status = {n: self.values(self.one(uid, "$node", f"D@{n}"), "status") for n in NODES}
         assert status == {"rack-1": ["online"], "rack-2": ["online"], "rack-3": ["offline"]}
+        activity = {n: self.values(self.one(uid, "$node", f"D@{n}"), "activity") for n in NODES}
+        assert activity == {"rack-1": ["active"], "rack-2": ["idle"], "rack-3": [None]}
         # Stats STALE (a row, 0) only where no node_stats arrived for ~60 s: rack-3.
         assert self.get(uid, "$node", "E@rack-1") == [] and self.get(uid, "$node", "E@rack-2") == []
         assert self.values(self.one(uid, "$node", "E@rack-3"), "stats") == [0]

@@ -12,7 +12,7 @@ import yaml
 
 from formcheck_dashboards import build, grafana
 from formcheck_dashboards.influxql import DATASOURCE_UID
-from formcheck_protocol.messages import NodeState
+from formcheck_protocol.messages import Activity, NodeState
 
 ROOT = Path(__file__).resolve().parents[2]
 PROVISIONING = ROOT / "dashboards" / "provisioning"
@@ -128,17 +128,20 @@ def test_station_tile_reads_stored_sessions_and_statuses() -> None:
     assert queries["A"] == ('SELECT last("checked_in") AS "checked_in", "member"::tag AS "member" FROM "session" '
                             'WHERE "node" =~ /^$node$/')
     assert '"member"' not in queries["B"]                      # the last rep's member is not the current one
-    # Status: the node's last word, not derived from stats.
-    assert queries["D"] == 'SELECT last("state") AS "status" FROM "node_status" WHERE "node" =~ /^$node$/'
+    # Status: the node's last word, not derived from stats; its activity (idle or not) from the same point.
+    assert queries["D"] == ('SELECT last("state") AS "status", "activity" FROM "node_status" '
+                            'WHERE "node" =~ /^$node$/')
     assert "node_stats" in queries["E"] and queries["E"].endswith('WHERE "s" = 0')
     assert value_texts(mappings_of(tile, "status")) == {
         state: state.upper() for state in get_args(NodeState)}
+    assert value_texts(mappings_of(tile, "activity")) == {
+        activity: activity.upper() for activity in get_args(Activity)}
     assert value_texts(mappings_of(tile, "stats")) == {"0": "STALE"}
     dashes = mappings_of(tile, "member")
     assert {m["type"] for m in dashes} == {"special"} and {m["options"]["result"]["text"] for m in dashes} == {"—"}
     assert {m["options"]["match"] for m in dashes} == {"null", "empty"}   # a check-out; one stored before the tag
     shown = re.compile(tile["options"]["reduceOptions"]["fields"].strip("/"))
-    assert all(shown.match(f) for f in ("member", "reps", "grade", "phase", "status", "stats"))
+    assert all(shown.match(f) for f in ("member", "reps", "grade", "phase", "status", "activity", "stats"))
 
 
 def test_fleet_node_status_reads_node_status() -> None:

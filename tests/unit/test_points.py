@@ -107,11 +107,22 @@ def test_online_status_with_its_own_time() -> None:
     point = node_status_point(SITE, status, RECEIVED, CLOCK)
     assert point.measurement == "node_status"
     assert point.tags == {"site": SITE, "node": "rack-1"}
-    assert point.fields == {"state": "online", "boot": BOOT}
+    assert point.fields == {"state": "online", "boot": BOOT, "activity": "active"}
     assert point.ts_ms == CHECKIN_TS
     assert_durable(point)
     # Redelivered (retained) after any number of reconnects: the same point.
     assert node_status_point(SITE, status, RECEIVED + 5_000, CLOCK) == point
+
+
+def test_idle_status_stores_its_activity_and_a_stopped_one_none() -> None:
+    idle = NodeStatus(state="online", node="rack-1", boot=BOOT, ts=CHECKIN_TS, activity="idle")
+    assert node_status_point(SITE, idle, RECEIVED, CLOCK).fields == {"state": "online", "boot": BOOT,
+                                                                      "activity": "idle"}
+    awake = idle.model_copy(update={"activity": "active", "ts": CHECKIN_TS + 1})
+    assert node_status_point(SITE, awake, RECEIVED, CLOCK).fields["activity"] == "active"
+    # The edge keeps its status fields when it stops: an idle node's stopped status still says idle.
+    stopped = idle.model_copy(update={"state": "stopped", "ts": CHECKIN_TS + 2})
+    assert "activity" not in node_status_point(SITE, stopped, RECEIVED, CLOCK).fields
 
 
 def test_last_will_has_no_time_and_is_stored_when_received() -> None:
