@@ -105,6 +105,7 @@ def test_a_self_checkin_is_checked_out_for_idleness_after_the_service_restarts(
         # restart is not known to it), and leaves the staff check-in alone.
         assert wait_until(lambda: session("rack-1") is None, IDLE_S + 15), "alice was not checked out"
         idle = time.monotonic() - second.started
+        print(f"\nthe restarted service checked alice out {idle:.1f} s after it started (idle time {IDLE_S:.0f} s)")
         assert IDLE_S - 0.5 <= idle <= IDLE_S + 10, idle
         assert (session("rack-2") or {}).get("member") == "bob"
         assert wait_until(lambda: json.loads(alice.received(T.member("alice", "session"))[-1]) == {"v": 1,
