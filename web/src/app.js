@@ -268,12 +268,16 @@ function startStation(c) {
   $("station").hidden = false;
   text($("title"), `formcheck · ${stationId}`);
   const base = `${root}/nodes/${stationId}`;
-  const st = { online: null, session: null, setId: null, count: 0, names: {}, profileTopic: null };
+  const st = { online: null, idle: false, session: null, setId: null, count: 0, names: {}, profileTopic: null };
   const profileOf = (member) => `${root}/members/${member}/profile`;
   const render = () => {
     const stateEl = $("st-state");
     stateEl.classList.toggle("offline", st.online === false);
+    stateEl.classList.toggle("idle", st.online !== false && st.idle);
     if (st.online === false) text(stateEl, "Camera offline");
+    // Idle: the node has seen nobody for a while and sends no frames until someone steps into view. A checked-in
+    // member between sets keeps their name and count on the screen.
+    else if (st.idle) text(stateEl, "Idle: nobody in view");
     else if (!st.session) text(stateEl, "Waiting for check-in");
     else text(stateEl, "Training");
     $("st-training").hidden = !st.session || st.online === false;
@@ -294,6 +298,7 @@ function startStation(c) {
     const kind = topic.slice(base.length + 1);
     if (kind === "status") {
       st.online = !!msg && msg.state === "online" && msg.source_ok !== false;
+      st.idle = !!msg && msg.state === "online" && msg.activity === "idle";
     } else if (kind === "session") {
       const changed = !msg || !st.session || msg.member !== st.session.member;
       st.session = msg;
