@@ -40,11 +40,29 @@ def _fields_table(model: type[BaseModel]) -> str:
     return "\n".join(rows) + "\n"
 
 
+DESIGN_DIFFERENCES = """## Where this differs from the design (`../shared/DESIGN.md`)
+
+An idle station (issue 16, `docs/edge-node.md`) changes three things the design states for every frame:
+
+- **One message per frame** becomes one per frame while someone may be there: after `idle.after_s` without a
+  person the node publishes no frame messages until a person appears (`status` and `stats` keep their rate).
+- **`seq` (monotonic per boot)** stays monotonic and counts *published* frames: frames looked at while idle get
+  none, so idle time is no gap for the aggregator's gap count (frames the capture queue drops were never numbered
+  either).
+- **`activity`**, a field the design's `status` and `stats` payloads do not list (the design's status is
+  `{"state": ..., ...}`): `idle` while idle, absent (or `active`) otherwise. Absent means what it meant before,
+  so a node or aggregator without it works unchanged.
+
+What the aggregator stores of these (frame points sampled with a `frames` count, `node_status` with its
+`activity`) is in `docs/aggregator.md`, Storage layout.
+"""
+
+
 def topics_doc() -> str:
     parts = [HEADER, "# MQTT topics and payloads\n",
              "Generated from `protocol/formcheck_protocol/topics.py` (the registry) and "
              "`protocol/formcheck_protocol/messages.py`.\n",
-             registry_markdown(), "\n## Payloads (JSON)\n"]
+             registry_markdown(), "\n" + DESIGN_DIFFERENCES, "\n## Payloads (JSON)\n"]
     parts += [_fields_table(m) + "\n"
               for m in (FrameMessage, NodeStatus, NodeStats, SessionMessage, RepMessage, SetMessage, MemberHistory,
                         HistoryEntry, CheckinRequest, MemberSession, MemberProfile)]

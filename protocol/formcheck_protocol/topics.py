@@ -74,7 +74,8 @@ class TopicSpec:
 REGISTRY: Final[dict[str, TopicSpec]] = {
     spec.kind if spec.scope is Scope.NODE else f"{spec.scope.name.lower()}:{spec.kind}": spec
     for spec in (
-        TopicSpec("frames", Scope.NODE, 1, False, "edge", FrameMessage, "One classified frame."),
+        TopicSpec("frames", Scope.NODE, 1, False, "edge", FrameMessage,
+                  "One classified frame (none while the node is idle)."),
         TopicSpec("status", Scope.NODE, 1, True, "edge (+ Last Will)", NodeStatus,
                   "Availability: online / offline (Last Will) / stopped."),
         TopicSpec("stats", Scope.NODE, 0, False, "edge, every stats interval", NodeStats,
