@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from formcheck_runtime.paths import REPO_ROOT, cache_dir
+from formcheck_runtime.paths import REPO_ROOT, SOURCE_FOLDERS, cache_dir
 
 PI_CPUS = {"pi4": "cortex-a72", "pi5": "cortex-a76"}
 """qemu CPU model per board: the Pi 4's BCM2711 has Cortex-A72 cores, the Pi 5's BCM2712 Cortex-A76."""
@@ -142,7 +142,8 @@ class EmulatedPi:
     def environment(self, **extra: str) -> dict[str, str]:
         """Host environment for an emulated process: the checkout's code on the path, no host site-packages."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
-        env.update(PYTHONPATH=str(REPO_ROOT), PYTHONNOUSERSITE="1", PYTHONDONTWRITEBYTECODE="1",
+        env.update(PYTHONPATH=os.pathsep.join(str(folder.resolve()) for folder in SOURCE_FOLDERS),
+                   PYTHONNOUSERSITE="1", PYTHONDONTWRITEBYTECODE="1",
                    GLOG_minloglevel="2", **extra)
         return env
 

@@ -14,6 +14,10 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 """The source checkout (tests, docs generation, training reports); an installed copy never reads it."""
+SOURCE_FOLDERS = tuple(REPO_ROOT / name for name in
+                       (".", "protocol", "runtime", "edge_node", "aggregator", "dashboards", "models"))
+"""The checkout's folders that hold the packages (pyproject.toml's ``packages.find.where``): ``sys.path`` for running
+the checkout's code without installing it (the emulated Raspberry Pi)."""
 DATA_ENV = "FORMCHECK_DATA"
 CACHE_ENV = "FORMCHECK_CACHE"
 MODELS_DIR_ENV = "FORMCHECK_MODELS_DIR"

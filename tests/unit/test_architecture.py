@@ -9,10 +9,11 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+import tomllib
 from collections import defaultdict
 from pathlib import Path
 
-from formcheck_runtime.paths import REPO_ROOT
+from formcheck_runtime.paths import REPO_ROOT, SOURCE_FOLDERS
 
 # Import name -> the folder that holds it. Every import name the wheel installs is formcheck or formcheck_*; bench
 # is the checkout's benchmarks, never installed.
@@ -216,3 +217,11 @@ def test_the_deployables_never_resolve_paths_against_the_checkout() -> None:
     for path in source_files():
         if component(module_name(path)) in deployed and path != FOLDERS["formcheck_runtime"] / "paths.py":
             assert "REPO_ROOT" not in path.read_text(), f"{path.relative_to(REPO_ROOT)} uses the checkout's root"
+
+
+def test_the_source_folders_are_the_ones_the_wheel_is_built_from() -> None:
+    """What runs the checkout without installing it (the emulated Pi) sees the packages the wheel installs."""
+    where = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["where"]
+    assert [folder.resolve() for folder in SOURCE_FOLDERS] == [(REPO_ROOT / name).resolve() for name in where]
+    found = {init.parent.resolve() for folder in SOURCE_FOLDERS for init in folder.glob("formcheck*/__init__.py")}
+    assert found == {folder.resolve() for name, folder in FOLDERS.items() if name != "bench"}
