@@ -19,7 +19,7 @@ help:
 	@echo "make train  - retrain the classifiers and rewrite their held-out reports (installs the [train] extra; EXERCISE=lunge for one)"
 	@echo "make edge-install - a Raspberry Pi (or any edge box): .venv from the hash-locked requirements/edge.txt + pose model"
 	@echo "make pi     - only the emulated Raspberry Pi tests (pytest -m pi; part of make test)"
-	@echo "make web    - bundle the member and station pages into web/dist (npm ci from web/package-lock.json)"
+	@echo "make web    - bundle the member, station and wall pages into web/dist (npm ci from web/package-lock.json)"
 	@echo "make browser - only the browser tests (pytest -m browser; part of make test)"
 	@echo "make lock   - regenerate the hash-locked requirements/{edge,aggregator,dev}.txt (Linux x86-64 and aarch64, Python 3.11-3.12)"
 

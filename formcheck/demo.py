@@ -39,11 +39,12 @@ class DemoStation:
     node: str
     member: str
     clip: str
+    display_name: str  # what the station screens and the wall call the member (staff set it, as in a gym)
 
 
 STATIONS = (
-    DemoStation("rack-1", "alice", "videos/squat/squat_side_bodyweight_a.mp4"),
-    DemoStation("rack-2", "bob", "videos/squat/squat_front_bodyweight_a.mp4"),
+    DemoStation("rack-1", "alice", "videos/squat/squat_side_bodyweight_a.mp4", "Alice"),
+    DemoStation("rack-2", "bob", "videos/squat/squat_front_bodyweight_a.mp4", "Bob"),
 )
 
 
@@ -81,11 +82,12 @@ class _LiveView:
 
 WEB_DIST = REPO_ROOT / "web" / "dist"
 DISPLAY = "screen"  # the demo's station-screen account
+WALL = "wall"  # the demo's wall account: a screen of its own (one connection per account)
 
 
 @dataclass(frozen=True)
 class DemoWeb:
-    """The member and station pages on the demo broker: page and MQTT on one loopback websockets port."""
+    """The member, station and wall pages on the demo broker: page and MQTT on one loopback websockets port."""
 
     port: int
     passwords: dict[str, str]
@@ -97,12 +99,16 @@ class DemoWeb:
     def station_url(self, station: str) -> str:
         return self.member_url() + f"&view=station&station={station}"
 
+    def wall_url(self) -> str:
+        return self.member_url() + "&view=wall"
+
     def print_urls(self, stations: tuple[DemoStation, ...]) -> None:
         print(f"\nmember page:  {self.member_url()}")
         for s in stations:
             print(f"              {s.member} / password {self.passwords[s.member]}")
         for s in stations:
             print(f"station {s.node}: {self.station_url(s.node)}  ({DISPLAY} / password {self.passwords[DISPLAY]})")
+        print(f"wall (every station, members by name): {self.wall_url()}  ({WALL} / password {self.passwords[WALL]})")
         sys.stdout.flush()
 
 
@@ -113,11 +119,12 @@ def demo_web_config(directory: Path, stations: tuple[DemoStation, ...]) -> tuple
     passwords never leave this machine; a gym's broker uses the shipped config (TLS, mosquitto/README.md)."""
     passwords = {s.member: f"{s.member}-demo-{index + 1}" for index, s in enumerate(stations)}
     passwords[DISPLAY] = "screen-demo-1"
+    passwords[WALL] = "wall-demo-1"
+    users = {name: "display" if name in (DISPLAY, WALL) else "member" for name in passwords}
     accounts = directory / "accounts"
     for name, password in passwords.items():
-        add_user(accounts, name, "display" if name == DISPLAY else "member", password)
+        add_user(accounts, name, users[name], password)
     acl = accounts / "acl"
-    users = {name: "display" if name == DISPLAY else "member" for name in passwords}
     acl.write_text("# anonymous: the demo's aggregator, edge nodes and viewer\ntopic readwrite gym/#\n\n"
                    + render_acl(users))
     port = free_port()
@@ -132,7 +139,7 @@ def run_demo(clip: Path | None, realtime: bool, keep: bool | None = None) -> int
     """``keep``: leave everything running after the clips until Enter (default: when standard input is a terminal),
     so that the pages can be looked at."""
     data = require_data_dir()
-    stations = STATIONS if clip is None else (DemoStation("rack-1", "alice", str(clip)),)
+    stations = STATIONS if clip is None else (DemoStation("rack-1", "alice", str(clip), "Alice"),)
     for station in stations:
         if not (data / station.clip).is_file():
             raise FileNotFoundError(f"clip not found: {data / station.clip}")
@@ -159,7 +166,9 @@ def _run(data: Path, stations: tuple[DemoStation, ...], mosq: Mosquitto, influx:
     for s in stations:
         subprocess.run([*cli, "checkin", "--node", s.node, "--member", s.member, "--broker", broker],
                        check=True, capture_output=True, timeout=30)
-        print(f"checked in {s.member} at {s.node}")
+        subprocess.run([*cli, "member", "name", s.member, s.display_name, "--broker", broker],
+                       check=True, capture_output=True, timeout=30)
+        print(f"checked in {s.member} ({s.display_name}) at {s.node}")
     view = _LiveView()
     viewer = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="formcheck-demo-view", protocol=mqtt.MQTTv5)
     viewer.on_message = view.on_message

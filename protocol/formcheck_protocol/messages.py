@@ -254,8 +254,9 @@ class MemberSession(_Message):
 
 
 class MemberProfile(_Message):
-    """How the member appears on station screens (retained per member; storage keeps the pseudonymous id)."""
+    """How the member appears on station screens and the wall (retained; storage keeps the pseudonymous id)."""
 
     v: Literal[1] = PROTOCOL_VERSION
     display_name: str = Field(min_length=1, max_length=40, pattern=r"^[^\x00-\x1f\x7f]+$",
-                              description="Name shown on station screens; set by staff, changeable by the member.")
+                              description="Name shown on station screens and the wall; set by staff, changeable by "
+                              "the member.")

@@ -95,7 +95,7 @@ REGISTRY: Final[dict[str, TopicSpec]] = {
         TopicSpec("session", Scope.MEMBER, 1, True, "check-in service", MemberSession,
                   "Where the member is checked in, and why their last request was refused (retained)."),
         TopicSpec("profile", Scope.MEMBER, 1, True, "member page / staff (formcheck member name)", MemberProfile,
-                  "The member's display name for station screens (retained)."),
+                  "The member's display name for station screens and the wall (retained)."),
         TopicSpec("status", Scope.SITE, 1, True, "aggregator (+ Last Will)", NodeStatus,
                   "Aggregator availability (node = the aggregator's id)."),
     )

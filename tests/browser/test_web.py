@@ -40,7 +40,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from formcheck.local_services import Influxd, running_influxd
-from formcheck_protocol.messages import NodeState, NodeStatus
+from formcheck_protocol.messages import Grade, NodeState, NodeStatus, RepMessage, SessionMessage, SetMessage
 from formcheck_runtime.paths import REPO_ROOT
 from tests.integration.test_broker_security import WEB_DIST, add_accounts, connect, make_ca, make_cert, start
 from tests.waiting import wait_until
@@ -55,6 +55,10 @@ CLIP = "videos/squat/squat_front_bodyweight_a.mp4"  # 6 reps, a fault the set na
 NODE = "rack-1"
 ACCOUNTS = {"desk": "staff", NODE: "node", "agg": "aggregator", "screen": "display", "watch": "display",
             "ci": "checkin", "alice": "member", "bob": "member"}
+# The wall's stations (node accounts, so staff may write their sessions), its own display account (one connection
+# per account) and a second aggregator account for the rep and set messages the aggregator would send.
+WALL_NODES = ("rack-2", "rack-3", "rack-4", "rack-5")
+ACCOUNTS |= {**dict.fromkeys(WALL_NODES, "node"), "wall": "display", "agg-2": "aggregator"}
 PHONE = {"width": 390, "height": 844}
 TV = {"width": 1920, "height": 1080}
 
@@ -242,6 +246,128 @@ def test_station_screen_shows_an_idle_station_as_idle(browser: Any, stack: Stack
         node.publish(topic, b"", retain=True)  # the next test's station starts without a retained status
         node.close()
         station.close()
+
+
+def wall_rep(node: str, member: str, index: int, grade: Grade) -> RepMessage:
+    """A rep as the aggregator publishes it on the station's reps topic."""
+    t0 = int(time.time() * 1000) - 60_000 + index * 3000
+    return RepMessage(node=node, member=member, exercise="squat", set_id=f"{node}-b0-1", rep_index=index,
+                      start_ts=t0, bottom_ts=t0 + 1000, end_ts=t0 + 2000, start_seq=index * 90,
+                      bottom_seq=index * 90 + 30, end_seq=index * 90 + 60, descent_s=1.0, ascent_s=1.0, depth=0.1,
+                      bad_ratio=0.0, score=90.0, grade=grade, verdict="good")
+
+
+def tile_text(page: Any, node: str) -> str:
+    return str(page.text_content(f"article[data-station='{node}']"))
+
+
+def test_wall_shows_every_station_with_display_names(browser: Any, stack: Stack) -> None:
+    """The gym-floor wall: a tile per station found on the broker, names not ids, live reps and the last set.
+
+    rack-2: a member with a display name, reps and a set from an aggregator account; rack-3: idle; rack-4: its
+    node's Last Will (the connection dropped without a DISCONNECT); rack-5: a member without a profile (short id).
+    """
+    named, unnamed = "m-1042", "m-7f3a9c2e41d0b5aa"
+    pw = stack.passwords
+    desk = connect(stack.mqtt_port, "desk", pw["desk"])
+    agg = connect(stack.mqtt_port, "agg-2", pw["agg-2"])
+    nodes = {n: connect(stack.mqtt_port, n, pw[n]) for n in ("rack-2", "rack-3", "rack-5")}
+    now_ms = int(time.time() * 1000)
+
+    def status(node: str, state: NodeState = "online", **fields: Any) -> bytes:
+        return NodeStatus(state=state, node=node, boot="b-wall", ts=now_ms, **fields).to_json()
+
+    def wait_text(node: str, words: str) -> None:
+        page.wait_for_function(f"(document.querySelector(\"article[data-station='{node}']\")?.textContent ?? '')"
+                               f".includes({json.dumps(words)})")
+
+    # rack-4's node: online, then gone without a DISCONNECT, so the broker publishes its Last Will.
+    lost = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="rack-4", protocol=mqtt.MQTTv5)
+    lost.username_pw_set("rack-4", pw["rack-4"])
+    lost.will_set("gym/main/nodes/rack-4/status", status("rack-4", "offline"), qos=1, retain=True)
+    lost.connect("127.0.0.1", stack.mqtt_port, keepalive=10)
+    lost.loop_start()
+    lost.publish("gym/main/nodes/rack-4/status", status("rack-4"), qos=1, retain=True).wait_for_publish(5)
+    page = open_page(browser, stack.url("&view=wall&kiosk=1&set_s=2"), TV)
+    try:
+        assert desk.publish(f"gym/main/members/{named}/profile", b'{"v":1,"display_name":"Sam Lee"}',
+                            retain=True) == "Success"
+        for node, member in (("rack-2", named), ("rack-5", unnamed)):
+            assert nodes[node].publish(f"gym/main/nodes/{node}/status", status(node), retain=True) == "Success"
+            session = SessionMessage(member=member, exercise="squat", ts=now_ms, checked_in_by="staff")
+            assert desk.publish(f"gym/main/nodes/{node}/session", session.to_json(), retain=True) == "Success"
+        assert nodes["rack-3"].publish("gym/main/nodes/rack-3/status", status("rack-3", activity="idle"),
+                                       retain=True) == "Success"
+        lost.loop_stop()
+        sock = lost.socket()
+        assert sock is not None
+        sock.close()
+
+        sign_in(page, "wall", pw["wall"])
+        page.wait_for_selector("#wall:not([hidden])")
+        for node in WALL_NODES:
+            page.wait_for_selector(f"article[data-station='{node}']")
+        wait_text("rack-4", "Camera offline")
+        phases = page.eval_on_selector_all("article[data-station]", "els => Object.fromEntries(els.map("
+                                           "e => [e.dataset.station, e.dataset.phase]))")
+        assert {n: phases[n] for n in WALL_NODES} == {"rack-2": "training", "rack-3": "idle", "rack-4": "offline",
+                                                      "rack-5": "training"}, phases
+        wait_text("rack-2", "Sam Lee")
+        assert page.text_content("article[data-station='rack-2'] .t-member") == "Sam Lee"
+        assert page.text_content("article[data-station='rack-5'] .t-member") == "m-7f3a9c2e…"
+        assert "Waiting" not in tile_text(page, "rack-3") and "Idle" in tile_text(page, "rack-3")
+
+        # Live: each rep's count and grade, then the set's grade, which goes away after set_s.
+        grades: tuple[Grade, ...] = ("A", "B", "C")
+        for index, grade in enumerate(grades, start=1):
+            assert agg.publish("gym/main/nodes/rack-2/reps", wall_rep("rack-2", named, index, grade).to_json()) \
+                == "Success"
+        page.wait_for_function("document.querySelector(\"article[data-station='rack-2'] .t-count\")"
+                               ".textContent === '3'")
+        assert page.text_content("article[data-station='rack-2'] .t-grade") == "C"
+        set_msg = SetMessage(node="rack-2", member=named, exercise="squat", set_id="rack-2-b0-1", start_ts=now_ms,
+                             end_ts=now_ms + 9000, reps=3, partial_reps=0, score_mean=84.0, score_min=70.0,
+                             grade="B", bad_ratio=0.1, main_fault="", complete=True, ended_by="rest")
+        assert agg.publish("gym/main/nodes/rack-2/sets", set_msg.to_json()) == "Success"
+        wait_text("rack-2", "Last set B 3 reps")
+        # Every name is readable from 5 m on a 1080p TV: at least 56 px (capitals ~25 mm on a 55-inch TV).
+        sizes = page.evaluate("[...document.querySelectorAll('.t-member, .t-name, .t-state, .t-grade, .t-set')]"
+                              ".map(e => parseFloat(getComputedStyle(e).fontSize))")
+        big = page.evaluate("[...document.querySelectorAll('.t-member, .t-grade')]"
+                            ".map(e => parseFloat(getComputedStyle(e).fontSize))")
+        count = page.evaluate("parseFloat(getComputedStyle(document.querySelector('.t-count')).fontSize)")
+        print(f"\nwall at 1920x1080, {len(phases)} tiles: text {min(sizes):.0f}-{max(sizes):.0f} px, "
+              f"names and grades >= {min(big):.0f} px, count {count:.0f} px")
+        assert min(big) >= 56 and min(sizes) >= 36 and count >= 150, (sizes, big, count)
+        assert named not in str(page.text_content("#wall"))  # the name, never the id that has one
+        assert axe_serious(page) == []
+        shot(page, "wall-tv.png")
+        page.wait_for_function("!document.querySelector(\"article[data-station='rack-2']\").textContent"
+                               ".includes('Last set')", timeout=5000)
+
+        # The member renames themselves; the other member checks out; the idle station wakes up.
+        assert desk.publish(f"gym/main/members/{named}/profile", b'{"v":1,"display_name":"Sam"}', retain=True) \
+            == "Success"
+        page.wait_for_function("document.querySelector(\"article[data-station='rack-2'] .t-member\")"
+                               ".textContent === 'Sam'")
+        assert desk.publish("gym/main/nodes/rack-5/session", b"", retain=True) == "Success"
+        wait_text("rack-5", "Waiting for check-in")
+        assert nodes["rack-3"].publish("gym/main/nodes/rack-3/status", status("rack-3"), retain=True) == "Success"
+        wait_text("rack-3", "Waiting for check-in")
+
+        page.set_viewport_size(PHONE)
+        assert page.evaluate("document.scrollingElement.scrollWidth") <= PHONE["width"]
+        assert axe_serious(page) == []
+        shot(page, "wall-phone.png", full_page=True)
+    finally:
+        nodes["rack-4"] = connect(stack.mqtt_port, "rack-4", pw["rack-4"])
+        for node in WALL_NODES:  # the other tests' screens start without these stations
+            desk.publish(f"gym/main/nodes/{node}/session", b"", retain=True)
+            nodes[node].publish(f"gym/main/nodes/{node}/status", b"", retain=True)
+        desk.publish(f"gym/main/members/{named}/profile", b"", retain=True)
+        for conn in (desk, agg, *nodes.values()):
+            conn.close()
+        page.close()
 
 
 def test_qr_checkin_live_reps_grade_history_station_count_and_offline(
@@ -434,5 +560,22 @@ def test_demo_pages_work_against_the_demo_broker(browser: Any, tmp_path: Path) -
                 anonymous.close()
             page.wait_for_function("document.getElementById('result').textContent.includes('push them out')")
             assert "s-bob" not in page.content()
+
+            # The wall URL the demo prints, its own display account: alice at rack-1 by the name the demo gives her
+            # (published here as the demo's anonymous processes do: the CLI's two imports would cost 2.5 s).
+            station = STATIONS[0]
+            anonymous = connect(mosq.port, None, None)
+            try:
+                profile = json.dumps({"v": 1, "display_name": station.display_name}).encode()
+                session = SessionMessage(member=station.member, exercise="squat").to_json()
+                for topic, payload in ((f"members/{station.member}/profile", profile),
+                                       (f"nodes/{station.node}/session", session)):
+                    assert anonymous.publish(f"gym/main/{topic}", payload, retain=True) == "Success"
+            finally:
+                anonymous.close()
+            page.goto(web.wall_url())
+            sign_in(page, "wall", web.passwords["wall"])
+            page.wait_for_function(f"document.querySelector(\"article[data-station='{station.node}'] .t-member\")"
+                                   f"?.textContent === {json.dumps(station.display_name)}")
         finally:
             page.close()

@@ -1,13 +1,20 @@
-// formcheck pages: the member view (own reps, set result, history) and the station screen (display account).
-// Served by Mosquitto's websockets listener (http_dir); speaks MQTT over the same port with the person's own
-// broker account, so the broker's ACL decides what each page may read. No framework.
+// formcheck pages: the member view (own reps, set result, history), the station screen and the wall (display
+// account). Served by Mosquitto's websockets listener (http_dir); speaks MQTT over the same port with the person's
+// own broker account, so the broker's ACL decides what each page may read. No framework.
 import mqtt from "mqtt";
+import { $, gradeBadge, make, now, text } from "./dom.js";
+import { startStation } from "./station.js";
+import { EXERCISE, parse } from "./stations.js";
+import { startWall } from "./wall.js";
 
 const params = new URLSearchParams(location.search);
 const site = params.get("site") || "main";
 const prefix = params.get("prefix") || "gym";
 const stationId = params.get("station");
-const view = params.get("view") === "station" && stationId ? "station" : "member";
+const wanted = params.get("view");
+const view = wanted === "wall" ? "wall" : wanted === "station" && stationId ? "station" : "member";
+// How long the wall shows a station's last set once it is graded, seconds (?set_s=, default 2 minutes).
+const setShownS = Math.max(1, Number(params.get("set_s")) || 120);
 const root = `${prefix}/${site}`;
 // MQTT always over TLS (wss): on the page's own origin when the page came over https, else on the broker's
 // secure websockets port (9001, or ?wss=PORT), never on the plain port that served the page.
@@ -15,38 +22,7 @@ const brokerUrl = params.get("broker") || (location.protocol === "https:" ? `wss
   : `wss://${location.hostname}:${params.get("wss") || "9001"}/mqtt`);
 const STORE = `formcheck:${view}:${site}`;
 
-const $ = (id) => document.getElementById(id);
-const EXERCISE = { squat: "Squat", pushup: "Push-up", curl: "Curl", lunge: "Lunge" };
-const now = () => performance.timeOrigin + performance.now();
-
 let client = null;
-
-function text(el, value) {
-  el.textContent = value;
-  return el;
-}
-
-function make(tag, content, className) {
-  const el = document.createElement(tag);
-  if (content !== undefined) el.textContent = content;
-  if (className) el.className = className;
-  return el;
-}
-
-function gradeBadge(grade, extra) {
-  const el = make("span", grade, `grade g-${grade}${extra ? ` ${extra}` : ""}`);
-  el.setAttribute("aria-label", `grade ${grade}`);
-  return el;
-}
-
-function parse(payload) {
-  if (!payload || payload.length === 0) return null;
-  try {
-    return JSON.parse(new TextDecoder().decode(payload));
-  } catch {
-    return null;
-  }
-}
 
 // --- login --------------------------------------------------------------------------------------------------
 
@@ -61,11 +37,13 @@ function showLogin(message) {
   $("login").hidden = false;
   $("member").hidden = true;
   $("station").hidden = true;
+  $("wall").hidden = true;
   $("who").hidden = true;
   $("signout").hidden = true;
   $("login-button").disabled = false;
   text($("login-error"), message || "");
   if (view === "station") text($("login-title"), `Station screen ${stationId}: sign in with the display account`);
+  if (view === "wall") text($("login-title"), "Wall display: sign in with the display account");
 }
 
 function connect(username, password, remember) {
@@ -116,7 +94,8 @@ function signOut() {
 function start(c, username) {
   $("login").hidden = true;
   $("signout").hidden = false;
-  if (view === "station") startStation(c);
+  if (view === "station") startStation(c, root, stationId, params.get("speak") === "1");
+  else if (view === "wall") startWall(c, root, setShownS);
   else startMember(c, username);
 }
 
@@ -251,92 +230,6 @@ function renderHistory(sets) {
   }
   table.append(thead, body);
   $("history").replaceChildren(table);
-}
-
-// --- station view ---------------------------------------------------------------------------------------------
-
-// Spoken cue, off unless the screen's URL says speak=1 (on a Pi: Chromium's speech through speech-dispatcher and
-// espeak-ng, docs/deploy.md). Only the latest cue is spoken: a queue of old ones would lag behind the set.
-const speak = params.get("speak") === "1" && "speechSynthesis" in window;
-function say(words) {
-  if (!speak) return;
-  window.speechSynthesis.cancel();
-  window.speechSynthesis.speak(new SpeechSynthesisUtterance(words));
-}
-
-function startStation(c) {
-  $("station").hidden = false;
-  text($("title"), `formcheck · ${stationId}`);
-  const base = `${root}/nodes/${stationId}`;
-  const st = { online: null, idle: false, session: null, setId: null, count: 0, names: {}, profileTopic: null };
-  const profileOf = (member) => `${root}/members/${member}/profile`;
-  const render = () => {
-    const stateEl = $("st-state");
-    stateEl.classList.toggle("offline", st.online === false);
-    stateEl.classList.toggle("idle", st.online !== false && st.idle);
-    if (st.online === false) text(stateEl, "Camera offline");
-    // Idle: the node has seen nobody for a while and sends no frames until someone steps into view. A checked-in
-    // member between sets keeps their name and count on the screen.
-    else if (st.idle) text(stateEl, "Idle: nobody in view");
-    else if (!st.session) text(stateEl, "Waiting for check-in");
-    else text(stateEl, "Training");
-    $("st-training").hidden = !st.session || st.online === false;
-    if (st.session) {
-      text($("st-member"), st.names[st.session.member] || st.session.member);
-      text($("st-exercise"), EXERCISE[st.session.exercise] || "exercise recognised from the first rep");
-    }
-    text($("st-count"), String(st.count));
-  };
-  c.subscribe([`${base}/status`, `${base}/session`, `${base}/reps`, `${base}/sets`], { qos: 1 });
-  c.on("message", (topic, payload) => {
-    const msg = parse(payload);
-    if (topic === st.profileTopic) {
-      if (st.session) st.names[st.session.member] = msg && msg.display_name;
-      render();
-      return;
-    }
-    const kind = topic.slice(base.length + 1);
-    if (kind === "status") {
-      st.online = !!msg && msg.state === "online" && msg.source_ok !== false;
-      st.idle = !!msg && msg.state === "online" && msg.activity === "idle";
-    } else if (kind === "session") {
-      const changed = !msg || !st.session || msg.member !== st.session.member;
-      st.session = msg;
-      const wanted = msg ? profileOf(msg.member) : null;
-      if (wanted !== st.profileTopic) {
-        if (st.profileTopic) c.unsubscribe(st.profileTopic);
-        st.profileTopic = wanted;
-        if (wanted) c.subscribe(wanted, { qos: 1 });
-      }
-      if (changed) {
-        st.count = 0;
-        st.setId = null;
-        text($("st-last"), "");
-        $("st-summary").hidden = true;
-      }
-    } else if (kind === "reps" && msg) {
-      if (msg.set_id !== st.setId) {
-        st.setId = msg.set_id;
-        $("st-summary").hidden = true;
-      }
-      st.count = msg.rep_index;
-      if (st.session && !st.session.exercise) st.session = { ...st.session, exercise: msg.exercise };
-      const last = $("st-last");
-      // On the screen only what to do ("keep your chest up"): the member's page has the whole sentence.
-      const todo = msg.cue ? msg.cue.slice(msg.cue.indexOf(": ") + 2) : "good rep";
-      last.replaceChildren(`Rep ${msg.rep_index}: `, gradeBadge(msg.grade), ` ${todo}`);
-      say(msg.cue ? `${msg.rep_index}. ${todo}` : `${msg.rep_index}`);
-      last.dataset.shownAt = String(now());
-    } else if (kind === "sets" && msg) {
-      const box = $("st-summary");
-      box.replaceChildren(make("p", "Set done: "));
-      box.firstChild.append(gradeBadge(msg.grade), ` ${msg.reps} reps, average score ${Math.round(msg.score_mean)}`);
-      box.append(make("p", msg.main_fault ? `Next set: ${msg.main_fault}.` : "Nothing to fix: well done."));
-      box.hidden = false;
-    }
-    render();
-  });
-  render();
 }
 
 // --- start ----------------------------------------------------------------------------------------------------
