@@ -319,12 +319,18 @@ def test_wall_shows_every_station_with_display_names(browser: Any, stack: Stack)
 
         # Live: each rep's count and grade, then the set's grade, which goes away after set_s.
         grades: tuple[Grade, ...] = ("A", "B", "C")
+        latency = []
         for index, grade in enumerate(grades, start=1):
+            sent = time.time() * 1000
             assert agg.publish("gym/main/nodes/rack-2/reps", wall_rep("rack-2", named, index, grade).to_json()) \
                 == "Success"
-        page.wait_for_function("document.querySelector(\"article[data-station='rack-2'] .t-count\")"
-                               ".textContent === '3'")
-        assert page.text_content("article[data-station='rack-2'] .t-grade") == "C"
+            tile = "document.querySelector(\"article[data-station='rack-2']\")"
+            page.wait_for_function(f"{tile}.dataset.repIndex === '{index}'")
+            assert page.text_content("article[data-station='rack-2'] .t-count") == str(index)
+            assert page.text_content("article[data-station='rack-2'] .t-grade") == grade
+            latency.append(float(page.evaluate(f"+{tile}.dataset.shownAt")) - sent)
+        print(f"\nrep published -> on the wall: {[round(x) for x in latency]} ms")
+        assert max(latency) < 1000, latency
         set_msg = SetMessage(node="rack-2", member=named, exercise="squat", set_id="rack-2-b0-1", start_ts=now_ms,
                              end_ts=now_ms + 9000, reps=3, partial_reps=0, score_mean=84.0, score_min=70.0,
                              grade="B", bad_ratio=0.1, main_fault="", complete=True, ended_by="rest")
@@ -336,7 +342,7 @@ def test_wall_shows_every_station_with_display_names(browser: Any, stack: Stack)
         big = page.evaluate("[...document.querySelectorAll('.t-member, .t-grade')]"
                             ".map(e => parseFloat(getComputedStyle(e).fontSize))")
         count = page.evaluate("parseFloat(getComputedStyle(document.querySelector('.t-count')).fontSize)")
-        print(f"\nwall at 1920x1080, {len(phases)} tiles: text {min(sizes):.0f}-{max(sizes):.0f} px, "
+        print(f"wall at 1920x1080, {len(phases)} tiles: text {min(sizes):.0f}-{max(sizes):.0f} px, "
               f"names and grades >= {min(big):.0f} px, count {count:.0f} px")
         assert min(big) >= 56 and min(sizes) >= 36 and count >= 150, (sizes, big, count)
         assert named not in str(page.text_content("#wall"))  # the name, never the id that has one

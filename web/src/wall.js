@@ -112,6 +112,11 @@ export function startWall(c, root, setShownS) {
       profiles.want(new Set([...stations.values()].filter((s) => s.session).map((s) => s.session.member)));
     }
     render();
+    const tile = tiles.get(where.node);
+    if (changed === "reps" && tile) {
+      tile.dataset.repIndex = String(st.lastRep.rep_index);
+      tile.dataset.shownAt = String(now());
+    }
   });
   addEventListener("resize", render);
   render();
