@@ -97,6 +97,12 @@ def test_an_idle_station_publishes_nothing_loses_nothing_and_ends_the_set_on_res
     states = [json.loads(m.payload).get("activity") for m in statuses.messages if m.payload]
     assert "idle" in states and states[-1] is None, states  # idle, then active again (the field left out)
     assert any(json.loads(m.payload).get("activity") == "idle" for m in stats.messages)
+    # What the wall display reads (the station's last node_status point): idle while nobody was there, active
+    # once the person came back, none once the node stopped.
+    stored = [(r["state"], r["activity"]) for r in influx_rows(influxd, 'SELECT "state", "activity" FROM '
+                                                                        '"node_status"', DB)]
+    went_idle = stored.index(("online", "idle"))
+    assert ("online", "active") in stored[went_idle:] and stored[-1] == ("stopped", None), stored
     # No lost frame counted for the idle time; the first set ended on its rest timeout while idle, before the
     # person came back; the second play is a set of its own.
     assert station["gaps"] == 0 and station["frames"] == len(published), station
