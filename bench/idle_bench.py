@@ -45,7 +45,8 @@ from bench import edge_bench
 from formcheck.local_services import running_mosquitto
 from formcheck_aggregator.points import FrameSampler
 from formcheck_edge.analyze import analyze_frames
-from formcheck_edge.config import load_config
+from formcheck_edge.capture import OpenCvSource
+from formcheck_edge.config import SourceSection, load_config
 from formcheck_edge.offline import empty_scene, rgb_frames, wake_run
 from formcheck_edge.runner import run_edge
 from formcheck_models.training.frame_cache import edge_frames, frames_cache_path
@@ -175,6 +176,20 @@ def measure_phases(clip: Path, seconds: float, settle_s: float) -> list[Phase]:
     return phases
 
 
+def decode_ms_per_frame(clip: Path) -> float:
+    """CPU milliseconds a file or RTSP node spends per frame before any idle decision: the edge's own source
+    (``OpenCvSource.read``: decode, colour conversion, BGR to RGB) over the whole clip, every decoder thread
+    counted."""
+    source = OpenCvSource(SourceSection(uri=str(clip)))
+    frames, before = 0, time.process_time()
+    try:
+        while source.read() is not None:
+            frames += 1
+    finally:
+        source.close()
+    return 1000.0 * (time.process_time() - before) / max(frames, 1)
+
+
 def _window(name: str, seconds: float, out: Path) -> Phase:
     before_msgs, before_cpu, t0 = _count_lines(out), time.process_time(), time.monotonic()
     time.sleep(seconds)
@@ -276,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
 
     phases = measure_phases(clip, args.seconds, settle_s=5.0)
     training = phases[0]
+    decode_ms = decode_ms_per_frame(clip)
+    decode_per_min = decode_ms * 60 * FPS / 1000
     best_pose = best_pipe = 0.0
     with running_mosquitto() as broker:
         for r in range(args.rounds):
@@ -287,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         "clip": clip.name, "phases": [{"name": p.name, "cpu_s_per_min": round(p.cpu_per_min, 2),
                                        "mqtt_per_min": round(p.messages_per_min, 1)} for p in phases],
         "pose_alone_fps": round(best_pose, 1), "pipeline_fps": round(best_pipe, 1),
-        "ratio": round(best_pipe / best_pose, 3),
+        "ratio": round(best_pipe / best_pose, 3), "decode_ms_per_frame": round(decode_ms, 2),
         "frame_points": {"clips": n_clips, "minutes": round(minutes, 2), "points": points},
     }
     if args.json:
@@ -299,6 +316,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{p.name:<24} {p.cpu_per_min:10.2f} {p.cpu_per_min / training.cpu_per_min:11.3f} "
               f"{p.messages_per_min:14.1f} {p.messages_per_min / TODAY_PER_MIN:12.4f}")
     print(f"targets: idle CPU <= {CPU_TARGET} x training, idle MQTT <= {MQTT_TARGET:.0%} of {TODAY_PER_MIN:.0f}/min")
+    idle = phases[1]
+    print(f"a file/RTSP source decodes every frame: {decode_ms:.2f} CPU ms a frame = {decode_per_min:.2f} CPU s/min, "
+          f"added to both sides: idle (motion, every frame) {(idle.cpu_per_min + decode_per_min):.2f} / training "
+          f"{(training.cpu_per_min + decode_per_min):.2f} = "
+          f"{(idle.cpu_per_min + decode_per_min) / (training.cpu_per_min + decode_per_min):.3f} x")
     print(f"pipeline / pose alone          {best_pipe:.1f} / {best_pose:.1f} fps = {best_pipe / best_pose:.3f}  "
           f"target >= {RATIO_TARGET}")
     if minutes:
