@@ -5,10 +5,13 @@ Three questions, each on a measure a coach would look at:
 
 1. *Is the body horizontal?* The trunk's lean from vertical (median over the frames seen): a push-up.
    It is decided at the first complete rep of the push-up's depth signal (the shoulders' height) or any other.
-2. *What moves, the hips or an elbow?* The hips' depth and the more bent elbow each feed a rep detector
-   (:mod:`formcheck_aggregator.reps`). At the hips' first complete rep, or the elbow's second (the first arm movement
-   is often setting up: taking the bar), the signal that moved more over that rep, each against a typical
-   full rep of its exercise, names the movement: squat-like or curl.
+2. *What moves, the legs or an elbow?* The hips' depth and the more bent elbow each feed a rep detector
+   (:mod:`formcheck_aggregator.reps`). At the hips' first complete rep, or the elbow's second curl-like one
+   (the first arm movement is often setting up: taking the bar), the part that moved more over that rep, each
+   against a typical full rep of its exercise, names the movement: squat-like or curl. The legs' movement is
+   the larger of the hips' travel and the knees' bend (a curl does not bend the knees through most of a
+   squat); an arm movement is curl-like only while the wrists stay below the neck (racking a bar on the back
+   or pressing it overhead lifts them above).
 3. *Squat or lunge?* In a lunge one hip is bent and the other extended at the bottom; in a squat both bend
    alike: the difference between the two hip angles over that first rep.
 
@@ -40,6 +43,10 @@ class RecognitionConfig(Section):
     lunge_hip_difference_deg: float = Field(
         35.0, gt=0, lt=180, description="Difference between the left and right hip angles (90th percentile over "
         "the first rep) at or above which a squat-like rep is a lunge."
+    )
+    curl_wrists_above_neck: float = Field(
+        0.1, ge=0, le=1, description="Torso lengths the wrists may rise above the neck in an arm movement that is "
+        "a curl; one that lifts them higher (racking a bar on the back, pressing it overhead) is not a curl rep."
     )
     max_frames: int = Field(
         900, ge=30, description="Frames with a person after which the exercise is named from what was seen, "
@@ -96,7 +103,7 @@ class ExerciseRecogniser:
                 self.result = self._decide(event.rep)
                 return self.result
         for event in self._arms.push(frame):
-            if event.kind == "complete":
+            if event.kind == "complete" and self._curl_like(event.rep):
                 # One arm movement is often setting up (taking the bar, gripping the handles): a curl is decided
                 # on its second rep, unless a rep of the hips comes first.
                 self._arm_reps += 1
@@ -118,6 +125,11 @@ class ExerciseRecogniser:
                 self.result = self._decide(None)
         return self.result
 
+    def _curl_like(self, rep: RepFrames) -> bool:
+        """A curl keeps the wrists below the neck; a bar racked on the back or pressed overhead lifts them above."""
+        heights = [f.angles["shoulder_height"] for f in rep.frames if "shoulder_height" in f.angles]
+        return not heights or min(heights) >= -self.config.curl_wrists_above_neck
+
     def _decide(self, rep: RepFrames | None) -> Recognition:
         after_s = (self._last_ts - (self._first_ts or self._last_ts)) / 1000
         return dataclasses.replace(self._judge(rep), after_s=round(after_s, 2))
@@ -131,10 +143,13 @@ class ExerciseRecogniser:
         if rep is None:
             return Recognition("squat", 0.5 * posture, f"upright (trunk lean {lean:.0f}°), no rep seen yet")
         hips, arms = (_relative_range(RepFrames(ex, rep.frames)) for ex in ("squat", "curl"))
-        if arms > hips:
-            share = arms / (arms + hips)
+        # The legs' movement is the larger of the hips' travel and the knees' bend: seen from the front the hips
+        # travel little in 3D, and a curl never bends the knees through most of a squat.
+        legs = max(hips, _knee_bend(rep.frames) / FULL_KNEE_BEND_DEG)
+        if arms > legs and self._curl_like(rep):
+            share = arms / (arms + legs)
             return Recognition("curl", posture * share, f"upright, an elbow moves ({arms:.1f} of a full curl; "
-                               f"the hips {hips:.1f} of a full squat)")
+                               f"the legs {legs:.1f} of a full squat)")
         differences = sorted(abs(f.angles["hip_l"] - f.angles["hip_r"]) for f in rep.frames
                              if "hip_l" in f.angles and "hip_r" in f.angles)
         if not differences:
@@ -145,6 +160,16 @@ class ExerciseRecogniser:
         if difference >= split:
             return Recognition("lunge", stance, f"the hips move, one bent and one extended ({difference:.0f}° apart)")
         return Recognition("squat", stance, f"the hips move, both bent alike ({difference:.0f}° apart)")
+
+
+FULL_KNEE_BEND_DEG = 90.0
+"""How far the knees bend over a typical full squat (standing ~170° to ~80°): the scale of the legs' movement."""
+
+
+def _knee_bend(frames: Iterable[FrameMessage]) -> float:
+    """Range of the knee angle over ``frames``, degrees."""
+    knees = [f.angles["knee"] for f in frames if "knee" in f.angles]
+    return max(knees) - min(knees) if knees else 0.0
 
 
 def _relative_range(rep: RepFrames) -> float:

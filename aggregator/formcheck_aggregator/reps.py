@@ -12,10 +12,15 @@ any single frame: a member who goes down and back up has done a rep, whatever th
    shuffles) and a share of this person's own range of motion so far (``relative_hysteresis``): small
    people, front views and shallow squatters move the signal less, and it adapts to them.
 3. *The top*: after the bottom the movement ends where the signal stops rising (no new high for
-   ``top_hold_s``, or a new descent begins). The rep is **complete** when its start and its end both lie
-   in the top part of its own range of motion (``top_fraction``; the data set's convention: a clip that
-   starts or ends near the top still counts); otherwise, or when the stream, a long gap (person left) or
-   ``max_rep_s`` cuts it, it is **partial**. Depth is graded, not gated: a shallow rep is a rep.
+   ``top_hold_s``, or a new descent begins) in the top part of its range; a descent that begins lower down
+   is a bounce in the bottom (or occlusion jolting the track) and the same rep goes on. The rep is
+   **complete** when its start and its end both lie in the top part of its own range of motion
+   (``top_fraction``; the data set's convention: a clip that starts or ends near the top still counts);
+   otherwise, or when the stream, a long gap (person left) or ``max_rep_s`` cuts it, it is **partial**.
+   Depth is graded, not gated: a shallow rep is a rep.
+4. *A hinge is not a squat*: a squat or lunge bends the knees as well as the hips; a movement whose knees did
+   less than ``hinge_knee_share`` of the bending (bending over to pick up a bar or a bottle) is no rep, however
+   far the hips went down. It is closed as partial and does not teach the person's range.
 
 The classifier's per-frame phases are kept on the frames as evidence for grading and display; they decide
 nothing here. Frames without a person are gaps: short ones are bridged, long ones end the movement as
@@ -50,16 +55,16 @@ class RepConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     smoothing_s: float = Field(
-        0.3, ge=0, le=2, description="Time constant of the depth signal's smoothing, seconds (0 = none)."
+        0.2, ge=0, le=2, description="Time constant of the depth signal's smoothing, seconds (0 = none)."
     )
     hysteresis: dict[Exercise, float] = Field(
-        default_factory=by_exercise(squat=0.08, lunge=0.12, pushup=0.08, curl=15.0),
+        default_factory=by_exercise(squat=0.08, lunge=0.12, pushup=0.12, curl=15.0),
         description="Smallest move of the depth signal that counts as going down or coming up, per exercise "
         "(squat/lunge: thigh lengths of hip travel; pushup: torso lengths of shoulder travel; curl: degrees of "
         "elbow angle).",
     )
     relative_hysteresis: float = Field(
-        0.25, ge=0, lt=1,
+        0.35, ge=0, lt=1,
         description="The hysteresis grows to this share of the person's typical range of motion so far.",
     )
     top_hold_s: float = Field(
@@ -77,6 +82,12 @@ class RepConfig(BaseModel):
         0.75, gt=0, lt=1,
         description="The same, for a movement the stream cut off (already under way at the first frame, or open "
         "at the last): it must be within the top quarter, as the data set's ground truth counts clip edges.",
+    )
+    hinge_knee_share: float = Field(
+        1 / 3, ge=0, lt=1,
+        description="A squat or lunge movement whose knees did less than this share of the bending (the knees' "
+        "largest flexion over the movement against it plus the hips' largest) is a hip hinge (bending over, "
+        "picking up a bar or a bottle), not a rep; 0 = never.",
     )
     typical_reps: int = Field(
         3, ge=1, le=20, description="How many of the person's latest complete reps their typical range is "
@@ -135,6 +146,20 @@ _STILL_RISING = 0.05
 
 PRIOR_RANGE: dict[Exercise, float] = {"squat": 0.8, "lunge": 0.6, "pushup": 0.5, "curl": 100.0}
 """A typical full rep's range of the depth signal, used until the person has done a rep of their own."""
+
+
+_BENDS_KNEES: frozenset[Exercise] = frozenset({"squat", "lunge"})
+"""Exercises whose rep bends the knees as well as the hips: a movement that bends the hips alone is a hinge."""
+
+
+def _knee_share(frames: list[FrameMessage]) -> float | None:
+    """The knees' share of the bending over ``frames``: their largest flexion against it plus the hips' largest."""
+    knee = max((180.0 - f.angles["knee"] for f in frames if "knee" in f.angles), default=None)
+    hip = max((180.0 - f.angles["hip"] for f in frames if "hip" in f.angles), default=None)
+    if knee is None or hip is None:
+        return None
+    knee, hip = max(knee, 0.0), max(hip, 0.0)
+    return knee / (knee + hip) if knee + hip > 0 else None
 
 
 @dataclass
@@ -346,8 +371,16 @@ class RepDetector:
         if raw is not None and raw < move.raw_highest - h * _STILL_RISING:
             move.raw_highest, move.highest_ts = raw, frame.ts  # still coming up: the hold starts again
         going_down_again = value - move.highest_since_bottom >= h
-        near_top = move.highest_since_bottom <= move.deepest - self.config.top_fraction * (
-            move.deepest - move.start_depth)
+        top_part = move.deepest - self.config.top_fraction * (move.deepest - move.start_depth)
+        near_top = move.highest_since_bottom <= top_part
+        if going_down_again and not (near_top or move.raw_highest <= top_part):
+            # Down again before it was back in the top part of its range (on the smoothed signal or, as it lags
+            # behind a quick turn, on the frames' own depth): a bounce in the bottom, or the track jumping while
+            # plates or a rack hide the body. Still the same rep, which must now come up again.
+            move.turned = False
+            move.deepest = max(move.deepest, value)
+            move.highest_since_bottom = move.raw_highest = math.inf
+            return []
         stopped = near_top and frame.ts - move.highest_ts >= self.config.top_hold_s * 1000
         if not (going_down_again or stopped):
             return []
@@ -404,6 +437,9 @@ class RepDetector:
         duration_s = (rep.frames[-1].ts - rep.frames[0].ts) / 1000
         if duration_s < self.config.min_rep_s:
             return self._close("partial", "too short to be a rep")
+        share = _knee_share(rep.frames) if self.exercise in _BENDS_KNEES else None
+        if share is not None and share < self.config.hinge_knee_share:
+            return self._close("partial", f"a hip hinge, not a rep (the knees did {share:.0%} of the bending)")
         for signal in (self._signal, *ALSO_AT_TOP[self.exercise]):
             # A further signal (a push-up's straight arms) is only asked of an end the stream shows: where the
             # stream cut the movement, the data set's convention judges the main depth signal alone.

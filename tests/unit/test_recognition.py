@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from formcheck_aggregator.recognition import ExerciseRecogniser, RecognitionConfig, recognise
@@ -66,3 +68,31 @@ def test_nobody_seen_is_no_recognition() -> None:
                           form="good", bad_p=0.0, vis=0.0) for i in range(100)]
     assert recognise(empty) is None
     assert recognise([]) is None
+
+
+def _with(frames: list[FrameMessage], change: Callable[[dict[str, float]], dict[str, float]]) -> list[FrameMessage]:
+    return [f.model_copy(update={"angles": {**f.angles, **change(f.angles)}}) for f in frames]
+
+
+def test_a_front_view_squat_with_moving_arms_is_a_squat() -> None:
+    """From the front the hips travel little in 3D while the knees bend fully; the arms swing with each rep."""
+    def front(angles: dict[str, float]) -> dict[str, float]:
+        t = (170.0 - angles["knee"]) / 100.0  # 0 standing, 1 at the bottom
+        return {"hip_depth": -1.0 + 0.2 * t, "elbow_l": 165.0 - 60.0 * t}
+
+    result = recognise(_with(exercise_stream("squat"), front))
+    assert result is not None and result.exercise == "squat", result.reason
+
+
+def test_arm_movements_lifting_the_wrists_above_the_neck_are_not_curls() -> None:
+    """Racking a bar on the back or pressing it overhead bends the elbows like a curl but lifts the wrists high."""
+    def overhead(angles: dict[str, float]) -> dict[str, float]:
+        t = (165.0 - angles["elbow_l"]) / 125.0
+        return {"shoulder_height": 0.2 - 0.7 * t}
+
+    frames = _with(exercise_stream("curl"), overhead)
+    result = recognise(frames)
+    assert result is not None and result.exercise != "curl", result.reason
+    # the threshold is what decides: allowing the wrists a whole torso length above the neck names a curl
+    lenient = recognise(frames, RecognitionConfig(curl_wrists_above_neck=1.0))
+    assert lenient is not None and lenient.exercise == "curl"

@@ -254,11 +254,22 @@ def test_two_reps_without_standing_but_back_in_the_top_third_are_both_complete()
     assert abs(start_second - clip.span("descending", 1).start) <= 2
 
 
-def test_turning_down_again_from_the_middle_gives_a_partial() -> None:
+def test_turning_down_again_from_the_middle_is_a_bounce_in_the_same_rep() -> None:
+    # up to -0.3 of a -1.0..0.1 range (not back in its top part), down again, then all the way up: one rep
+    # with a bounce in the bottom, as occlusion jolting the track also looks; not two partials
     clip = squat_clip([("standing", 1.0), ("descending", 0.8), ("bottom", 0.3), ("ascending", 0.5, {"to": -0.3}),
                        ("descending", 0.5), ("bottom", 0.3), ("ascending", 0.8), ("standing", 1.0)])
     events = run(clip.frames)
-    assert kinds(events) == ["partial", "partial"]
+    assert kinds(events) == ["complete"]
+    frames = events[0].rep.frames
+    assert abs(clip.index_of_seq(frames[0].seq) - clip.span("descending", 0).start) <= 2
+    assert abs(clip.index_of_seq(frames[-1].seq) - clip.span("ascending", 1).last) <= 2
+
+
+def test_a_bounce_that_never_comes_back_up_is_partial() -> None:
+    clip = squat_clip([("standing", 1.0), ("descending", 0.8), ("bottom", 0.3), ("ascending", 0.5, {"to": -0.3}),
+                       ("descending", 0.5), ("bottom", 0.3), ("ascending", 0.5, {"to": -0.3})])
+    assert kinds(run(clip.frames)) == ["partial"]
 
 
 def test_rep_taking_longer_than_max_rep_s_is_partial() -> None:
@@ -324,3 +335,35 @@ def test_memory_stays_bounded_while_a_phase_holds() -> None:
     finally:
         tracemalloc.stop()
     assert grown < 200_000, f"detector kept {grown} bytes over 3000 standing frames"
+
+
+# -- hinges ----------------------------------------------------------------------------
+
+
+def hinge(frames: Sequence[FrameMessage]) -> list[FrameMessage]:
+    """The same hip travel with the knees almost straight: bending over to pick something up."""
+    return [f.model_copy(update={"angles": {**f.angles, "knee": 170.0 - 0.15 * (170.0 - f.angles["knee"])}})
+            for f in frames]
+
+
+def test_a_hinge_is_not_a_rep_when_the_knees_barely_bend() -> None:
+    frames = hinge(squat_clip(rep_segments(1)).frames)
+    events = run(frames, RepConfig(hinge_knee_share=1 / 3))
+    assert kinds(events) == ["partial"]
+    assert events[0].reason.startswith("a hip hinge, not a rep")
+    # without the check (0) the hips' travel alone makes it a rep
+    assert kinds(run(frames, RepConfig(hinge_knee_share=0.0))) == ["complete"]
+
+
+def test_a_hinge_does_not_teach_the_persons_range() -> None:
+    config = RepConfig(hinge_knee_share=1 / 3)
+    detector = RepDetector("squat", config)
+    for f in hinge(squat_clip(rep_segments(1)).frames):
+        detector.push(f)
+    detector.finish()
+    assert detector.hysteresis() == config.hysteresis["squat"], "a hinge set the person's typical range"
+
+
+def test_squats_are_counted_with_the_hinge_check_on() -> None:
+    events = run(squat_clip(rep_segments(3)).frames, RepConfig(hinge_knee_share=1 / 3))
+    assert kinds(events) == ["complete"] * 3
