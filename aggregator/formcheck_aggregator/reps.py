@@ -16,7 +16,8 @@ any single frame: a member who goes down and back up has done a rep, whatever th
    is a bounce in the bottom (or occlusion jolting the track) and the same rep goes on. The rep is
    **complete** when its start and its end both lie in the top part of its own range of motion
    (``top_fraction``; the data set's convention: a clip that starts or ends near the top still counts);
-   otherwise, or when the stream, a long gap (person left) or ``max_rep_s`` cuts it, it is **partial**.
+   otherwise, or when the stream, a long gap (person left) or ``max_rep_s`` cuts it, it is **partial**. An
+   end the stream cut is judged against the smaller of the rep's range and the person's typical one.
    Depth is graded, not gated: a shallow rep is a rep.
 4. *A hinge is not a squat*: a squat or lunge bends the knees as well as the hips; a movement whose knees did
    less than ``hinge_knee_share`` of the bending (bending over to pick up a bar or a bottle) is no rep, however
@@ -448,9 +449,14 @@ class RepDetector:
             if len(series) < 3:
                 continue
             deepest, top = max(series), min(series[0], series[-1])
-            if not (also and move.cut_start) and series[0] > deepest - self._fraction(move.cut_start) * (deepest - top):
+            span = deepest - top
+            # Where the stream cut the end, the way back up is judged against the smaller of this rep's range and
+            # the person's typical one: a start deeper than usual (arms hanging fully straight after a rest) must
+            # not make a normal return look short.
+            end_span = min(span, self.typical_range()) if cut_end and self._ranges else span
+            if not (also and move.cut_start) and series[0] > deepest - self._fraction(move.cut_start) * span:
                 return self._close("partial", "started below the top of its range")
-            if not (also and cut_end) and series[-1] > deepest - self._fraction(cut_end) * (deepest - top):
+            if not (also and cut_end) and series[-1] > deepest - self._fraction(cut_end) * end_span:
                 return self._close("partial", "ended below the top of its range")
         series = rep.depth_series()
         self._ranges = [*self._ranges, max(series) - min(series[0], series[-1])]

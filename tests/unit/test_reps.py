@@ -367,3 +367,27 @@ def test_a_hinge_does_not_teach_the_persons_range() -> None:
 def test_squats_are_counted_with_the_hinge_check_on() -> None:
     events = run(squat_clip(rep_segments(3)).frames, RepConfig(hinge_knee_share=1 / 3))
     assert kinds(events) == ["complete"] * 3
+
+
+# -- an end the stream cut ---------------------------------------------------------------
+
+
+def deeper_start_cut_on_the_way_up(reps: int) -> list[FrameMessage]:
+    """``reps`` clean reps, then one that starts from higher than usual and is cut on its way back up.
+
+    The last rep's range is 1.5 (from -1.4 to 0.1); the stream ends at -0.8: 0.6 of its own range up, 0.82
+    of a usual 1.1.
+    """
+    before = rep_segments(reps) if reps else [("standing", 1.0)]
+    return squat_clip([*before, ("ascending", 0.4, {"to": -1.4}), ("standing", 1.0), ("descending", 0.8),
+                       ("bottom", 0.3), ("ascending", 0.6, {"to": -0.8})]).frames
+
+
+def test_an_end_cut_by_the_stream_is_judged_against_the_persons_usual_range() -> None:
+    assert kinds(run(deeper_start_cut_on_the_way_up(2))) == ["complete"] * 3
+
+
+def test_without_reps_of_their_own_the_cut_end_is_judged_against_the_rep_alone() -> None:
+    events = run(deeper_start_cut_on_the_way_up(0))
+    assert complete(events) == []
+    assert events[-1].reason == "ended below the top of its range"

@@ -329,6 +329,8 @@ PAST_COUNTERS: Final[tuple[PastCounter, ...]] = (
     PastCounter("+ hinge check (`hinge_knee_share` 0 or 1/3 in `GRID`)", "81/90 (squat 33)", "254/298", "–", True),
     PastCounter("+ a descent that begins below the top part of the range is a bounce in the same rep",
                 "83/90 (squat 35)", "257/302", "–", True),
+    PastCounter("+ an end the stream cut is judged against the smaller of the rep's range and the person's "
+                "typical one", "84/90 (curl 8)", "258/303", "–", True),
     PastCounter("recognition: + the legs' movement is the larger of the hips' travel and the knees' bend",
                 "–", "–", "83/90", True),
     PastCounter("recognition: + an arm movement is curl-like only with the wrists below the neck "
