@@ -124,8 +124,7 @@ def rss_mb() -> float:
     """Resident memory of this process and its children (the aggregator's worker process), MiB.
 
     Not ``formcheck_edge.stats.rss_mb``: importing that module imports ``formcheck_edge.processor`` and with it
-    OpenCV and
-    NumPy (about +40 MB), which the aggregator process itself never loads.
+    OpenCV and NumPy (about +40 MB), which the aggregator process itself never loads.
     """
     total = 0
     for proc in _tree():

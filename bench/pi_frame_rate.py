@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from formcheck_aggregator.station import Station
-from formcheck_edge.capture import CapturedFrame, open_video_file
+from formcheck_edge.capture import CapturedFrame, file_frame_ts, open_video_file
 from formcheck_edge.offline import offline_config
 from formcheck_edge.processor import FrameProcessor
 from formcheck_models.training.dataset import TRAINING_CLIPS
@@ -45,7 +45,7 @@ def count_reps(video: Path, exercise: str, step: int) -> int:
             if not ok:
                 break
             if index % step == 0:
-                frame = CapturedFrame(index=index, ts_ms=1_700_000_000_000 + round(index * 1000.0 / fps),
+                frame = CapturedFrame(index=index, ts_ms=file_frame_ts(1_700_000_000_000, index, fps),
                                       rgb=np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8))
                 reps += len(station.on_frame(processor.process(frame)).reps)
             index += 1

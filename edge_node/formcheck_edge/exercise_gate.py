@@ -1,12 +1,10 @@
 """Which exercise the node classifies when a check-in does not name one: recognised from the pose, no rep lost.
 
-A station checked in without an exercise (a member who just starts) has frames classified by whatever model the
-node last ran. The gate holds them back instead: it watches the pose (:mod:`formcheck_aggregator.recognition`), and
-once the
-exercise is recognised, within the first rep, it switches to that exercise's classifier and classifies the held
-frames again with it, in capture order. Every frame is published, each exactly once, in ``seq`` order, all with
-the recognised exercise, so the aggregator counts the first rep like any other: only later by the time
-recognition took.
+A station checked in without an exercise (a member who just starts) has frames classified by whatever model the node
+last ran. The gate holds them back instead: it watches the pose (:mod:`formcheck_aggregator.recognition`), and once
+the exercise is recognised, within the first rep, it switches to that exercise's classifier and classifies the held
+frames again with it, in capture order. Every frame is published, each exactly once, in ``seq`` order, all with the
+recognised exercise, so the aggregator counts the first rep like any other: only later by the time recognition took.
 
 A check-in that names an exercise keeps it: the gate still watches, and a recognised exercise that differs is
 logged once per check-in and counted (``NodeStats.exercise_mismatches``), nothing else.

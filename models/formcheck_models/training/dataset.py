@@ -31,6 +31,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+from formcheck_edge.capture import file_frame_ts
 from formcheck_edge.config import PoseSection
 from formcheck_edge.features import (
     ANGLE_NAMES,
@@ -226,7 +227,7 @@ def extract_poses(video: Path, pose_model: Path) -> ClipPoses:
                 if not ok:
                     break
                 rgb = np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8)
-                pose = estimator.detect(rgb, round(index * 1000.0 / fps))
+                pose = estimator.detect(rgb, file_frame_ts(0, index, fps))  # the intervals a file-fed node gives
                 present.append(pose is not None)
                 worlds.append(pose.world if pose else np.zeros((NUM_LANDMARKS, 3), np.float32))
                 visibilities.append(pose.visibility if pose else np.zeros(NUM_LANDMARKS, np.float32))
