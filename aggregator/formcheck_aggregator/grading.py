@@ -166,15 +166,18 @@ def grade_rep(
     frames = rep.frames
     exercise = rep.exercise
     signal = DEPTH_SIGNAL[exercise]
-    with_depth = [(f, d) for f in frames if (d := signal.of(f)) is not None]
-    bottom_frame, _ = max(with_depth, key=lambda fd: fd[1])
-    bottom_index = [f for f, _ in with_depth].index(bottom_frame)
-    depth_series = [d for _, d in with_depth]
+    bottom_frame = rep.bottom_frame
+    assert rep.bottom is not None
+    arrived, left = (frames[i] for i in rep.bottom)
+    depth_series = [d for f in frames if (d := signal.of(f)) is not None]
+    # The bottom's place among the frames that have the signal (the wobble's turning point).
+    bottom_index = max(0, sum(1 for f in frames if f.seq <= bottom_frame.seq and signal.of(f) is not None) - 1)
     graded = [d for f in frames if (d := GRADE_DEPTH[exercise].of(f)) is not None]
     deepest = max(graded) if graded else max(depth_series)
     start, end = frames[0], frames[-1]
-    descent_s = (bottom_frame.ts - start.ts) / 1000
-    ascent_s = (end.ts - bottom_frame.ts) / 1000
+    # Tempo is the movement's: a pause at the bottom belongs to neither the descent nor the ascent.
+    descent_s = (arrived.ts - start.ts) / 1000
+    ascent_s = (end.ts - left.ts) / 1000
     bad_ratio = sum(f.form == "bad" for f in frames) / len(frames)
 
     fault_frames: dict[Fault, list[int]] = {}

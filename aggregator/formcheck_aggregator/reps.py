@@ -22,6 +22,9 @@ any single frame: a member who goes down and back up has done a rep, whatever th
 4. *A hinge is not a squat*: a squat or lunge bends the knees as well as the hips; a movement whose knees did
    less than ``hinge_knee_share`` of the bending (bending over to pick up a bar or a bottle) is no rep, however
    far the hips went down. It is closed as partial and does not teach the person's range.
+5. *The bottom* of a complete rep is the middle of its frames within ``bottom_plateau`` of its range from the
+   deepest one: the data set's convention (for a paused rep, the middle of the pause), and steadier than the
+   single deepest frame where the signal is flat and noisy at the bottom.
 
 The classifier's per-frame phases are kept on the frames as evidence for grading and display; they decide
 nothing here. Frames without a person are gaps: short ones are bridged, long ones end the movement as
@@ -32,7 +35,7 @@ partial. Time comes from the frames' capture timestamps, never from the wall clo
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -89,6 +92,11 @@ class RepConfig(BaseModel):
         description="A squat or lunge movement whose knees did less than this share of the bending (the knees' "
         "largest flexion over the movement against it plus the hips' largest) is a hip hinge (bending over, "
         "picking up a bar or a bottle), not a rep; 0 = never.",
+    )
+    bottom_plateau: float = Field(
+        0.1, ge=0, lt=1,
+        description="A complete rep's bottom is the middle of its frames whose depth is within this share of the "
+        "rep's range from the deepest (for a paused rep, the middle of the pause); 0 = the deepest frame.",
     )
     typical_reps: int = Field(
         3, ge=1, le=20, description="How many of the person's latest complete reps their typical range is "
@@ -173,6 +181,16 @@ class RepFrames:
     turned: bool = False
     """The depth signal turned: it went down and came back up by at least the hysteresis."""
 
+    bottom: tuple[int, int] | None = None
+    """First and last index in ``frames`` of the bottom (set when the detector closes the rep as complete)."""
+
+    @property
+    def bottom_frame(self) -> FrameMessage:
+        """The middle of the bottom: what a rep's bottom frame means (for a paused rep, the middle of the pause)."""
+        if self.bottom is None:
+            raise ValueError("only a complete rep has a located bottom")
+        return self.frames[sum(self.bottom) // 2]
+
     @property
     def reached_bottom(self) -> bool:
         return self.turned
@@ -181,6 +199,17 @@ class RepFrames:
         """Depth signal (default: the exercise's ``DEPTH_SIGNAL``) of each frame that has it (larger = deeper)."""
         signal = signal or DEPTH_SIGNAL[self.exercise]
         return [d for d in (signal.of(f) for f in self.frames) if d is not None]
+
+
+def locate_bottom(frames: Sequence[FrameMessage], signal: DepthSignal, plateau: float) -> tuple[int, int]:
+    """First and last index in ``frames`` of those within ``plateau`` of the range from the deepest one."""
+    seen = [(i, d) for i, f in enumerate(frames) if (d := signal.of(f)) is not None]
+    if not seen:
+        raise ValueError("no frame has the depth signal")
+    deepest = max(d for _, d in seen)
+    floor = deepest - plateau * (deepest - min(d for _, d in seen))
+    near = [i for i, d in seen if d >= floor]
+    return near[0], near[-1]
 
 
 @dataclass(frozen=True)
@@ -461,4 +490,5 @@ class RepDetector:
         series = rep.depth_series()
         self._ranges = [*self._ranges, max(series) - min(series[0], series[-1])]
         self._ranges = self._ranges[-self.config.typical_reps:]
+        rep.bottom = locate_bottom(rep.frames, self._signal, self.config.bottom_plateau)
         return self._close("complete", reason)

@@ -68,4 +68,4 @@ def test_analyze_against_ground_truth(row: dict[str, str] | str, record_property
                 assert index in bad_reps, f"rep {index} is labelled {label} but was judged {result.reps[index - 1]}"
     # seq is the decode index here: a file read as fast as possible drops nothing.
     for rep_index, error in enumerate(bottom_errors, start=1):
-        assert abs(error) <= BOTTOM_TOLERANCE_FRAMES, f"rep {rep_index}: deepest frame {error:+d} from its label"
+        assert abs(error) <= BOTTOM_TOLERANCE_FRAMES, f"rep {rep_index}: bottom frame {error:+d} from its label"

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from formcheck_aggregator.grading import GradingConfig, grade_rep, letter, main_fault, set_grade
-from formcheck_aggregator.reps import RepDetector, RepFrames
+from formcheck_aggregator.reps import DEPTH_SIGNAL, RepConfig, RepDetector, RepFrames, locate_bottom
 from formcheck_protocol.messages import Fault, RepMessage
 from tests.unit.synthetic_frames import Clip, mark, rep_segments, restamp, squat_clip
 
@@ -20,8 +20,9 @@ def rep_clip(*, down: float = 0.8, hold: float = 0.4, up: float = 0.8, **clip_kw
 
 
 def rep_frames(clip: Clip) -> RepFrames:
-    """The movement exactly: first descending frame to last ascending frame."""
-    return RepFrames("squat", clip.frames[clip.span("descending").start:clip.span("ascending").end])
+    """The movement exactly: first descending frame to last ascending frame, its bottom located as the detector does."""
+    frames = clip.frames[clip.span("descending").start:clip.span("ascending").end]
+    return RepFrames("squat", frames, bottom=locate_bottom(frames, DEPTH_SIGNAL["squat"], RepConfig().bottom_plateau))
 
 
 def grade(rep: RepFrames, config: GradingConfig = CFG) -> RepMessage:
@@ -51,8 +52,11 @@ def test_perfect_clean_rep_from_the_detector() -> None:
     rep_seqs = [f.seq for f in events[0].rep.frames]
     assert (msg.start_seq, msg.end_seq) == (rep_seqs[0], rep_seqs[-1])
     assert msg.bottom_ts == clip.frames[clip.index_of_seq(msg.bottom_seq)].ts
-    assert msg.descent_s == pytest.approx((msg.bottom_ts - msg.start_ts) / 1000)
-    assert msg.ascent_s == pytest.approx((msg.end_ts - msg.bottom_ts) / 1000)
+    # The bottom is the middle of the 0.3 s hold (the data set's convention for a paused rep); the hold itself is
+    # neither descent nor ascent.
+    hold_s = (msg.bottom_ts - msg.start_ts) / 1000 - msg.descent_s
+    assert 0.1 < hold_s < 0.25
+    assert (msg.end_ts - msg.bottom_ts) / 1000 - msg.ascent_s == pytest.approx(hold_s, abs=0.07)
     assert 0.6 < msg.descent_s < 0.9
     assert (msg.node, msg.member, msg.rep_index, msg.exercise) == ("pi-squat-1", "m42", 1, "squat")
 

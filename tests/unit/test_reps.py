@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from formcheck_aggregator.reps import RepConfig, RepDetector, RepEvent
+from formcheck_aggregator.reps import DEPTH_SIGNAL, RepConfig, RepDetector, RepEvent, locate_bottom
 from formcheck_protocol.messages import FrameMessage
 from tests.unit.synthetic_frames import BOOT, NODE, TS0, Clip, flip, make_frame, rep_segments, squat_clip
 
@@ -65,6 +65,31 @@ def test_complete_rep_boundaries_and_bottom() -> None:
         assert [f.seq for f in frames] == [clip.frames[i].seq for i in range(first, last + 1)]
         bottom = max(frames, key=lambda f: f.angles["hip_depth"])
         assert abs(clip.index_of_seq(bottom.seq) - clip.span("bottom", k).start) <= 2
+
+
+@pytest.mark.parametrize("hold_s", [0.0, 0.3, 1.5])
+def test_the_bottom_is_the_middle_of_a_pause(hold_s: float) -> None:
+    """The data set's convention: for a paused rep, the middle of the pause; arriving and leaving bound it."""
+    clip = squat_clip(rep_segments(1, hold=hold_s) if hold_s else rep_segments(1, hold=0.04))
+    [event] = run(clip.frames)
+    rep = event.rep
+    assert rep.bottom is not None
+    arrived, left = (clip.index_of_seq(rep.frames[i].seq) for i in rep.bottom)
+    middle = clip.index_of_seq(rep.bottom_frame.seq)
+    hold = clip.span("bottom")
+    assert abs(middle - (hold.start + hold.last) / 2) <= 2
+    assert arrived <= hold.start + 1 and left >= hold.last - 1
+    assert arrived < middle < left or hold_s == 0.0
+
+
+def test_a_plateau_of_zero_is_the_deepest_frame() -> None:
+    clip = squat_clip(rep_segments(1, hold=0.5))
+    frames = clip.frames
+    first, last = locate_bottom(frames, DEPTH_SIGNAL["squat"], 0.0)
+    deepest = max(DEPTH_SIGNAL["squat"].of(f) or -1e9 for f in frames)
+    assert all(DEPTH_SIGNAL["squat"].of(frames[i]) == deepest for i in (first, last))
+    with pytest.raises(ValueError, match="no frame"):
+        locate_bottom([], DEPTH_SIGNAL["squat"], 0.1)
 
 
 # -- smoothing and hysteresis ------------------------------------------------------

@@ -20,13 +20,14 @@ from __future__ import annotations
 import csv
 import itertools
 import statistics
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
 from formcheck_aggregator.recognition import Recognition, RecognitionConfig, recognise
-from formcheck_aggregator.reps import DEPTH_SIGNAL, RepConfig, RepDetector
+from formcheck_aggregator.reps import DEPTH_SIGNAL, RepConfig, RepDetector, locate_bottom
 from formcheck_models.training.dataset import GROUND_TRUTH
 from formcheck_models.training.frame_cache import edge_frames
 from formcheck_models.training.sources import clip_sources
@@ -53,6 +54,12 @@ FLOORS: Final[dict[Exercise, tuple[float, ...]]] = {
 }
 """Candidate hysteresis floors per exercise; the first is the prior default."""
 
+BOTTOM_PLATEAUS: Final[tuple[float, ...]] = (0.0, 0.05, 0.1, 0.15, 0.2)
+"""Candidates of ``RepConfig.bottom_plateau``, chosen per fold after the counting settings (it moves a rep's bottom,
+never its count): the first is the prior rule (the deepest frame). Rule and candidates were fixed after comparing
+bottom locators on every clip in sample (the deepest frame, a smoothed deepest frame, the median or middle of the
+near-deepest frames): models/REPORT_reps.md, "Before and after"."""
+
 BOTTOM_TOLERANCE: Final = 5
 """Frames: the data README's bottom-frame tolerance (±10 for paused reps and moving cameras)."""
 
@@ -75,10 +82,17 @@ class EvalClip:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What the counter made of one clip: complete reps as (first seq, last seq, deepest seq), and partials."""
+    """What the counter made of one clip: complete reps as (first seq, last seq, bottom seq), and partials."""
 
     reps: tuple[tuple[int, int, int], ...]
     partial: int
+    bottoms: tuple[tuple[int, ...], ...] = ()
+    """Per rep, its bottom's seq under each of ``BOTTOM_PLATEAUS``."""
+
+    def located(self, plateau: int) -> Outcome:
+        """The same reps with their bottoms under ``BOTTOM_PLATEAUS[plateau]``."""
+        reps = tuple((first, last, b[plateau]) for (first, last, _), b in zip(self.reps, self.bottoms, strict=True))
+        return replace(self, reps=reps)
 
     @property
     def count(self) -> int:
@@ -118,14 +132,15 @@ def count(frames: Sequence[FrameMessage], exercise: Exercise, config: RepConfig,
     detector = RepDetector(exercise, config)
     signal = DEPTH_SIGNAL[exercise]
     events = [e for f in frames[::step] for e in detector.push(f)] + detector.finish()
-    reps = []
+    reps, bottoms = [], []
     for event in events:
         if event.kind != "complete":
             continue
-        with_depth = [(f.seq, d) for f in event.rep.frames if (d := signal.of(f)) is not None]
-        deepest = max(with_depth, key=lambda sd: sd[1])[0]
-        reps.append((event.rep.frames[0].seq, event.rep.frames[-1].seq, deepest))
-    return Outcome(reps=tuple(reps), partial=sum(e.kind == "partial" for e in events))
+        frames_of_rep = event.rep.frames
+        reps.append((frames_of_rep[0].seq, frames_of_rep[-1].seq, event.rep.bottom_frame.seq))
+        bottoms.append(tuple(replace(event.rep, bottom=locate_bottom(frames_of_rep, signal, p)).bottom_frame.seq
+                             for p in BOTTOM_PLATEAUS))
+    return Outcome(reps=tuple(reps), partial=sum(e.kind == "partial" for e in events), bottoms=tuple(bottoms))
 
 
 def grid_points(grid: Mapping[str, Sequence[float]]) -> list[Setting]:
@@ -182,6 +197,16 @@ class Table:
         assert best is not None
         return best[1], best[2]
 
+    def choose_plateau(self, setting: Setting, floors: dict[Exercise, int], members: Sequence[int]) -> int:
+        """Index in ``BOTTOM_PLATEAUS`` that puts most bottoms of ``members`` within tolerance (ties: earlier)."""
+        def within(k: int) -> int:
+            return sum(abs(e) <= BOTTOM_TOLERANCE for i in members
+                       for e in bottom_errors(self.clips[i], self.outcome(setting, floors, i).located(k)))
+        return max(range(len(BOTTOM_PLATEAUS)), key=lambda k: (within(k), -k))
+
+    def outcome(self, setting: Setting, floors: dict[Exercise, int], clip: int) -> Outcome:
+        return self.outcomes[setting, floors.get(self.clips[clip].exercise, 0)][clip]
+
 
 @dataclass(frozen=True)
 class HeldOut:
@@ -197,13 +222,17 @@ class HeldOut:
         return self.outcome.count == self.clip.expected
 
     def bottom_errors(self) -> list[int]:
-        """Per labelled bottom inside a counted rep: counted deepest frame − label (nearest label per rep)."""
-        errors = []
-        for first, last, deepest in self.outcome.reps:
-            inside = [b for b in self.clip.bottoms if first <= b <= last]
-            if inside:
-                errors.append(deepest - min(inside, key=lambda b: abs(b - deepest)))
-        return errors
+        return bottom_errors(self.clip, self.outcome)
+
+
+def bottom_errors(clip: EvalClip, outcome: Outcome) -> list[int]:
+    """Per labelled bottom inside a counted rep: counted bottom frame − label (nearest label per rep)."""
+    errors = []
+    for first, last, bottom in outcome.reps:
+        inside = [b for b in clip.bottoms if first <= b <= last]
+        if inside:
+            errors.append(bottom - min(inside, key=lambda b: abs(b - bottom)))
+    return errors
 
 
 def leave_one_source_out(table: Table) -> list[HeldOut]:
@@ -212,18 +241,25 @@ def leave_one_source_out(table: Table) -> list[HeldOut]:
         held = [i for i, c in enumerate(table.clips) if c.source == source]
         train = [i for i, c in enumerate(table.clips) if c.source != source]
         setting, floors = table.choose(train)
+        plateau = table.choose_plateau(setting, floors, train)
+        located = _with_plateau(setting, plateau)
         for i in held:
             clip = table.clips[i]
-            k = floors.get(clip.exercise, 0)
-            results[i] = HeldOut(clip=clip, setting=setting, floor=FLOORS[clip.exercise][k],
-                                 outcome=table.outcomes[setting, k][i])
+            results[i] = HeldOut(clip=clip, setting=located, floor=FLOORS[clip.exercise][floors.get(clip.exercise, 0)],
+                                 outcome=table.outcome(setting, floors, i).located(plateau))
     return [r for r in results if r is not None]
+
+
+def _with_plateau(setting: Setting, plateau: int) -> Setting:
+    return tuple(sorted((*setting, ("bottom_plateau", BOTTOM_PLATEAUS[plateau]))))
 
 
 def chosen_config(table: Table) -> RepConfig:
     """The settings chosen on every clip: what ships."""
-    setting, floors = table.choose(range(len(table.clips)))
-    return config_for(setting, {ex: FLOORS[ex][k] for ex, k in floors.items()})
+    everything = range(len(table.clips))
+    setting, floors = table.choose(everything)
+    located = _with_plateau(setting, table.choose_plateau(setting, floors, everything))
+    return config_for(located, {ex: FLOORS[ex][k] for ex, k in floors.items()})
 
 
 @dataclass(frozen=True)
@@ -331,6 +367,12 @@ PAST_COUNTERS: Final[tuple[PastCounter, ...]] = (
                 "83/90 (squat 35)", "257/302", "–", True),
     PastCounter("+ an end the stream cut is judged against the smaller of the rep's range and the person's "
                 "typical one", "84/90 (curl 8)", "258/303", "–", True),
+    PastCounter("+ a rep's bottom is the middle of its frames within `bottom_plateau` of its range from the deepest "
+                "(0, 0.05, 0.1, 0.15 or 0.2, chosen per fold after the counting settings; 0 is the deepest frame). "
+                "Compared first in sample, with the shipped settings, before the folds ran: deepest frame 258/303, "
+                "deepest of a 3/5/9-frame moving average 267/267/272, middle of the contiguous near-deepest run "
+                "(0.1) 272, median near-deepest frame (0.1) 286, middle of the near-deepest frames (0.1) 291",
+                "84/90", "286/303", "–", True),
     PastCounter("recognition: + the legs' movement is the larger of the hips' travel and the knees' bend",
                 "–", "–", "83/90", True),
     PastCounter("recognition: + an arm movement is curl-like only with the wrists below the neck "
@@ -406,11 +448,21 @@ def _recognition_lines(recognised: Sequence[Recognised]) -> list[str]:
     return lines
 
 
+def _fold_choices(results: Sequence[HeldOut]) -> str:
+    """How many folds chose each value of each setting."""
+    by_source = {r.clip.source: dict(r.setting) for r in results}
+    parts = []
+    for name in sorted({n for chosen in by_source.values() for n in chosen}):
+        values = Counter(chosen[name] for chosen in by_source.values())
+        parts.append(f"`{name}` " + ", ".join(f"{v:.3g} in {n}" for v, n in sorted(values.items())))
+    return "; ".join(parts) + f" (of {len(by_source)})"
+
+
 def write_report(path: Path, by_rate: dict[int, list[HeldOut]], shipped: RepConfig, data_clips: int,
                  sources: int, recognised: Sequence[Recognised] = (),
                  recognition: RecognitionConfig | None = None, faults: Sequence[str] = ()) -> None:
     """models/REPORT_reps.md: the leave-one-source-out table, the totals and what ships."""
-    setting = {name: getattr(shipped, name) for name in sorted(GRID)}
+    setting = {name: getattr(shipped, name) for name in sorted([*GRID, "bottom_plateau"])}
     lines = [
         "# Rep counting: leave-one-source-out evaluation",
         "",
@@ -420,7 +472,8 @@ def write_report(path: Path, by_rate: dict[int, list[HeldOut]], shipped: RepConf
         "held out together; the counter's settings (`GRID` and the per-exercise hysteresis floors in "
         "`models/formcheck_models/training/rep_selection.py`) are chosen on the other sources' clips "
         "only (most clips counted "
-        "exactly, then the smaller count error, then the earlier grid point), then run on the held-out ones. "
+        "exactly, then the smaller count error, then the earlier grid point), then where a rep's bottom lies "
+        "(`BOTTOM_PLATEAUS`: most bottoms within ±5 frames), then run on the held-out ones. "
         "The counter reads the depth signal of the edge's frame messages and does not use the classifier, so "
         "no model is retrained per fold. Its structure (signals, rules) was designed while looking at these "
         "clips; only its numbers are chosen per fold. Each clip's frames carry its own exercise's classifier "
@@ -448,6 +501,8 @@ def write_report(path: Path, by_rate: dict[int, list[HeldOut]], shipped: RepConf
         "",
         ", ".join(f"`{name}` = {value:.3g}" for name, value in setting.items())
         + ", hysteresis floors " + ", ".join(f"{ex} {v:g}" for ex, v in shipped.hysteresis.items()) + ".",
+        "",
+        "Chosen per fold (every frame; folds = held-out sources): " + _fold_choices(by_rate[1]) + ".",
         "",
         "## Exercise recognition (held out)",
         "",

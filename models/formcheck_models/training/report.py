@@ -142,7 +142,7 @@ def _rep_counting(run: RunSummary) -> list[str]:
         "`formcheck analyze`. Poses come from the training pose cache. Unlike `formcheck analyze` with the "
         "shipped model, the classifier never saw these people, so these counts measure the rep counter on new "
         "people. A labelled rep is matched to the counted rep whose frames contain its bottom frame; bottom "
-        "error = counted rep's deepest frame (`bottom_seq`) − labelled bottom frame (labels are ±5 frames, ±10 "
+        "error = counted rep's bottom frame (`bottom_seq`) − labelled bottom frame (labels are ±5 frames, ±10 "
         "for paused reps and moving cameras).",
         "",
         *_table(("measure", "value"), [
