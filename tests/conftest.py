@@ -119,8 +119,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     from formcheck_aggregator.reps import RepConfig
     from formcheck_models.training import rep_selection as selection
 
-    clips = selection.load_eval_clips(require_data_dir())  # frames cached by the tests
-    table = selection.Table.build(clips)
+    data_dir = require_data_dir()
+    clips = selection.load_eval_clips(data_dir)  # frames cached by the tests
+    table = selection.Table.build(clips, data_dir=data_dir)
     results = selection.leave_one_source_out(table)
     _LOSO_ROWS.extend(selection.summary_rows(results))
     exact = {ex: (t.exact, t.clips)

@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import csv
 import itertools
+import multiprocessing
+import os
 import statistics
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
@@ -153,6 +156,25 @@ def settings() -> list[Setting]:
     return grid_points(GRID)
 
 
+_MAX_PROCESSES: Final = 8
+_WORKER_CLIPS: list[EvalClip] = []
+"""The clips of a counting worker process (:meth:`Table.build`), loaded once by its initializer."""
+
+
+def _count_point(clips: Sequence[EvalClip], setting: Setting, floor: int, step: int) -> list[Outcome]:
+    config = config_for(setting, {ex: values[floor] for ex, values in FLOORS.items()})
+    return [count(c.frames, c.exercise, config, step) for c in clips]
+
+
+def _load_worker_clips(data_dir: Path, names: Sequence[str]) -> None:
+    by_name = {c.name: c for c in load_eval_clips(data_dir)}
+    _WORKER_CLIPS[:] = [by_name[name] for name in names]
+
+
+def _count_in_worker(point: tuple[Setting, int, int]) -> list[Outcome]:
+    return _count_point(_WORKER_CLIPS, *point)
+
+
 @dataclass
 class Table:
     """Outcome of every clip under every (setting, floor index) pair."""
@@ -161,13 +183,22 @@ class Table:
     outcomes: dict[tuple[Setting, int], list[Outcome]] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, clips: list[EvalClip], step: int = 1) -> Table:
+    def build(cls, clips: list[EvalClip], step: int = 1, *, data_dir: Path | None = None) -> Table:
+        """Count every clip under every grid point; with ``data_dir`` (where ``clips`` came from), on every core."""
         table = cls(clips)
-        for setting in settings():
-            for k in range(len(next(iter(FLOORS.values())))):
-                floors = {ex: values[k] for ex, values in FLOORS.items()}
-                config = config_for(setting, floors)
-                table.outcomes[setting, k] = [count(c.frames, c.exercise, config, step) for c in clips]
+        points = [(setting, k) for setting in settings() for k in range(len(next(iter(FLOORS.values()))))]
+        processes = min(os.cpu_count() or 1, _MAX_PROCESSES)
+        if data_dir is None or processes == 1:
+            for setting, k in points:
+                table.outcomes[setting, k] = _count_point(clips, setting, k, step)
+            return table
+        # Spawned, not forked: the caller may hold threads (pytest-xdist's controller). Each worker reads the
+        # same clips from the frame cache rather than receiving 30,000 pickled frame messages.
+        with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_load_worker_clips, initargs=(data_dir, [c.name for c in clips])) as pool:
+            counted = pool.map(_count_in_worker, [(setting, k, step) for setting, k in points], chunksize=16)
+            for point, outcomes in zip(points, counted, strict=True):
+                table.outcomes[point] = outcomes
         return table
 
     def score(self, setting: Setting, floor: int, members: Sequence[int]) -> tuple[int, int]:
@@ -540,7 +571,7 @@ def evaluate_reps_main(data_dir: Path, out: Path) -> int:
     by_rate: dict[int, list[HeldOut]] = {}
     shipped = RepConfig()
     for rate in RATES:
-        table = Table.build(clips, rate)
+        table = Table.build(clips, rate, data_dir=data_dir)
         by_rate[rate] = leave_one_source_out(table)
         if rate == 1:
             shipped = chosen_config(table)
