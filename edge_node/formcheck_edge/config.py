@@ -107,7 +107,9 @@ class FaultSection(Section):
         0.8, gt=0, description="knees_in when knee distance / ankle distance drops below this while bending."
     )
     frontal_view_max_deg: float = Field(
-        35.0, gt=0, le=90, description="knees_in is judged only when the camera is within this yaw of front/rear."
+        35.0, gt=0, le=90, description="knees_in is judged only when the camera is within this yaw of front/rear; "
+        "the trunk's lean (squat forward_lean, curl swinging) only outside it, where it is not along the camera's "
+        "axis."
     )
     forward_lean_deg: float = Field(55.0, gt=0, description="forward_lean when the trunk tilts more than this.")
     bending_knee_deg: float = Field(

@@ -36,12 +36,19 @@ def _squat_faults(angles: dict[str, float], rules: FaultSection) -> list[Fault]:
     if angles.get("knee", 180.0) > rules.bending_knee_deg:
         return []
     faults: list[Fault] = []
-    # Knee width is only measurable when the camera sees the hips side by side.
-    if angles["knee_width"] < rules.knees_in_width_ratio and angles.get("view_yaw", 90.0) <= rules.frontal_view_max_deg:
+    # Knee width is only measurable when the camera sees the hips side by side; a lean toward or away from a
+    # camera in front is along its axis, a depth guess, so the trunk is judged from anywhere else.
+    frontal = _frontal(angles, rules)
+    if frontal and angles["knee_width"] < rules.knees_in_width_ratio:
         faults.append("knees_in")
-    if angles["trunk_lean"] > rules.forward_lean_deg:
+    if not frontal and angles["trunk_lean"] > rules.forward_lean_deg:
         faults.append("forward_lean")
     return faults
+
+
+def _frontal(angles: dict[str, float], rules: FaultSection) -> bool:
+    """The camera faces the person's front or back (a frame without a yaw is not taken as frontal)."""
+    return angles.get("view_yaw", 90.0) <= rules.frontal_view_max_deg
 
 
 def _pushup_faults(angles: dict[str, float], rules: FaultSection) -> list[Fault]:
@@ -57,7 +64,7 @@ def _pushup_faults(angles: dict[str, float], rules: FaultSection) -> list[Fault]
 
 
 def _curl_faults(angles: dict[str, float], rules: FaultSection) -> list[Fault]:
-    """Swinging: the trunk leaves the vertical (leaning back to heave the weight up)."""
-    if angles.get("trunk_lean", 0.0) > rules.swing_lean_deg:
+    """Swinging: the trunk leaves the vertical (leaning back to heave the weight up), seen from beside or obliquely."""
+    if not _frontal(angles, rules) and angles.get("trunk_lean", 0.0) > rules.swing_lean_deg:
         return ["swinging"]
     return []

@@ -16,9 +16,19 @@ def test_no_faults_for_clean_frame_or_standing() -> None:
 
 def test_each_rule_fires_on_its_own() -> None:
     assert frame_faults("squat", "bottom", {**NEUTRAL, "knee_width": 0.6}, RULES) == ["knees_in"]
-    assert frame_faults("squat", "ascending", {**NEUTRAL, "trunk_lean": 70.0}, RULES) == ["forward_lean"]
-    both = {**NEUTRAL, "knee_width": 0.6, "trunk_lean": 70.0}
-    assert frame_faults("squat", "descending", both, RULES) == ["knees_in", "forward_lean"]
+    oblique = {**NEUTRAL, "view_yaw": 45.0}
+    assert frame_faults("squat", "ascending", {**oblique, "trunk_lean": 70.0}, RULES) == ["forward_lean"]
+    assert frame_faults("squat", "descending", {**oblique, "knee_width": 0.6}, RULES) == []
+
+
+def test_the_trunk_lean_is_not_judged_from_the_front() -> None:
+    """Head-on, a lean toward or away from the camera is along its axis: a depth guess, not a measure."""
+    leaning = {**NEUTRAL, "trunk_lean": 70.0}
+    assert frame_faults("squat", "bottom", leaning, RULES) == []
+    assert frame_faults("squat", "bottom", {**leaning, "view_yaw": 80.0}, RULES) == ["forward_lean"]
+    swinging = {"trunk_lean": RULES.swing_lean_deg + 10}
+    assert frame_faults("curl", "ascending", {**swinging, "view_yaw": 5.0}, RULES) == []
+    assert frame_faults("curl", "ascending", {**swinging, "view_yaw": 60.0}, RULES) == ["swinging"]
 
 
 def test_other_exercises_have_no_squat_rules() -> None:

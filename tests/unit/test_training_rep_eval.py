@@ -49,10 +49,15 @@ ROUNDS_GOOD = 21   # bad_p 0.49994 rounds to 0.4999: good
 
 
 def squat_poses(n: int = 40) -> ClipPoses:
-    """One squat: knee 175° → 60° → 175°, trunk leaning up to 60° at the bottom, two frames without a person."""
+    """One squat: knee 175° → 60° → 175°, trunk leaning up to 60° at the bottom, two frames without a person.
+
+    Seen obliquely (turned 60° about the vertical): head-on, the trunk's lean would not be judged.
+    """
     t = np.sin(np.linspace(0.0, np.pi, n)) ** 2
     poses = [skeleton(175.0 - 115.0 * k, trunk_deg=60.0 * k) for k in t]
-    world = np.stack([p.world for p in poses]).astype(np.float32)
+    turn = np.radians(60.0)
+    about_vertical = np.array([[np.cos(turn), 0.0, -np.sin(turn)], [0.0, 1.0, 0.0], [np.sin(turn), 0.0, np.cos(turn)]])
+    world = (np.stack([p.world for p in poses]) @ about_vertical).astype(np.float32)
     visibility = np.stack([p.visibility for p in poses]).astype(np.float32)
     present = np.ones(n, dtype=bool)
     present[NO_POSE] = False
