@@ -404,6 +404,10 @@ PAST_COUNTERS: Final[tuple[PastCounter, ...]] = (
                 "deepest of a 3/5/9-frame moving average 267/267/272, middle of the contiguous near-deepest run "
                 "(0.1) 272, median near-deepest frame (0.1) 286, middle of the near-deepest frames (0.1) 291",
                 "84/90", "286/303", "–", True),
+    PastCounter("faults: the trunk's lean (squat `forward_lean`, curl `swinging`) judged only outside the frontal "
+                "cone where `knees_in` is judged (head-on, a lean is along the camera's axis): held out, "
+                "`forward_lean` flags 7 -> 3 and `swinging` 7 -> 1, none of them labelled; counts unchanged",
+                "84/90", "286/303", "–", True),
     PastCounter("recognition: + the legs' movement is the larger of the hips' travel and the knees' bend",
                 "–", "–", "83/90", True),
     PastCounter("recognition: + an arm movement is curl-like only with the wrists below the neck "
