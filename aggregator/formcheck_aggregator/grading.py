@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from formcheck_aggregator.reps import DEPTH_SIGNAL, DepthSignal, RepFrames, by_exercise
+from formcheck_aggregator.reps import DEPTH_SIGNAL, DepthSignal, RepFrames, by_exercise, middle
 from formcheck_protocol.messages import Exercise, Fault, Grade, RepMessage, Verdict
 
 # What "deep enough" is judged on: squat hip height against the knees; push-up
@@ -169,9 +169,10 @@ def grade_rep(
     bottom_frame = rep.bottom_frame
     assert rep.bottom is not None
     arrived, left = (frames[i] for i in rep.bottom)
-    depth_series = [d for f in frames if (d := signal.of(f)) is not None]
+    with_depth = [(i, d) for i, f in enumerate(frames) if (d := signal.of(f)) is not None]
+    depth_series = [d for _, d in with_depth]
     # The bottom's place among the frames that have the signal (the wobble's turning point).
-    bottom_index = max(0, sum(1 for f in frames if f.seq <= bottom_frame.seq and signal.of(f) is not None) - 1)
+    bottom_index = max(0, sum(i <= middle(rep.bottom) for i, _ in with_depth) - 1)
     graded = [d for f in frames if (d := GRADE_DEPTH[exercise].of(f)) is not None]
     deepest = max(graded) if graded else max(depth_series)
     start, end = frames[0], frames[-1]

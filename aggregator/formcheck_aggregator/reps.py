@@ -189,7 +189,7 @@ class RepFrames:
         """The middle of the bottom: what a rep's bottom frame means (for a paused rep, the middle of the pause)."""
         if self.bottom is None:
             raise ValueError("only a complete rep has a located bottom")
-        return self.frames[sum(self.bottom) // 2]
+        return self.frames[middle(self.bottom)]
 
     @property
     def reached_bottom(self) -> bool:
@@ -199,6 +199,11 @@ class RepFrames:
         """Depth signal (default: the exercise's ``DEPTH_SIGNAL``) of each frame that has it (larger = deeper)."""
         signal = signal or DEPTH_SIGNAL[self.exercise]
         return [d for d in (signal.of(f) for f in self.frames) if d is not None]
+
+
+def middle(span: tuple[int, int]) -> int:
+    """The bottom's own frame in a located ``(first, last)`` span: its middle."""
+    return (span[0] + span[1]) // 2
 
 
 def locate_bottom(frames: Sequence[FrameMessage], signal: DepthSignal, plateau: float) -> tuple[int, int]:

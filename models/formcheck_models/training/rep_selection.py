@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from formcheck_aggregator.recognition import Recognition, RecognitionConfig, recognise
-from formcheck_aggregator.reps import DEPTH_SIGNAL, RepConfig, RepDetector, locate_bottom
+from formcheck_aggregator.reps import DEPTH_SIGNAL, RepConfig, RepDetector, locate_bottom, middle
 from formcheck_models.training.dataset import GROUND_TRUTH
 from formcheck_models.training.frame_cache import edge_frames
 from formcheck_models.training.sources import clip_sources
@@ -141,7 +141,7 @@ def count(frames: Sequence[FrameMessage], exercise: Exercise, config: RepConfig,
             continue
         frames_of_rep = event.rep.frames
         reps.append((frames_of_rep[0].seq, frames_of_rep[-1].seq, event.rep.bottom_frame.seq))
-        bottoms.append(tuple(replace(event.rep, bottom=locate_bottom(frames_of_rep, signal, p)).bottom_frame.seq
+        bottoms.append(tuple(frames_of_rep[middle(locate_bottom(frames_of_rep, signal, p))].seq
                              for p in BOTTOM_PLATEAUS))
     return Outcome(reps=tuple(reps), partial=sum(e.kind == "partial" for e in events), bottoms=tuple(bottoms))
 
