@@ -8,39 +8,31 @@ model, and the edge's own code. A changed input recomputes the entry, nothing el
 
 Files are keyed by their content, not their timestamps: a data set copied or unpacked again (new modification
 times, same bytes) keeps its entries, which cost ~10 CPU-minutes to recompute. Each file is hashed once per
-process while its size and modification time stay the same. Only the newest ``KEEP_PER_CLIP`` entries of a clip
-are kept (checkouts at different commits share the cache; older entries would only grow it).
+process while its size, modification time and inode stay the same (``dataset.file_sha256``). Only the newest
+``KEEP_PER_CLIP`` entries of a clip are kept (checkouts at different commits share the cache; older entries
+would only grow it).
 """
 
 from __future__ import annotations
 
 import functools
+import glob
 import hashlib
 import os
 from pathlib import Path
 from typing import Final
 
 from formcheck_edge.offline import classify_video, offline_config
-from formcheck_models.training.dataset import pose_pipeline_id
+from formcheck_models.training.dataset import file_sha256, pose_pipeline_id
 from formcheck_protocol.messages import Exercise, FrameMessage
 from formcheck_runtime.paths import POSE_MODEL, REPO_ROOT, cache_dir, classifier_model
 
 _EDGE_CODE = ("edge_node/formcheck_edge", "protocol/formcheck_protocol")
 KEEP_PER_CLIP: Final = 3
+_KEY_CHARS: Final = 16
 
 
-def content_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes, computed once per process while its size and modification time are unchanged."""
-    stat = path.stat()
-    return _digest(str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino)
-
-
-@functools.lru_cache(maxsize=1024)
-def _digest(path: str, size: int, mtime_ns: int, inode: int) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
+@functools.cache
 def _code_digest() -> str:
     digest = hashlib.sha256()
     for package in _EDGE_CODE:
@@ -52,9 +44,9 @@ def _code_digest() -> str:
 
 def frames_cache_path(video: Path, exercise: Exercise) -> Path:
     key = hashlib.sha256("|".join((
-        content_digest(video), exercise, content_digest(POSE_MODEL), pose_pipeline_id(),
-        content_digest(classifier_model(exercise)), _code_digest(),
-    )).encode()).hexdigest()[:16]
+        file_sha256(video), exercise, file_sha256(POSE_MODEL), pose_pipeline_id(),
+        file_sha256(classifier_model(exercise)), _code_digest(),
+    )).encode()).hexdigest()[:_KEY_CHARS]
     return cache_dir() / "frames" / f"{video.stem}-{key}.jsonl"
 
 
@@ -70,15 +62,14 @@ def edge_frames(video: Path, exercise: Exercise) -> list[FrameMessage]:
     tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
     tmp.write_text("".join(frame.model_dump_json() + "\n" for frame in frames))
     tmp.replace(cached)
-    prune(cached)
+    prune(cached.parent, video.stem)
     return frames
 
 
-def prune(entry: Path, keep: int = KEEP_PER_CLIP) -> list[Path]:
-    """Remove all but the ``keep`` newest entries of ``entry``'s clip; returns what was removed."""
-    clip = entry.name.rsplit("-", 1)[0]
-    siblings = [p for p in entry.parent.glob(f"{clip}-*.jsonl") if p.name.rsplit("-", 1)[0] == clip]
-    siblings.sort(key=lambda p: p.stat().st_mtime_ns, reverse=True)
+def prune(folder: Path, clip: str, keep: int = KEEP_PER_CLIP) -> list[Path]:
+    """Remove all but the ``keep`` newest entries of ``clip`` in ``folder``; returns what was removed."""
+    siblings = sorted(folder.glob(f"{glob.escape(clip)}-{'?' * _KEY_CHARS}.jsonl"),
+                      key=lambda p: p.stat().st_mtime_ns, reverse=True)
     removed = siblings[keep:]
     for old in removed:
         old.unlink(missing_ok=True)
