@@ -296,9 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     best_pose = best_pipe = 0.0
     with running_mosquitto() as broker:
         for r in range(args.rounds):
-            n, pose_s = edge_bench.pose_alone(clip)
-            m, pipe_s = edge_bench.pipeline(clip, broker.host, broker.port, f"bench-{r}")
-            best_pose, best_pipe = max(best_pose, n / pose_s), max(best_pipe, m / pipe_s)
+            pose = edge_bench.pose_alone(clip)
+            pipe = edge_bench.pipeline(clip, broker.host, broker.port, f"bench-{r}")
+            best_pose, best_pipe = max(best_pose, pose.fps), max(best_pipe, pipe.fps)
     n_clips, minutes, points = frame_points(data, compute=False)
     result = {
         "clip": clip.name, "phases": [{"name": p.name, "cpu_s_per_min": round(p.cpu_per_min, 2),
