@@ -97,6 +97,16 @@ class PoseLandmarks:
                 f"expected world (33, 3) and visibility (33,), got {self.world.shape} and {self.visibility.shape}"
             )
 
+    @property
+    def mean_visibility(self) -> float:
+        """Mean visibility of all 33 landmarks."""
+        return float(self.visibility.astype(np.float32).mean())
+
+    @property
+    def lower_body_visibility(self) -> float:
+        """Mean visibility of the hips, knees and ankles: whether the legs are in the picture."""
+        return float(self.visibility.astype(np.float32)[list(LOWER_BODY)].mean())
+
 
 @dataclass(frozen=True)
 class FrameFeatures:
@@ -224,13 +234,12 @@ def frame_features(pose: PoseLandmarks) -> FrameFeatures:
     )
     points = virtual_points(pose)
     torso = float(np.linalg.norm(points["neck"] - points["pelvis"])) + _EPS
-    vis = pose.visibility.astype(np.float32)
     ankles_y = float((pose.world[L_ANKLE][1] + pose.world[R_ANKLE][1]) / 2)
     return FrameFeatures(
         vector=np.concatenate([normalised_joints(pose), scalars]),
         angles=measures,
-        visibility=float(vis.mean()),
-        lower_body_visibility=float(vis[list(LOWER_BODY)].mean()),
+        visibility=pose.mean_visibility,
+        lower_body_visibility=pose.lower_body_visibility,
         # World landmarks are centred on the hips, so vertical motion shows as
         # the height of pelvis and neck above the ankles (y points down).
         pelvis_y=(ankles_y - float(points["pelvis"][1])) / torso,

@@ -14,7 +14,7 @@ from formcheck_edge.capture import CapturedFrame
 from formcheck_edge.classifier import ModelLoadError, PhaseFormClassifier
 from formcheck_edge.config import EdgeConfig
 from formcheck_edge.faults import frame_faults
-from formcheck_edge.features import FeatureWindow, FrameFeatures, frame_features
+from formcheck_edge.features import FeatureWindow, PoseLandmarks, frame_features
 from formcheck_edge.pose import PoseEstimator
 from formcheck_protocol.messages import Exercise, FrameMessage
 from formcheck_runtime.native_log import NativeLogFilter
@@ -65,24 +65,27 @@ def _load_classifier(config: EdgeConfig, exercise: Exercise) -> PhaseFormClassif
 
 @dataclass(frozen=True)
 class Sighting:
-    """What the pose model saw in one frame before it is numbered: ``features`` is None without a person."""
+    """What the pose model saw in one frame before it is numbered.
+
+    ``pose`` is None without a person, or when too little of the lower body is visible to judge one.
+    """
 
     ts: int
-    features: FrameFeatures | None
+    pose: PoseLandmarks | None
     vis: float
 
     @property
     def person(self) -> bool:
-        return self.features is not None
+        return self.pose is not None
 
 
 @dataclass(frozen=True)
 class Observation:
-    """What the pose model saw in one frame, before any classifier: ``features`` is None without a person."""
+    """What the pose model saw in one frame, numbered, before body measures and classifier (``classify``)."""
 
     seq: int
     ts: int
-    features: FrameFeatures | None
+    pose: PoseLandmarks | None
     vis: float
 
 
@@ -161,39 +164,36 @@ class FrameProcessor:
         return self.classify(self.observe(frame))
 
     def observe(self, frame: CapturedFrame) -> Observation:
-        """The pose of one frame and its body measures (the expensive part); assigns the next ``seq``."""
+        """The pose of one frame (the expensive part); assigns the next ``seq``."""
         return self.number(self.look(frame))
 
     def look(self, frame: CapturedFrame) -> Sighting:
-        """The pose of one frame and its body measures, without a ``seq`` yet (an idle node's check for a person
-        numbers only the frame it publishes)."""
+        """The pose of one frame, without a ``seq`` yet (an idle node's check for a person numbers only the frame
+        it publishes). Nothing else: the edge runs this on its pose thread, everything after it on another."""
         t0 = time.perf_counter()
         pose = self.pose.detect(frame.rgb, frame.ts_ms)
         if self._looked == _QUIET_FRAMES and self._quiet is not None:
             self._quiet.stop()  # the pose graph's threads have logged their set-up by now
         self._looked += 1
-        t1 = time.perf_counter()
-        self.timings.pose_s += t1 - t0
-        features = frame_features(pose) if pose is not None else None
-        self.timings.classify_s += time.perf_counter() - t1  # body measures count with the classifier, as before
-        visible = features is not None and features.lower_body_visibility >= self.config.pose.min_visibility
-        return Sighting(ts=frame.ts_ms, features=features if visible else None,
-                        vis=round(features.visibility, 3) if features else 0.0)
+        self.timings.pose_s += time.perf_counter() - t0
+        if pose is None:
+            return Sighting(ts=frame.ts_ms, pose=None, vis=0.0)
+        visible = pose.lower_body_visibility >= self.config.pose.min_visibility
+        return Sighting(ts=frame.ts_ms, pose=pose if visible else None, vis=round(pose.mean_visibility, 3))
 
     def number(self, sighting: Sighting) -> Observation:
         """A sighting becomes the next published frame: ``seq`` counts published frames only."""
         seq = self._seq
         self._seq += 1
         self.timings.frames += 1
-        return Observation(seq=seq, ts=sighting.ts, features=sighting.features, vis=sighting.vis)
+        return Observation(seq=seq, ts=sighting.ts, pose=sighting.pose, vis=sighting.vis)
 
     def classify(self, seen: Observation) -> FrameMessage:
-        """The frame message of an observation, with the current exercise's classifier.
+        """The frame message of an observation: body measures, the current exercise's classifier, fault rules.
 
         Observations go through here in capture order: the classifier's motion window spans consecutive ones.
         """
-        features = seen.features
-        if features is None:
+        if seen.pose is None:
             self._window.reset()
             self.timings.no_person += 1
             return FrameMessage(
@@ -201,6 +201,7 @@ class FrameProcessor:
                 phase="no_person", form="good", bad_p=0.0, vis=seen.vis,
             )
         t0 = time.perf_counter()
+        features = frame_features(seen.pose)
         result = self.classifier.classify(self._window.push(features))
         self.timings.classify_s += time.perf_counter() - t0
         angles = {name: round(features.angles[name], 3) for name in PUBLISHED_ANGLES}

@@ -54,6 +54,7 @@ class EdgePublisher:
         self._node = node_id
         self._boot = boot
         self._status_fields = dict(status_fields)
+        self._status_lock = threading.Lock()  # changed by the inference loop and the classify stage
         self._on_session = on_session
         self._frames_topic = topics.node(node_id, "frames")
         self._status_topic = topics.node(node_id, "status")
@@ -140,7 +141,8 @@ class EdgePublisher:
 
     def update_status(self, **fields: Any) -> None:
         """Change fields of the retained ``online`` status (e.g. after an exercise switch) and republish it."""
-        self._status_fields.update(fields)
+        with self._status_lock:
+            self._status_fields.update(fields)
         if self.connected.is_set():
             self._client.publish(self._status_topic, self._status("online"), qos=1, retain=True)
 
@@ -223,7 +225,9 @@ class EdgePublisher:
         return True
 
     def _status(self, state: NodeState) -> bytes:
-        return NodeStatus(state=state, node=self._node, boot=self._boot, ts=now_ms(), **self._status_fields).to_json()
+        with self._status_lock:
+            fields = dict(self._status_fields)
+        return NodeStatus(state=state, node=self._node, boot=self._boot, ts=now_ms(), **fields).to_json()
 
     # -- paho callbacks (network thread) ---------------------------------
 

@@ -19,6 +19,7 @@ from formcheck_edge.capture import (
     source_kind,
 )
 from formcheck_edge.classifier import ModelLoadError
+from formcheck_edge.classify_stage import ClassifyStage, SessionBox
 from formcheck_edge.config import ConfigError, EdgeConfig
 from formcheck_edge.exercise_gate import ExerciseGate
 from formcheck_edge.idle import IdleWatch
@@ -26,7 +27,6 @@ from formcheck_edge.pose import PoseModelError
 from formcheck_edge.processor import FrameProcessor
 from formcheck_edge.publisher import EdgePublisher
 from formcheck_edge.stats import StatsWindow
-from formcheck_protocol.messages import FrameMessage, SessionMessage
 from formcheck_protocol.topics import Topics
 from formcheck_runtime.queues import DropQueue, QueueClosed
 
@@ -39,32 +39,6 @@ EXIT_NOT_DELIVERED = 1
 
 class StartupError(RuntimeError):
     """The node cannot start; one line for the operator (exit status 2)."""
-
-
-class _SessionBox:
-    """Latest session, handed from the MQTT thread to the inference loop.
-
-    The broker redelivers the retained session on every reconnect: the same check-in again is not a new one (it
-    must not restart exercise recognition in the middle of a set).
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pending: tuple[SessionMessage | None] | None = None
-        self._taken: tuple[SessionMessage | None] | None = None
-
-    def put(self, session: SessionMessage | None) -> None:
-        with self._lock:
-            self._pending = (session,)
-
-    def take(self) -> tuple[SessionMessage | None] | None:
-        """The session received since the last call, when it differs from the last one taken."""
-        with self._lock:
-            pending, self._pending = self._pending, None
-            if pending is None or pending == self._taken:
-                return None
-            self._taken = pending
-            return pending
 
 
 def run_edge(config: EdgeConfig, stop: threading.Event | None = None, source: FrameSource | None = None) -> int:
@@ -91,7 +65,7 @@ def run_edge(config: EdgeConfig, stop: threading.Event | None = None, source: Fr
             source.close()
         raise StartupError(str(exc)) from exc
 
-    sessions = _SessionBox()
+    sessions = SessionBox()
     topics = Topics(site=config.node.site, prefix=config.mqtt.prefix)
     try:
         publisher = EdgePublisher(
@@ -110,10 +84,12 @@ def run_edge(config: EdgeConfig, stop: threading.Event | None = None, source: Fr
     _install_signal_handlers(stop)
     log.info("edge node %s/%s boot %s: %s source %r, %s model %s", config.node.site, config.node.id, boot,
              capture.kind, redacted(config.source.uri), processor.exercise, processor.classifier.version)
+    gate = ExerciseGate(processor, config.recognition)
+    stage = ClassifyStage(processor, gate, sessions, publisher)
     publisher.start()
+    stage.start()
     capture.start()
     window = StatsWindow(node=config.node.id, boot=boot)
-    gate = ExerciseGate(processor, config.recognition)
     watch = IdleWatch(config.idle, processor, before_probe=lambda: setattr(capture, "stride", 1))
     source_ok = source is not None
     next_stats = time.monotonic() + config.stats.interval_s
@@ -127,7 +103,7 @@ def run_edge(config: EdgeConfig, stop: threading.Event | None = None, source: Fr
                 source_ok = capture.source_ok
                 publisher.update_status(source_ok=source_ok)
             if frame is not None:
-                classifying = processor.exercise
+                # The pose model, and only it, on this thread: the rest of a frame's path is the classify stage's.
                 seen = watch.step(frame)
                 capture.stride = watch.stride
                 if watch.changed:
@@ -135,13 +111,8 @@ def run_edge(config: EdgeConfig, stop: threading.Event | None = None, source: Fr
                     # Only an idle node says so (absent: active), which keeps the status and stats small.
                     publisher.update_status(activity="idle" if watch.idle else None)
                     window.activity = "idle" if watch.idle else None
-                messages = _apply_session(gate, sessions)
                 if seen is not None:
-                    messages += gate.submit(seen)
-                for message in messages:
-                    publisher.enqueue(message)
-                if processor.exercise != classifying:
-                    publisher.update_status(exercise=processor.exercise, model=processor.classifier.version)
+                    stage.submit(seen)
             if time.monotonic() >= next_stats:
                 next_stats += config.stats.interval_s
                 publisher.publish_stats(window.sample(
@@ -149,12 +120,14 @@ def run_edge(config: EdgeConfig, stop: threading.Event | None = None, source: Fr
                     len(frames), len(publisher.queue), publisher.refused, gate.mismatches,
                 ))
     finally:
-        for message in gate.finish():
-            publisher.enqueue(message)
+        stage.close()  # it classifies what is queued and publishes what the gate still holds
+        stage.join()
         capture.stop()
         publisher.stop("stopped")
         processor.close()
         capture.join(timeout=2.0)
+    if stage.error is not None:
+        raise stage.error  # a bug in the classify stage ended it: fail as the single-threaded loop would have
     lost = publisher.never_published
     log.info(
         "stopped: %d frames captured, %d classified, %d dropped by capture, %d published, %d dropped unpublished, "
@@ -176,36 +149,6 @@ def _log_activity(watch: IdleWatch, ts_ms: int) -> None:
                  watch.config.after_s, watch.config.check_every, watch.config.gate)
     else:
         log.info("person seen: back to every frame")
-
-
-def _apply_session(gate: ExerciseGate, sessions: _SessionBox) -> list[FrameMessage]:
-    """Follow a new check-in: its exercise when it names one (and a model exists), else recognise it.
-
-    Returns the frames the gate held that are now to be published.
-    """
-    pending = sessions.take()
-    if pending is None:
-        return []
-    session = pending[0]
-    if session is None:
-        return gate.stop()
-    wanted = session.exercise
-    if wanted is None:
-        log.info("session names no exercise: recognising it from the pose")
-        return gate.recognise()
-    processor = gate.processor
-    if wanted != processor.exercise:
-        try:
-            switched = processor.switch_exercise(wanted)
-        except ModelLoadError as exc:
-            log.error("session asks for %s but its model cannot be used: %s", wanted, exc)
-            switched = False
-        if switched:
-            log.info("session: now classifying %s", wanted)
-        else:
-            log.warning("session asks for %s but no model exists for it; still classifying %s",
-                        wanted, processor.exercise)
-    return gate.watch(wanted)
 
 
 def _install_signal_handlers(stop: threading.Event) -> None:

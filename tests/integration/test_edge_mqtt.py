@@ -14,6 +14,8 @@ import pytest
 
 from formcheck.local_services import Mosquitto, free_port
 from formcheck_edge.capture import open_video_file
+from formcheck_models.training.frame_cache import edge_frames
+from formcheck_protocol.messages import FrameMessage
 from formcheck_runtime.paths import classifier_model
 from tests.integration.mqtt_helpers import Recorder, states
 
@@ -64,6 +66,11 @@ def test_clip_yields_one_message_per_decoded_frame(mosquitto: Mosquitto, data_di
     assert states(rec) == ["online", "stopped"]
     assert rec.of_kind("stats"), "stats are published while running"
     assert "Traceback" not in result.stderr
+    # Two threads (the pose loop, the classify stage) publish exactly what the single-threaded offline path computes
+    # (formcheck analyze, the frame cache), frame for frame; only the capture clock and the node's ids differ.
+    own = {"ts", "node", "boot"}
+    offline = [f.model_dump(exclude=own) for f in edge_frames(clip, "squat")]
+    assert [FrameMessage.model_validate(f).model_dump(exclude=own) for f in frames] == offline
 
 
 def test_killed_node_goes_offline_and_retained(mosquitto: Mosquitto, data_dir: Path, pose_model: Path) -> None:

@@ -49,7 +49,7 @@ def run(gate: ExerciseGate, frames: list[FrameMessage]) -> tuple[list[FrameMessa
     out: list[FrameMessage] = []
     per_frame = []
     for frame in frames:
-        published = gate.submit(Observation(seq=frame.seq, ts=frame.ts, features=None, vis=frame.vis))
+        published = gate.submit(Observation(seq=frame.seq, ts=frame.ts, pose=None, vis=frame.vis))
         out += published
         per_frame.append(len(published))
     out += gate.finish()
@@ -126,7 +126,7 @@ def test_checkout_releases_the_held_frames() -> None:
     frames = exercise_stream("squat", reps=1, stand_s=1.0)[:45]  # standing, then half way down: undecided
     gate = ExerciseGate(FakeProcessor(frames))
     gate.recognise()
-    published = [m for f in frames for m in gate.submit(Observation(seq=f.seq, ts=f.ts, features=None, vis=0.9))]
+    published = [m for f in frames for m in gate.submit(Observation(seq=f.seq, ts=f.ts, pose=None, vis=0.9))]
     assert published == []
     released = gate.stop()
     assert [f.seq for f in released] == [f.seq for f in frames]

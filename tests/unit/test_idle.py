@@ -16,7 +16,7 @@ from formcheck_aggregator.points import FrameSampler
 from formcheck_aggregator.station import SetConfig, Station
 from formcheck_edge.capture import CapturedFrame
 from formcheck_edge.config import IdleSection
-from formcheck_edge.features import FrameFeatures
+from formcheck_edge.features import NUM_LANDMARKS, PoseLandmarks
 from formcheck_edge.idle import IdleWatch, MotionGate
 from formcheck_edge.processor import Observation, ProcessorTimings, Sighting
 from formcheck_protocol.messages import FrameMessage
@@ -46,13 +46,13 @@ class FakePose:
     def look(self, frame: CapturedFrame) -> Sighting:
         self.looked.append(frame.index)
         person = int(frame.rgb.mean()) >= PERSON_VALUE - 10
-        features = FrameFeatures.__new__(FrameFeatures) if person else None
-        return Sighting(ts=frame.ts_ms, features=features, vis=0.9 if person else 0.0)
+        pose = PoseLandmarks(np.zeros((NUM_LANDMARKS, 3), np.float32), np.ones(NUM_LANDMARKS, np.float32))
+        return Sighting(ts=frame.ts_ms, pose=pose if person else None, vis=0.9 if person else 0.0)
 
     def number(self, sighting: Sighting) -> Observation:
         self.seq += 1
         self.timings.frames += 1
-        return Observation(seq=self.seq - 1, ts=sighting.ts, features=sighting.features, vis=sighting.vis)
+        return Observation(seq=self.seq - 1, ts=sighting.ts, pose=sighting.pose, vis=sighting.vis)
 
 
 def run(watch: IdleWatch, images: list[np.ndarray], start: int = 0) -> list[Observation | None]:
@@ -90,7 +90,7 @@ def test_wakes_on_the_first_looked_at_frame_showing_a_person_and_seq_goes_on() -
     assert woke == appears + 2 and not watch.idle and watch.wakes == 1
     assert (woke - appears) * FRAME_MS <= 500  # the first frame message within 0.5 s of the person
     first = out[woke - 5 * FPS]
-    assert first is not None and first.seq == last_seq + 1 and first.features is not None
+    assert first is not None and first.seq == last_seq + 1 and first.pose is not None
     assert all(o is not None for o in out[woke - 5 * FPS:])  # every frame from then on
 
 
