@@ -6,8 +6,11 @@ edge node must do. "Pipeline" is ``formcheck edge`` itself (capture thread,
 pose, features, classifier, fault rules, JSON, QoS 1 publish to a real local
 Mosquitto), and every published frame is counted by a real subscriber
 (``mosquitto_sub``, its own process).
-Runs alternate (pose, pipeline, pose, pipeline, ...) and the best of each is
-kept, so a burst of background load does not decide the ratio.
+Runs alternate (pose, pipeline, pose, pipeline, ...). The ratio is the median over rounds of each round's
+pipeline / pose alone: the two runs of a round are seconds apart and share the machine's background load, which
+on the 2-core development machine moves a single run's rate by ±10 %; the median keeps one disturbed round from
+deciding. The best of each side over all rounds (the ratio before, a ratio of two maxima taken minutes apart) is
+printed beside it.
 
 Each side's frame rate is its steady rate, from its first frame out to its last: for pose alone the first and
 last ``detect`` returning, for the pipeline the subscriber receiving the first and the last frame message. Start-up
@@ -154,7 +157,8 @@ def edge_process_peak_rss_mb(clip: Path, host: str, port: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clip", type=Path, help=f"video (default: {DEFAULT_CLIP} in the data set)")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; the best of each side is kept")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="alternating rounds (pose alone, then the pipeline); the ratio is their median")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
@@ -172,14 +176,14 @@ def main(argv: list[str] | None = None) -> int:
         rss = edge_process_peak_rss_mb(clip, broker.host, broker.port)
     best_pose, best_pipe = max(r.fps for r in poses), max(r.fps for r in pipes)
     frames_pose, frames_pipe = poses[-1].frames, pipes[-1].frames
-    ratio = best_pipe / best_pose
     per_round = [pipe.fps / pose.fps for pose, pipe in zip(poses, pipes, strict=True)]
+    ratio = statistics.median(per_round)
     bench_rss = peak_rss_mb()
     result = {
         "clip": clip.name, "frames": frames_pose, "frames_published": frames_pipe,
         "pose_alone_fps": round(best_pose, 1), "pipeline_fps": round(best_pipe, 1),
         "ratio": round(ratio, 3), "ratio_target": RATIO_TARGET,
-        "round_ratios": [round(x, 3) for x in per_round], "round_ratio_median": round(statistics.median(per_round), 3),
+        "round_ratios": [round(x, 3) for x in per_round], "best_over_best": round(best_pipe / best_pose, 3),
         "whole_run_ratio": round(max(r.whole_fps for r in pipes) / max(r.whole_fps for r in poses), 3),
         "peak_rss_mb": rss, "rss_target_mb": RSS_TARGET_MB, "bench_process_peak_rss_mb": bench_rss,
     }
@@ -190,8 +194,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pose alone           {best_pose:7.1f} fps")
         print(f"full edge pipeline   {best_pipe:7.1f} fps  ({frames_pipe} frames published and received)")
         verdict = "OK" if ratio >= RATIO_TARGET else "MISSED"
-        print(f"ratio                {ratio:7.3f}      target >= {RATIO_TARGET}  {verdict}  (best over best; per round "
-              f"median {result['round_ratio_median']:.3f}, whole runs {result['whole_run_ratio']:.3f})")
+        above = sum(r >= 1.0 for r in per_round)
+        print(f"ratio                {ratio:7.3f}      target >= {RATIO_TARGET}  {verdict}  (median of {args.rounds} "
+              f"rounds, {above} at >= 1.0; best over best {result['best_over_best']:.3f}, whole runs "
+              f"{result['whole_run_ratio']:.3f})")
         print(f"edge peak RSS        {rss:7.1f} MB   target < {RSS_TARGET_MB:.0f}  "
               f"{'OK' if rss < RSS_TARGET_MB else 'MISSED'}  (a `formcheck edge` process on the same clip)")
         print(f"bench process peak   {bench_rss:7.1f} MB   (both pipelines, {args.rounds} rounds, and a subscriber)")
