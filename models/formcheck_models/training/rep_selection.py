@@ -415,6 +415,16 @@ PAST_COUNTERS: Final[tuple[PastCounter, ...]] = (
     PastCounter("tried: the first movement of a stream always judged by the clip-edge fraction (not leave-one-"
                 "source-out: with the shipped settings, in sample, 82 → 81 clips; lunge_side_dumbbell_a lost a rep)",
                 "–", "–", "–", False),
+    PastCounter("tried: `edge_top_fraction` 0.8 instead of the data set's \"top quarter\" 0.75 (not leave-one-source-"
+                "out: with the shipped settings, in sample, 85 → 85 clips: pushup_side_22 and squat_side_bodyweight_g "
+                "right, curl_front_dumbbell_b and lunge_front_dumbbell_c wrong; 0.85: 82)", "–", "–", "–", False),
+    PastCounter("tried: recognition decided by the majority of every movement's judgement over the whole clip "
+                "(in sample, shipped thresholds: still 5 wrong; squat_oblique_mixed_d and curl_side_barbell_c right, "
+                "squat_oblique_barbell_b and pushup_front_incline_a wrong; and no longer within the first rep)",
+                "–", "–", "–", False),
+    PastCounter("tried: the first recognition revised when two movements in a row name another exercise (in "
+                "sample, shipped thresholds: still 5 wrong; squat_oblique_mixed_d and curl_side_barbell_b right, "
+                "squat_front+rear_bodyweight_d and pushup_front_incline_a wrong)", "–", "–", "–", False),
 )
 """Each change of issue 12's second pass, measured leave one source out (same folds, same scoring) as it was
 added; the current run's row comes from its own figures."""
