@@ -81,7 +81,7 @@ class ClassifyStage(threading.Thread):
                  publisher: Publishing) -> None:
         super().__init__(name="classify", daemon=True)
         self._processor = processor
-        self.gate = gate
+        self._gate = gate
         self._sessions = sessions
         self._publisher = publisher
         self._queue: DropQueue[Observation] = DropQueue(QUEUE_FRAMES, "drop_newest")  # never full: put_wait
@@ -114,7 +114,7 @@ class ClassifyStage(threading.Thread):
                 except QueueClosed:
                     break
                 self._step(seen)
-            self._publish(self.gate.finish())
+            self._publish(self._gate.finish())
         except BaseException as exc:  # noqa: BLE001 - handed to the inference loop, which raises it
             self.error = exc
             self._queue.close()
@@ -122,9 +122,9 @@ class ClassifyStage(threading.Thread):
     def _step(self, seen: Observation | None) -> None:
         processor = self._processor
         classifying = processor.exercise
-        messages = follow_session(self.gate, self._sessions)
+        messages = follow_session(self._gate, self._sessions)
         if seen is not None:
-            messages += self.gate.submit(seen)
+            messages += self._gate.submit(seen)
         self._publish(messages)
         if processor.exercise != classifying:
             self._publisher.update_status(exercise=processor.exercise, model=processor.classifier.version)
