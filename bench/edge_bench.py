@@ -134,6 +134,44 @@ def pipeline(clip: Path, host: str, port: int, node: str) -> Run:
     return Run(len(received), steady, elapsed)
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """Alternating rounds of pose alone and the pipeline over one clip."""
+
+    poses: list[Run]
+    pipes: list[Run]
+
+    @property
+    def round_ratios(self) -> list[float]:
+        return [pipe.fps / pose.fps for pose, pipe in zip(self.poses, self.pipes, strict=True)]
+
+    @property
+    def ratio(self) -> float:
+        """Pipeline / pose alone: the median of the rounds' own ratios."""
+        return statistics.median(self.round_ratios)
+
+    @property
+    def best_pose(self) -> float:
+        return max(r.fps for r in self.poses)
+
+    @property
+    def best_pipe(self) -> float:
+        return max(r.fps for r in self.pipes)
+
+
+def compare(clip: Path, host: str, port: int, rounds: int, *, report: bool = False) -> Comparison:
+    """``rounds`` rounds of pose alone then the pipeline (``report``: one line per round on stderr)."""
+    result = Comparison([], [])
+    for r in range(rounds):
+        result.poses.append(pose_alone(clip))
+        result.pipes.append(pipeline(clip, host, port, f"bench-{r}"))
+        if report:
+            pose, pipe = result.poses[-1], result.pipes[-1]
+            print(f"round {r + 1}: pose alone {pose.fps:.1f} fps, pipeline {pipe.fps:.1f} fps ({pipe.frames} frames "
+                  f"received); whole runs {pose.whole_fps:.1f} and {pipe.whole_fps:.1f} fps", file=sys.stderr)
+    return result
+
+
 def edge_process_peak_rss_mb(clip: Path, host: str, port: int) -> float:
     """Peak RSS of a real ``formcheck edge`` process over the clip (what a Raspberry Pi must hold)."""
     cmd = [sys.executable, "-m", "formcheck.cli", "edge", "--source", str(clip), "--node", "bench-rss",
@@ -164,27 +202,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     clip = args.clip or require_data_dir() / DEFAULT_CLIP
 
-    poses: list[Run] = []
-    pipes: list[Run] = []
     with running_mosquitto() as broker:
-        for r in range(args.rounds):
-            poses.append(pose_alone(clip))
-            pipes.append(pipeline(clip, broker.host, broker.port, f"bench-{r}"))
-            print(f"round {r + 1}: pose alone {poses[-1].fps:.1f} fps, pipeline {pipes[-1].fps:.1f} fps "
-                  f"({pipes[-1].frames} frames received); whole runs {poses[-1].whole_fps:.1f} and "
-                  f"{pipes[-1].whole_fps:.1f} fps", file=sys.stderr)
+        runs = compare(clip, broker.host, broker.port, args.rounds, report=True)
         rss = edge_process_peak_rss_mb(clip, broker.host, broker.port)
-    best_pose, best_pipe = max(r.fps for r in poses), max(r.fps for r in pipes)
-    frames_pose, frames_pipe = poses[-1].frames, pipes[-1].frames
-    per_round = [pipe.fps / pose.fps for pose, pipe in zip(poses, pipes, strict=True)]
-    ratio = statistics.median(per_round)
+    best_pose, best_pipe, ratio, per_round = runs.best_pose, runs.best_pipe, runs.ratio, runs.round_ratios
+    frames_pose, frames_pipe = runs.poses[-1].frames, runs.pipes[-1].frames
     bench_rss = peak_rss_mb()
     result = {
         "clip": clip.name, "frames": frames_pose, "frames_published": frames_pipe,
         "pose_alone_fps": round(best_pose, 1), "pipeline_fps": round(best_pipe, 1),
         "ratio": round(ratio, 3), "ratio_target": RATIO_TARGET,
         "round_ratios": [round(x, 3) for x in per_round], "best_over_best": round(best_pipe / best_pose, 3),
-        "whole_run_ratio": round(max(r.whole_fps for r in pipes) / max(r.whole_fps for r in poses), 3),
+        "whole_run_ratio": round(max(r.whole_fps for r in runs.pipes) / max(r.whole_fps for r in runs.poses), 3),
         "peak_rss_mb": rss, "rss_target_mb": RSS_TARGET_MB, "bench_process_peak_rss_mb": bench_rss,
     }
     if args.json:

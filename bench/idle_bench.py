@@ -31,7 +31,6 @@ import argparse
 import csv
 import json
 import logging
-import statistics
 import subprocess
 import sys
 import threading
@@ -294,13 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     training = phases[0]
     decode_ms = decode_ms_per_frame(clip)
     decode_per_min = decode_ms * 60 * FPS / 1000
-    poses, pipes = [], []
     with running_mosquitto() as broker:
-        for r in range(args.rounds):
-            poses.append(edge_bench.pose_alone(clip))
-            pipes.append(edge_bench.pipeline(clip, broker.host, broker.port, f"bench-{r}"))
-    best_pose, best_pipe = max(p.fps for p in poses), max(p.fps for p in pipes)
-    ratio = statistics.median(pipe.fps / pose.fps for pose, pipe in zip(poses, pipes, strict=True))
+        runs = edge_bench.compare(clip, broker.host, broker.port, args.rounds)
+    best_pose, best_pipe, ratio = runs.best_pose, runs.best_pipe, runs.ratio
     n_clips, minutes, points = frame_points(data, compute=False)
     result = {
         "clip": clip.name, "phases": [{"name": p.name, "cpu_s_per_min": round(p.cpu_per_min, 2),

@@ -89,22 +89,18 @@ class ClassifyStage(threading.Thread):
         """What ended the stage early (a bug); :meth:`submit` raises it in the inference loop."""
 
     def submit(self, seen: Observation) -> None:
-        """Hand over the next observation, waiting while the stage is behind; raises what ended the stage."""
+        """Hand over the next observation, waiting while the stage is behind; raises what ended the stage (which
+        closes the queue as it ends, so the wait cannot outlive it)."""
         try:
-            while not self._queue.put_wait(seen, timeout=0.5):
-                self._raise_error()
+            self._queue.put_wait(seen)
         except QueueClosed:
-            self._raise_error()
+            if self.error is not None:
+                raise self.error from None
             raise
-        self._raise_error()
 
     def close(self) -> None:
         """No more observations: the stage classifies what is queued, releases what the gate holds, and ends."""
         self._queue.close()
-
-    def _raise_error(self) -> None:
-        if self.error is not None:
-            raise self.error
 
     def run(self) -> None:
         try:

@@ -13,6 +13,7 @@ import hashlib
 import json
 from collections import deque
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Final
 
 import numpy as np
@@ -97,15 +98,17 @@ class PoseLandmarks:
                 f"expected world (33, 3) and visibility (33,), got {self.world.shape} and {self.visibility.shape}"
             )
 
-    @property
+    # Computed once per pose: the edge's pose loop asks them to decide whether a person is there, the classify
+    # stage's frame_features again for the same pose.
+    @cached_property
     def mean_visibility(self) -> float:
         """Mean visibility of all 33 landmarks."""
-        return float(self.visibility.astype(np.float32).mean())
+        return float(np.asarray(self.visibility, dtype=np.float32).mean())
 
-    @property
+    @cached_property
     def lower_body_visibility(self) -> float:
         """Mean visibility of the hips, knees and ankles: whether the legs are in the picture."""
-        return float(self.visibility.astype(np.float32)[list(LOWER_BODY)].mean())
+        return float(np.asarray(self.visibility, dtype=np.float32)[list(LOWER_BODY)].mean())
 
 
 @dataclass(frozen=True)
