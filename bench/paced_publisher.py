@@ -105,7 +105,9 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         stop.set()
 
     signal.signal(signal.SIGTERM, on_term)
-    connected = sum(p.start() for p in publishers.values())
+    for publisher in publishers.values():
+        publisher.start()
+    connected = sum(p.wait_connected() for p in publishers.values())
     handed = 0
     late_ms: list[float] = []
     # Per station, in seq order: how late each frame was handed over (only when the spec asks: it is large).

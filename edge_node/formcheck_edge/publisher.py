@@ -76,6 +76,8 @@ class EdgePublisher:
         self._stopping = False
         self._client = self._make_client()
         self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
+        self._unreachable = threading.Timer(cfg.connect_timeout_s, self._warn_unreachable)
+        self._unreachable.daemon = True
 
     def _make_client(self) -> mqtt.Client:
         client = make_client(self._cfg, f"formcheck-edge-{self._node}")
@@ -92,11 +94,11 @@ class EdgePublisher:
 
     # -- lifecycle -------------------------------------------------------
 
-    def start(self) -> bool:
-        """Connect in the background; True if connected within ``connect_timeout_s``.
+    def start(self) -> None:
+        """Connect in the background and return at once.
 
-        An unreachable broker is not fatal: the node keeps classifying, frames
-        wait in the bounded queue, and paho keeps retrying with backoff.
+        An unreachable broker is not fatal: the node classifies from its first frame, frames wait in the bounded
+        queue, and paho keeps retrying with backoff. Not connected after ``connect_timeout_s``: it says so, once.
         """
         self._client.connect_async(
             self._cfg.host, self._cfg.port, keepalive=self._cfg.keepalive_s, clean_start=True,
@@ -104,17 +106,26 @@ class EdgePublisher:
         )
         self._client.loop_start()
         self._sender.start()
-        if self.connected.wait(self._cfg.connect_timeout_s):
-            return True
+        self._unreachable.start()
+
+    def wait_connected(self) -> bool:
+        """Wait up to ``connect_timeout_s`` for the first connection; True if connected."""
+        return self.connected.wait(self._cfg.connect_timeout_s)
+
+    def _warn_unreachable(self) -> None:
+        if self.connected.is_set():
+            return
         log.warning(
             "broker %s:%d not reachable yet (%s); classifying and queueing up to %d frames meanwhile",
             self._cfg.host, self._cfg.port,
             self._last_refusal or unreachable_reason(self._cfg.host, self._cfg.port), self._cfg.out_queue,
         )
-        return False
 
     def stop(self, state: NodeState = "stopped", drain_timeout_s: float = 5.0) -> None:
         """Flush queued frames (bounded wait), publish the final status, disconnect."""
+        if self._unreachable.is_alive():
+            self._unreachable.cancel()
+            self._warn_unreachable()  # a run shorter than connect_timeout_s still says why nothing arrived
         self.queue.close()
         self._sender.join(timeout=drain_timeout_s if self.connected.is_set() else 0.5)
         self._stopping = True

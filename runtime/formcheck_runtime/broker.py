@@ -44,7 +44,8 @@ class BrokerSection(Section):
     reconnect_min_s: float = Field(1.0, gt=0, description="First reconnect delay.")
     reconnect_max_s: float = Field(30.0, gt=0, description="Reconnect delay cap (exponential backoff).")
     connect_timeout_s: float = Field(
-        10.0, gt=0, description="How long to wait for the first connection before running on and retrying."
+        10.0, gt=0, description="How long the first connection may take before the broker is reported not "
+        "reachable yet (the service keeps retrying; an edge node classifies and queues frames from the start)."
     )
 
     @field_validator("prefix")
