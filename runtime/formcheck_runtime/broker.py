@@ -38,7 +38,8 @@ class BrokerSection(Section):
     password: SecretStr | None = Field(None, description="Broker password (prefer password_file or the env var).")
     password_file: Path | None = Field(None, description="File whose first line is the broker password.")
     keepalive_s: int = Field(
-        15, ge=2, le=3600, description="MQTT keep-alive; the broker declares a silent client gone after 1.5x this."
+        15, ge=2, le=3600, description="MQTT keep-alive; the broker declares a silent client gone after 1.5x this "
+        "(Mosquitto 2.0 checks every 6 s, so up to 7 s later)."
     )
     tls: TlsSection = Field(default_factory=TlsSection, description="TLS settings; off unless ca_file is set.")
     reconnect_min_s: float = Field(1.0, gt=0, description="First reconnect delay.")

@@ -42,7 +42,7 @@ CLIP_REPS = 6
 NODE = "edge-part"
 KEEPALIVE_S = 2
 OUT_QUEUE = 60  # 2 s at 30 fps: a partition of several seconds must overflow it
-PARTITION_S = 8.0  # > 1.5 x keep-alive + Mosquitto's whole-second granularity (see test_availability_and_clock)
+PARTITION_S = 8.0  # > 1.5 x keep-alive; the test then waits for the Will (Mosquitto scans keep-alives every 6 s)
 DB = "partition"
 
 
