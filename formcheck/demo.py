@@ -147,7 +147,7 @@ def run_demo(clip: Path | None, realtime: bool, keep: bool | None = None) -> int
         raise FileNotFoundError(f"the pages are not built ({WEB_DIST}): run 'make web'")
     with tempfile.TemporaryDirectory(prefix="formcheck-demo-") as tmp:
         extra, web = demo_web_config(Path(tmp), stations)
-        with running_mosquitto(extra) as mosq, running_influxd() as influx:
+        with running_mosquitto(extra, {"websockets": web.port}) as mosq, running_influxd() as influx:
             print(f"mosquitto pid {mosq.pid} on {mosq.host}:{mosq.port}, influxd {influx.version} pid {influx.pid} "
                   f"on {influx.url} (temporary)")
             web.print_urls(stations)

@@ -22,7 +22,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,14 @@ def _wait_listening(proc: subprocess.Popen[bytes], port: int, what: str, log: Pa
         time.sleep(0.02)
     proc.kill()
     raise ServiceError(f"{what} did not listen on 127.0.0.1:{port} within {timeout:.0f} s")
+
+
+def _wait_all_listening(proc: subprocess.Popen[bytes], ports: Iterable[int], what: str, log: Path,
+                        timeout: float) -> None:
+    """Wait until ``proc`` listens on every one of ``ports`` (servers open their listeners one after another)."""
+    deadline = time.monotonic() + timeout
+    for port in ports:
+        _wait_listening(proc, port, what, log, max(0.1, deadline - time.monotonic()))
 
 
 def find_binary(name: str, *extra: str) -> str:
@@ -136,9 +144,14 @@ def mosquitto_config(port: int, workdir: Path, extra: str = "") -> str:
 
 
 def start_mosquitto(
-    workdir: Path | None = None, port: int | None = None, extra_config: str = "", timeout: float = 10.0
+    workdir: Path | None = None, port: int | None = None, extra_config: str = "", timeout: float = 10.0,
+    extra_ports: dict[str, int] | None = None,
 ) -> Mosquitto:
-    """Start Mosquitto on a free loopback port and verify it is the process answering there."""
+    """Start Mosquitto on a free loopback port and verify it is the process answering there.
+
+    ``extra_ports`` names the listeners ``extra_config`` adds (e.g. websockets): Mosquitto opens its listeners one
+    after the other, so the broker is ready only when our process listens on each of them too.
+    """
     binary = find_binary("mosquitto")
     workdir = workdir or Path(tempfile.mkdtemp(prefix="formcheck-mosquitto-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -149,12 +162,13 @@ def start_mosquitto(
     stdout = (workdir / "stdout.log").open("ab")
     proc = subprocess.Popen([binary, "-c", str(config)], stdout=stdout, stderr=subprocess.STDOUT, cwd=workdir)
     stdout.close()
-    _wait_listening(proc, port, "mosquitto", log, timeout)
+    _wait_all_listening(proc, (port, *(extra_ports or {}).values()), "mosquitto", log, timeout)
     if not log.exists():
         proc.kill()
         raise ServiceError(f"mosquitto cannot write to {workdir}: persistence would be lost on restart")
     STARTED["mosquitto"] += 1
-    return Mosquitto(port=port, workdir=workdir, proc=proc, config=config, log=log)
+    return Mosquitto(port=port, workdir=workdir, proc=proc, config=config, log=log,
+                     extra_ports=dict(extra_ports or {}))
 
 
 def start_mosquitto_with_config(
@@ -174,10 +188,8 @@ def start_mosquitto_with_config(
     log = workdir / "stdout.log"
     with log.open("ab") as out:
         proc = subprocess.Popen([binary, "-c", str(config)], stdout=out, stderr=subprocess.STDOUT, cwd=workdir)
-    deadline = time.monotonic() + timeout
     try:
-        for port in ports.values():
-            _wait_listening(proc, port, "mosquitto", log, max(0.1, deadline - time.monotonic()))
+        _wait_all_listening(proc, ports.values(), "mosquitto", log, timeout)
     except ServiceError:
         if proc.poll() is None:
             proc.kill()
@@ -190,10 +202,10 @@ def start_mosquitto_with_config(
 
 
 @contextlib.contextmanager
-def running_mosquitto(extra_config: str = "") -> Iterator[Mosquitto]:
+def running_mosquitto(extra_config: str = "", extra_ports: dict[str, int] | None = None) -> Iterator[Mosquitto]:
     """Context manager: a fresh broker in a temporary directory, removed afterwards."""
     with tempfile.TemporaryDirectory(prefix="formcheck-mosquitto-") as tmp:
-        broker = start_mosquitto(Path(tmp), extra_config=extra_config)
+        broker = start_mosquitto(Path(tmp), extra_config=extra_config, extra_ports=extra_ports)
         try:
             yield broker
         finally:

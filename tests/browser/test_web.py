@@ -542,7 +542,7 @@ def test_demo_pages_work_against_the_demo_broker(browser: Any, tmp_path: Path) -
     from formcheck.local_services import running_mosquitto
 
     extra, web = demo_web_config(tmp_path, STATIONS)
-    with running_mosquitto(extra) as mosq:
+    with running_mosquitto(extra, {"websockets": web.port}) as mosq:
         page = browser.new_page(viewport=PHONE)
         try:
             page.set_default_timeout(15_000)

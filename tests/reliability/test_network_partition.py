@@ -120,7 +120,8 @@ def test_partition_mid_set_aborts_or_completes_never_half_counts(
 ) -> None:
     with veth_link() as link:
         edge_port = free_port()
-        broker = start_mosquitto(tmp_path / "broker", extra_config=f"listener {edge_port} {link.host_ip}")
+        broker = start_mosquitto(tmp_path / "broker", extra_config=f"listener {edge_port} {link.host_ip}",
+                                 extra_ports={"edge": edge_port})
         try:
             _partition(link, broker, edge_port, influxd, data_dir, tmp_path)
         finally:
