@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +15,7 @@ import numpy.typing as npt
 from formcheck_edge.capture import CapturedFrame, CaptureThread, file_frame_ts, open_source, open_video_file
 from formcheck_edge.config import EdgeConfig, load_config
 from formcheck_edge.exercise_gate import ExerciseGate
+from formcheck_edge.features import PoseLandmarks
 from formcheck_edge.idle import IdleWatch
 from formcheck_edge.processor import FrameProcessor
 from formcheck_protocol.messages import Exercise, FrameMessage
@@ -59,6 +60,21 @@ def classify_video(config: EdgeConfig, gate: Callable[[FrameProcessor], Exercise
     finally:
         capture.stop()
         capture.join(timeout=2.0)
+        processor.close()
+
+
+def replay_poses(config: EdgeConfig, track: Iterable[tuple[int, PoseLandmarks | None]]) -> Iterator[FrameMessage]:
+    """The frame messages of a recorded pose track, ``(capture time, pose model's answer)`` per captured frame.
+
+    Everything after the pose model runs as in :func:`classify_video` (the same ``FrameProcessor`` steps, in
+    capture order), so a track recorded from a file with the pose model's settings gives that file's messages
+    without running the pose model again: evaluation replays every clip after each change to the edge's code.
+    """
+    processor = FrameProcessor.create(config, secrets.token_hex(8))
+    try:
+        for ts, pose in track:
+            yield processor.classify(processor.number(processor.sight(ts, pose)))
+    finally:
         processor.close()
 
 

@@ -176,10 +176,15 @@ class FrameProcessor:
             self._quiet.stop()  # the pose graph's threads have logged their set-up by now
         self._looked += 1
         self.timings.pose_s += time.perf_counter() - t0
+        return self.sight(frame.ts_ms, pose)
+
+    def sight(self, ts: int, pose: PoseLandmarks | None) -> Sighting:
+        """What the pose model's answer for the frame captured at ``ts`` means: a person only when enough of the
+        lower body is visible to judge one (``look``, and a recorded pose track played back)."""
         if pose is None:
-            return Sighting(ts=frame.ts_ms, pose=None, vis=0.0)
+            return Sighting(ts=ts, pose=None, vis=0.0)
         visible = pose.lower_body_visibility >= self.config.pose.min_visibility
-        return Sighting(ts=frame.ts_ms, pose=pose if visible else None, vis=round(pose.mean_visibility, 3))
+        return Sighting(ts=ts, pose=pose if visible else None, vis=round(pose.mean_visibility, 3))
 
     def number(self, sighting: Sighting) -> Observation:
         """A sighting becomes the next published frame: ``seq`` counts published frames only."""

@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from formcheck_models.training.dataset import file_sha256
-from formcheck_models.training.frame_cache import prune
+from formcheck_models.training.dataset import file_sha256, prune
 
 
 def test_a_copy_with_new_timestamps_keeps_its_digest_and_new_bytes_change_it(tmp_path: Path) -> None:
@@ -32,6 +31,6 @@ def test_prune_keeps_the_newest_entries_of_the_same_clip_only(tmp_path: Path) ->
 
     entries = [entry(f"squat_a-{key:016x}.jsonl", age) for key, age in enumerate((1, 5, 3, 9, 7))]
     other_clip = entry("squat_a-b-0000000000000009.jsonl", 50)  # clip "squat_a-b", not "squat_a"
-    removed = prune(tmp_path, "squat_a", keep=3)
+    removed = prune(tmp_path, "squat_a", ".jsonl", keep=3)
     assert sorted(removed) == sorted([entries[3], entries[4]])
     assert sorted(p for p in tmp_path.iterdir()) == sorted([entries[0], entries[1], entries[2], other_clip])

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import glob
 import hashlib
 import importlib.metadata
 import itertools
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -31,6 +32,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+from formcheck_edge import capture as edge_capture
 from formcheck_edge.capture import file_frame_ts
 from formcheck_edge.config import PoseSection
 from formcheck_edge.features import (
@@ -128,6 +130,13 @@ class ClipPoses:
     def frames(self) -> int:
         return int(self.present.shape[0])
 
+    def track(self) -> Iterator[tuple[int, PoseLandmarks | None]]:
+        """Capture time and the pose model's answer of every frame, as the edge's pose stage saw them
+        (``formcheck_edge.offline.replay_poses``)."""
+        for i in range(self.frames):
+            pose = PoseLandmarks(world=self.world[i], visibility=self.visibility[i]) if self.present[i] else None
+            yield file_frame_ts(TRACK_START_MS, i, self.fps), pose
+
 
 @dataclass(frozen=True)
 class ClipFeatures:
@@ -185,8 +194,21 @@ def _sha256(path: str, size: int, mtime_ns: int, inode: int) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
+# Pose tracks are recorded as a file-fed edge node plays the file (``formcheck_edge.capture.file_frame_ts``), from a
+# whole-millisecond start in the wall clock's range: the landmarker smooths over time in floating point, and
+# timestamps counted from 0 moved landmarks by up to 0.1 mm against a node started today, while any start between
+# 2005 and 2041 gives the same landmarks to the bit. The same bits are what lets evaluation replay a track
+# through the edge (``formcheck_edge.offline.replay_poses``) instead of running the pose model again.
+TRACK_START_MS: Final = 1_700_000_000_000
+
+# The edge code that shapes a pose track: decoding (capture) and the landmarker's settings (pose).
+_POSE_CODE: Final = ("capture.py", "pose.py")
+
+
+@lru_cache(maxsize=1)
 def pose_pipeline_id() -> str:
-    """The installed decoder and pose runtime, and how frames are decoded: what else shapes a pose track.
+    """The installed decoder and pose runtime, the edge's decoding and pose code, and the landmarker's settings:
+    what else shapes a pose track.
 
     Versions are read without importing the packages.
     """
@@ -196,47 +218,52 @@ def pose_pipeline_id() -> str:
         except importlib.metadata.PackageNotFoundError:
             return "none"
 
+    code = hashlib.sha256()
+    for name in _POSE_CODE:
+        code.update((Path(edge_capture.__file__).parent / name).read_bytes())
+    settings = PoseSection().model_dump_json(include={"min_detection_confidence", "min_tracking_confidence",
+                                                      "min_presence_confidence"})
     # "upright": frames are decoded with the container's rotation applied (formcheck_edge.capture.open_video_file).
-    return f"mediapipe=={version('mediapipe')} opencv=={version('opencv-contrib-python')} upright"
+    return (f"mediapipe=={version('mediapipe')} opencv=={version('opencv-contrib-python')} upright "
+            f"start={TRACK_START_MS} code={code.hexdigest()[:16]} {settings}")
 
 
 def pose_cache_path(video: Path, pose_model: Path) -> Path:
-    """Cache file of ``video``'s pose track, keyed by the video, the pose model's content and the runtime version."""
-    stat = video.stat()
-    source = f"{stat.st_size}:{stat.st_mtime_ns}:{file_sha256(pose_model)}:{pose_pipeline_id()}"
+    """Cache file of ``video``'s pose track, keyed by the video's and the pose model's content and the pipeline."""
+    source = f"{file_sha256(video)}:{file_sha256(pose_model)}:{pose_pipeline_id()}"
     key = hashlib.sha256(source.encode()).hexdigest()[:16]
     return cache_dir() / "poses" / f"{video.stem}-{key}.npz"
 
 
 def extract_poses(video: Path, pose_model: Path) -> ClipPoses:
-    """Decode ``video`` with OpenCV and run the pose estimator on every frame."""
-    import cv2
-
-    from formcheck_edge.capture import open_video_file
+    """Decode ``video`` and run the pose model on every frame, as a file-fed edge node with the default pose
+    settings does (the edge's own source, frame rate and timestamps)."""
+    from formcheck_edge.capture import OpenCvSource, SourceError
+    from formcheck_edge.config import SourceSection
     from formcheck_edge.pose import PoseEstimator
 
-    capture = open_video_file(video)
-    if not capture.isOpened():
-        raise OSError(f"cannot open video {video}")
-    fps = float(capture.get(cv2.CAP_PROP_FPS)) or 30.0
+    try:
+        source = OpenCvSource(SourceSection(uri=str(video), realtime=False))
+    except SourceError as exc:
+        raise OSError(str(exc)) from exc
+    fps = source.fps or 30.0  # as formcheck_edge.capture.CaptureThread stamps a file without a usable rate
+    settings = PoseSection()
     worlds: list[FloatArray] = []
     visibilities: list[FloatArray] = []
     present: list[bool] = []
     try:
-        with PoseEstimator(pose_model) as estimator:
+        with PoseEstimator(pose_model, min_detection_confidence=settings.min_detection_confidence,
+                           min_tracking_confidence=settings.min_tracking_confidence,
+                           min_presence_confidence=settings.min_presence_confidence) as estimator:
             index = 0
-            while True:
-                ok, bgr = capture.read()
-                if not ok:
-                    break
-                rgb = np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8)
-                pose = estimator.detect(rgb, file_frame_ts(0, index, fps))  # the intervals a file-fed node gives
+            while (rgb := source.read()) is not None:
+                pose = estimator.detect(rgb, file_frame_ts(TRACK_START_MS, index, fps))
                 present.append(pose is not None)
                 worlds.append(pose.world if pose else np.zeros((NUM_LANDMARKS, 3), np.float32))
                 visibilities.append(pose.visibility if pose else np.zeros(NUM_LANDMARKS, np.float32))
                 index += 1
     finally:
-        capture.release()
+        source.close()
     if not present:
         raise OSError(f"no frames decoded from {video}")
     return ClipPoses(
@@ -262,7 +289,22 @@ def load_poses(video: Path, pose_model: Path = POSE_MODEL) -> ClipPoses:
     tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp.npz")
     np.savez(tmp, fps=np.float64(poses.fps), world=poses.world, visibility=poses.visibility, present=poses.present)
     tmp.replace(cached)
+    prune(cached.parent, video.stem, ".npz", KEEP_PER_CLIP)
     return poses
+
+
+KEEP_PER_CLIP: Final = 3
+"""Cache entries kept per clip (checkouts at different commits share the cache; older entries only grow it)."""
+
+
+def prune(folder: Path, clip: str, suffix: str, keep: int) -> list[Path]:
+    """Remove all but the ``keep`` newest cache entries ``{clip}-{16 hex}{suffix}`` in ``folder``; returns them."""
+    siblings = sorted(folder.glob(f"{glob.escape(clip)}-{'?' * 16}{suffix}"),
+                      key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    removed = siblings[keep:]
+    for old in removed:
+        old.unlink(missing_ok=True)
+    return removed
 
 
 def clip_features(poses: ClipPoses, min_visibility: float = DEFAULT_MIN_VISIBILITY) -> ClipFeatures:

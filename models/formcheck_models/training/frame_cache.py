@@ -1,35 +1,38 @@
 """Every clip's frame messages exactly as the edge publishes them, computed once and cached.
 
 Evaluating the rep counter over the whole data set, many times (every candidate setting, every fold), must
-not run pose estimation each time: the edge path (``formcheck_edge.offline.classify_video``: decode, pose,
-features, classifier, fault rules) runs once per clip and its messages are kept as JSON lines, keyed by
-everything that shapes them: the video, the pose model, the decoder and pose runtime, the classifier
+not run pose estimation each time: the edge path runs once per clip and its messages are kept as JSON lines,
+keyed by everything that shapes them: the video, the pose model, the decoder and pose runtime, the classifier
 model, and the edge's own code. A changed input recomputes the entry, nothing else does.
 
+An entry is computed in two steps, each cached: the clip's pose track (``dataset.load_poses``: decoding and the
+pose model, 90 % of the cost, kept while the video, the pose model and the edge's decoding and pose code stay),
+then the edge's per-frame path after the pose model played over it (``formcheck_edge.offline.replay_poses``:
+body measures, classifier, fault rules; about 0.4 ms a frame). A change to the edge's classification code
+therefore costs seconds, not the ~10 CPU-minutes of running the pose model over every clip again.
+``tests/integration/test_edge_mqtt.py`` checks that a live edge publishes these messages frame for frame.
+
 Files are keyed by their content, not their timestamps: a data set copied or unpacked again (new modification
-times, same bytes) keeps its entries, which cost ~10 CPU-minutes to recompute. Each file is hashed once per
-process while its size, modification time and inode stay the same (``dataset.file_sha256``). Only the newest
-``KEEP_PER_CLIP`` entries of a clip are kept (checkouts at different commits share the cache; older entries
-would only grow it).
+times, same bytes) keeps its entries. Each file is hashed once per process while its size, modification time and
+inode stay the same (``dataset.file_sha256``). Only the newest ``KEEP_PER_CLIP`` entries of a clip are kept
+(checkouts at different commits share the cache; older entries would only grow it).
 """
 
 from __future__ import annotations
 
 import functools
-import glob
 import hashlib
 import os
 from pathlib import Path
 from typing import Final
 
-from formcheck_edge.offline import classify_video, offline_config
-from formcheck_models.training.dataset import file_sha256, pose_pipeline_id
+from formcheck_edge.offline import offline_config, replay_poses
+from formcheck_models.training.dataset import KEEP_PER_CLIP, file_sha256, load_poses, pose_pipeline_id, prune
 from formcheck_protocol.messages import Exercise, FrameMessage
 from formcheck_runtime.paths import POSE_MODEL, REPO_ROOT, cache_dir, classifier_model
 
 _EDGE_CODE = ("edge_node/formcheck_edge", "protocol/formcheck_protocol")
-KEEP_PER_CLIP: Final = 3
-_KEY_CHARS: Final = 16
+_KEY_CHARS: Final = 16  # dataset.prune's pattern
 
 
 @functools.cache
@@ -57,20 +60,11 @@ def edge_frames(video: Path, exercise: Exercise) -> list[FrameMessage]:
         return [FrameMessage.model_validate_json(line) for line in cached.read_text().splitlines()]
     except FileNotFoundError:
         pass  # not computed yet, or pruned by a run at another commit since
-    frames = list(classify_video(offline_config(video, node="eval", exercise=exercise)))
+    track = load_poses(video, POSE_MODEL).track()
+    frames = list(replay_poses(offline_config(video, node="eval", exercise=exercise), track))
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
     tmp.write_text("".join(frame.model_dump_json() + "\n" for frame in frames))
     tmp.replace(cached)
-    prune(cached.parent, video.stem)
+    prune(cached.parent, video.stem, ".jsonl", KEEP_PER_CLIP)
     return frames
-
-
-def prune(folder: Path, clip: str, keep: int = KEEP_PER_CLIP) -> list[Path]:
-    """Remove all but the ``keep`` newest entries of ``clip`` in ``folder``; returns what was removed."""
-    siblings = sorted(folder.glob(f"{glob.escape(clip)}-{'?' * _KEY_CHARS}.jsonl"),
-                      key=lambda p: p.stat().st_mtime_ns, reverse=True)
-    removed = siblings[keep:]
-    for old in removed:
-        old.unlink(missing_ok=True)
-    return removed
