@@ -45,7 +45,7 @@ def test_clips_of_one_person_share_a_group() -> None:
     assert person_group("pushup", "pushup_side_15") == "pushup_side_15"
 
 
-def test_pose_cache_key_follows_the_video_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pose_cache_key_follows_the_video_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FORMCHECK_CACHE", str(tmp_path / "cache"))
     video, model = tmp_path / "clip.mp4", tmp_path / "pose.task"
     video.write_bytes(b"video")
@@ -53,8 +53,15 @@ def test_pose_cache_key_follows_the_video_file(tmp_path: Path, monkeypatch: pyte
     first = pose_cache_path(video, model)
     assert first.parent == tmp_path / "cache" / "formcheck" / "poses"
     assert first.name.startswith("clip-")
-    os.utime(video, ns=(1_000_000_000, 1_000_000_000))
-    assert pose_cache_path(video, model) != first
+    os.utime(video, ns=(1_000_000_000, 1_000_000_000))  # the same bytes copied again: the same track
+    assert pose_cache_path(video, model) == first
+    video.write_bytes(b"VIDEO")
+    os.utime(video, ns=(2_000_000_000, 2_000_000_000))
+    new_video = pose_cache_path(video, model)
+    assert new_video != first
+    model.write_bytes(b"MODEL")
+    os.utime(model, ns=(3_000_000_000, 3_000_000_000))
+    assert pose_cache_path(video, model) not in (first, new_video)
 
 
 def test_listed_video_missing_is_a_data_error(tmp_path: Path) -> None:
