@@ -142,9 +142,11 @@ DEPTH_SIGNAL: dict[Exercise, DepthSignal] = {
 
 # Further signals a complete rep must also start and end near the top of: a push-up
 # needs the arms straight as well as the shoulders up (a person can hold the shoulders
-# high on bent arms, and the two disagree most where the camera sees them worst).
+# high on bent arms, and the two disagree most where the camera sees them worst); a squat
+# needs the hips open as well as high (bending over to put the hands or the bar on the
+# floor lifts the hips with the hip angle still closed: that does not finish a squat).
 ALSO_AT_TOP: dict[Exercise, tuple[DepthSignal, ...]] = {
-    "squat": (), "lunge": (), "pushup": (DepthSignal("elbow", -1.0),), "curl": (),
+    "squat": (DepthSignal("hip", -1.0),), "lunge": (), "pushup": (DepthSignal("elbow", -1.0),), "curl": (),
 }
 
 _AT_TOP = 0.05

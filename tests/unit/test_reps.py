@@ -394,6 +394,18 @@ def test_squats_are_counted_with_the_hinge_check_on() -> None:
     assert kinds(events) == ["complete"] * 3
 
 
+def test_hips_rising_while_bent_over_do_not_finish_a_squat() -> None:
+    """Down into a squat, then the hands to the floor: the hips go back up, the hip angle stays closed."""
+    clip = squat_clip(rep_segments(1))
+    up = clip.span("ascending").start
+    bent_over = [f if i < up else f.model_copy(update={"angles": {**f.angles, "hip": 70.0}})
+                 for i, f in enumerate(clip.frames)]
+    events = run(bent_over)
+    assert kinds(events) == ["partial"]
+    assert events[0].reason == "ended below the top of its range"
+    assert kinds(run(clip.frames)) == ["complete"], "the same squat standing up with the hips open"
+
+
 # -- an end the stream cut ---------------------------------------------------------------
 
 
