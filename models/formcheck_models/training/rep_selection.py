@@ -429,8 +429,15 @@ PAST_COUNTERS: Final[tuple[PastCounter, ...]] = (
                 "push-up's arms must straighten; no new setting): squat_front_bodyweight_f's unfinished last squat, "
                 "where the hips rise as he bends over to put his hands on the floor, is no longer complete (13 → "
                 "12); squat_oblique_barbell_e, whose torso the plates hide, lost a rep (2 → 1 of 3, wrong before "
-                "and after). Other exercises move only through the settings the folds share",
+                "and after); at 1 in 5 frames 77 → 78, at 1 in 10 70 → 74. Other exercises move only through the "
+                "settings the folds share",
                 "85/90 (squat 36)", "285/302", "–", True),
+    PastCounter("tried: the squat's hip angle also asked where the stream cut the movement, with the clip-edge "
+                "fraction (squat_side_bodyweight_g opens in a half squat that hip height puts near the top): held "
+                "out 86/90 at every frame (squat 37), 80/90 at 1 in 5 (78), but 70/90 at 1 in 10 (74: "
+                "squat_side_bodyweight_j lost a rep, and the folds chose other settings for three push-up clips, "
+                "squat_rear_barbell_c and squat_side_landmine_d); not kept, as it lowers a rate's figure",
+                "86/90 (squat 37)", "285/302", "–", False),
 )
 """Each change of issue 12's second pass, measured leave one source out (same folds, same scoring) as it was
 added; the current run's row comes from its own figures."""
