@@ -51,7 +51,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 AXE = REPO_ROOT / "web" / "node_modules" / "axe-core" / "axe.min.js"
 SHOTS = REPO_ROOT / "web" / "screenshots"  # gitignored; two of them are copied into docs/ for the README
 DOC_SHOTS = {"member-set-phone.png": "web-member-phone.png", "station-tv.png": "web-station-tv.png"}
-CLIP = "videos/squat/squat_front_bodyweight_a.mp4"  # 6 reps, a fault the set names (its words are asserted)
+CLIP = "videos/squat/squat_front_bodyweight_a.mp4"  # 6 reps, 3 judged poor: the set says so in words (asserted)
 NODE = "rack-1"
 ACCOUNTS = {"desk": "staff", NODE: "node", "agg": "aggregator", "screen": "display", "watch": "display",
             "ci": "checkin", "alice": "member", "bob": "member"}
