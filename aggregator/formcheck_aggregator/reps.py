@@ -145,21 +145,23 @@ class TopCheck:
     """A further signal a complete rep must also start and end near the top of."""
 
     signal: DepthSignal
-    at_cut_edges: bool
-    """Also asked where the stream cut the movement (with the clip-edge fraction), not only of ends it shows."""
+    at_cut_start: bool
+    """Also asked of a start the stream cut (with the clip-edge fraction), not only of a start it shows."""
+    at_cut_end: bool
+    """Also asked of an end the stream cut."""
 
 
 # A push-up needs the arms straight as well as the shoulders up (a person can hold the shoulders high on bent
-# arms, and the two disagree most where the camera sees them worst). A squat needs the hips open as well as
-# high: bending over to put the hands or the bar on the floor lifts the hips with the hip angle still closed,
-# which does not finish a squat. Where the stream cut the movement, both are judged by the main signal alone:
-# asking the squat's hip angle there too (a clip opening in a half squat is near the top by hip height, which
-# moves little early in a descent) counted one more clip held out at every frame and two more at 1 in 5, but four
-# fewer at 1 in 10 (models/REPORT_reps.md).
+# arms, and the two disagree most where the camera sees them worst); where the stream cut the movement, the
+# shoulders alone are judged. A squat needs the hips open as well as high: bending over to put the hands or the
+# bar on the floor lifts the hips with the hip angle still closed, which does not finish a squat; and a stream
+# that opens in a half squat is near the top by hip height, which moves little early in a descent, but not by
+# the hip angle. Of three variants measured held out (models/REPORT_reps.md) this is the one that lowered no
+# frame rate's figure: asking the hip angle of a cut end too lost a rep and four clips at 1 in 10 frames.
 ALSO_AT_TOP: dict[Exercise, tuple[TopCheck, ...]] = {
-    "squat": (TopCheck(DepthSignal("hip", -1.0), at_cut_edges=False),),
+    "squat": (TopCheck(DepthSignal("hip", -1.0), at_cut_start=True, at_cut_end=False),),
     "lunge": (),
-    "pushup": (TopCheck(DepthSignal("elbow", -1.0), at_cut_edges=False),),
+    "pushup": (TopCheck(DepthSignal("elbow", -1.0), at_cut_start=False, at_cut_end=False),),
     "curl": (),
 }
 
@@ -491,7 +493,7 @@ class RepDetector:
         share = _knee_share(rep.frames) if self.exercise in _BENDS_KNEES else None
         if share is not None and share < self.config.hinge_knee_share:
             return self._close("partial", f"a hip hinge, not a rep (the knees did {share:.0%} of the bending)")
-        checks = (TopCheck(self._signal, at_cut_edges=True), *ALSO_AT_TOP[self.exercise])
+        checks = (TopCheck(self._signal, at_cut_start=True, at_cut_end=True), *ALSO_AT_TOP[self.exercise])
         for check in checks:
             main = check.signal is self._signal
             series = rep.depth_series(check.signal)
@@ -503,10 +505,10 @@ class RepDetector:
             # the person's typical one (the main signal's): a start deeper than usual (arms hanging fully straight
             # after a rest) must not make a normal return look short.
             end_span = min(span, self.typical_range()) if main and cut_end and self._ranges else span
-            judged_start = check.at_cut_edges or not move.cut_start
+            judged_start = check.at_cut_start or not move.cut_start
             if judged_start and series[0] > deepest - self._fraction(move.cut_start) * span:
                 return self._close("partial", "started below the top of its range")
-            if (check.at_cut_edges or not cut_end) and series[-1] > deepest - self._fraction(cut_end) * end_span:
+            if (check.at_cut_end or not cut_end) and series[-1] > deepest - self._fraction(cut_end) * end_span:
                 return self._close("partial", "ended below the top of its range")
         series = rep.depth_series()
         self._ranges = [*self._ranges, max(series) - min(series[0], series[-1])]

@@ -406,6 +406,18 @@ def test_hips_rising_while_bent_over_do_not_finish_a_squat() -> None:
     assert kinds(run(clip.frames)) == ["complete"], "the same squat standing up with the hips open"
 
 
+def test_a_stream_opening_in_a_half_squat_starts_with_a_partial() -> None:
+    """Hip height barely moves early in a descent: from the hips' height alone the first frames are near the top."""
+    clip = squat_clip([("descending", 0.8, {"start": -0.85}), ("bottom", 0.3), ("ascending", 0.8),
+                       ("standing", 1.0), *rep_segments(1)])
+    half_squat = [f.model_copy(update={"angles": {**f.angles, "hip": 120.0}}) if i < 5 else f
+                  for i, f in enumerate(clip.frames)]
+    events = run(half_squat)
+    assert kinds(events) == ["partial", "complete"]
+    assert events[0].reason == "started below the top of its range"
+    assert kinds(run(clip.frames)) == ["complete", "complete"], "the same start with the hips open"
+
+
 # -- an end the stream cut ---------------------------------------------------------------
 
 
