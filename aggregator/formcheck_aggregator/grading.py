@@ -259,6 +259,11 @@ def main_fault(reps: Sequence[RepMessage]) -> str:
     name, _ = counts.most_common(1)[0]
     exercise = reps[0].exercise
     cue = EXERCISE_CUE.get((exercise, name)) or FAULT_CUE.get(name)
+    flagged = {i for indices in seen.values() for i in indices}
+    clean = [rep.rep_index for rep in reps if rep.rep_index not in flagged]
+    if name == "poor_form" and clean:
+        # The model says only that form was poor; the member's own clean reps are the example to follow.
+        cue = f"move as you did on {_rep_ranges(clean)}, which looked right, and ask a trainer to check your technique"
     words = f"{FAULT_WORDS.get(name, name.replace('_', ' '))} on {_rep_ranges(seen[name])}"
     return f"{words}: {cue}" if cue else words
 

@@ -287,7 +287,7 @@ def test_main_fault_is_the_most_frequent() -> None:
 
 
 def test_main_fault_names_poor_form_tempo_and_shallow() -> None:
-    assert main_fault([rep_msg(1), rep_msg(2, form=False)]) == "form judged poor on rep 2" + POOR
+    assert main_fault([rep_msg(1, form=False), rep_msg(2, form=False)]) == "form judged poor on reps 1–2" + POOR
     assert main_fault([rep_msg(1, tempo=False), rep_msg(2, tempo=False)]) == "dropped too fast on reps 1–2" + SLOW
     assert main_fault([rep_msg(1, {"shallow": [5]}, depth=False)]) == "not deep enough on rep 1" + DEEPER
 
@@ -299,6 +299,18 @@ def test_main_fault_from_graded_reps() -> None:
     faulty = grade(rep_frames(clip)).model_copy(update={"rep_index": 2})
     clean = grade(rep_frames(rep_clip()))
     assert main_fault([clean, faulty, clean.model_copy(update={"rep_index": 3})]) == "knees caved in on rep 2" + KNEES
+
+
+def test_poor_form_points_to_the_members_own_clean_reps() -> None:
+    # the model says only that reps 1-3 were poor: the reps it judged clean are the example to follow
+    reps = [rep_msg(1, form=False), rep_msg(2, form=False), rep_msg(3, form=False), rep_msg(4), rep_msg(5),
+            rep_msg(6)]
+    assert main_fault(reps) == ("form judged poor on reps 1–3: move as you did on reps 4–6, which looked right, "
+                                "and ask a trainer to check your technique")
+    reps = [rep_msg(1, form=False), rep_msg(2), rep_msg(3, form=False), rep_msg(4)]
+    assert main_fault(reps) == ("form judged poor on reps 1 and 3: move as you did on reps 2 and 4, which looked "
+                                "right, and ask a trainer to check your technique")
+    assert main_fault([rep_msg(1, form=False)]) == "form judged poor on rep 1" + POOR  # no example to point to
 
 
 def test_a_named_fault_wins_over_the_form_models_poor_form() -> None:
