@@ -6,13 +6,20 @@ import logging
 import os
 from pathlib import Path
 from types import TracebackType
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 
+from formcheck_edge.config import PoseSection
 from formcheck_edge.features import NUM_LANDMARKS, PoseLandmarks
 
 log = logging.getLogger(__name__)
+
+
+LANDMARKER_SETTINGS: Final = ("min_detection_confidence", "min_tracking_confidence", "min_presence_confidence")
+"""The pose settings the landmarker is built from: with the model, the runtime and this code, all that shapes a pose
+track (a cached track's key holds their values: ``formcheck_models.training.dataset.pose_pipeline_id``)."""
 
 
 class PoseModelError(RuntimeError):
@@ -26,14 +33,9 @@ class PoseEstimator:
     that so a camera whose clock stutters does not abort the graph.
     """
 
-    def __init__(
-        self,
-        model_path: Path,
-        *,
-        min_detection_confidence: float = 0.5,
-        min_tracking_confidence: float = 0.5,
-        min_presence_confidence: float = 0.5,
-    ) -> None:
+    def __init__(self, model_path: Path, settings: PoseSection | None = None) -> None:
+        """``settings``: the node's pose settings (``LANDMARKER_SETTINGS`` are read), their defaults if None."""
+        settings = settings or PoseSection()
         if not model_path.is_file():
             raise PoseModelError(f"pose model not found: {model_path} (run 'make model' or 'formcheck models build')")
         # MediaPipe logs through glog/absl to stderr; keep the operator's log readable.
@@ -44,9 +46,9 @@ class PoseEstimator:
             base_options=BaseOptions(model_asset_path=str(model_path)),
             running_mode=vision.RunningMode.VIDEO,
             num_poses=1,
-            min_pose_detection_confidence=min_detection_confidence,
-            min_tracking_confidence=min_tracking_confidence,
-            min_pose_presence_confidence=min_presence_confidence,
+            min_pose_detection_confidence=settings.min_detection_confidence,
+            min_tracking_confidence=settings.min_tracking_confidence,
+            min_pose_presence_confidence=settings.min_presence_confidence,
         )
         try:
             self._landmarker = vision.PoseLandmarker.create_from_options(options)

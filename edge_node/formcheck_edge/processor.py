@@ -121,12 +121,7 @@ class FrameProcessor:
 
     @classmethod
     def _create(cls, config: EdgeConfig, boot: str) -> FrameProcessor:
-        pose = PoseEstimator(
-            config.pose.model_path(),
-            min_detection_confidence=config.pose.min_detection_confidence,
-            min_tracking_confidence=config.pose.min_tracking_confidence,
-            min_presence_confidence=config.pose.min_presence_confidence,
-        )
+        pose = PoseEstimator(config.pose.model_path(), config.pose)
         exercise = config.node.exercise
         try:
             classifier = _load_classifier(config, exercise)

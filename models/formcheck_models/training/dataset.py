@@ -33,8 +33,8 @@ import numpy as np
 import numpy.typing as npt
 
 from formcheck_edge import capture as edge_capture
-from formcheck_edge.capture import file_frame_ts
-from formcheck_edge.config import PoseSection
+from formcheck_edge.capture import OpenCvSource, SourceError, file_frame_ts
+from formcheck_edge.config import PoseSection, SourceSection
 from formcheck_edge.features import (
     ANGLE_NAMES,
     CONTEXT_MEASURES,
@@ -44,6 +44,7 @@ from formcheck_edge.features import (
     feature_names,
     frame_features,
 )
+from formcheck_edge.pose import LANDMARKER_SETTINGS, PoseEstimator
 from formcheck_models.training.sources import clip_sources
 from formcheck_runtime.paths import POSE_MODEL, DataMissingError, cache_dir, require_data_dir
 
@@ -221,8 +222,7 @@ def pose_pipeline_id() -> str:
     code = hashlib.sha256()
     for name in _POSE_CODE:
         code.update((Path(edge_capture.__file__).parent / name).read_bytes())
-    settings = PoseSection().model_dump_json(include={"min_detection_confidence", "min_tracking_confidence",
-                                                      "min_presence_confidence"})
+    settings = PoseSection().model_dump_json(include=set(LANDMARKER_SETTINGS))
     # "upright": frames are decoded with the container's rotation applied (formcheck_edge.capture.open_video_file).
     return (f"mediapipe=={version('mediapipe')} opencv=={version('opencv-contrib-python')} upright "
             f"start={TRACK_START_MS} code={code.hexdigest()[:16]} {settings}")
@@ -238,23 +238,16 @@ def pose_cache_path(video: Path, pose_model: Path) -> Path:
 def extract_poses(video: Path, pose_model: Path) -> ClipPoses:
     """Decode ``video`` and run the pose model on every frame, as a file-fed edge node with the default pose
     settings does (the edge's own source, frame rate and timestamps)."""
-    from formcheck_edge.capture import OpenCvSource, SourceError
-    from formcheck_edge.config import SourceSection
-    from formcheck_edge.pose import PoseEstimator
-
     try:
         source = OpenCvSource(SourceSection(uri=str(video), realtime=False))
     except SourceError as exc:
         raise OSError(str(exc)) from exc
     fps = source.fps or 30.0  # as formcheck_edge.capture.CaptureThread stamps a file without a usable rate
-    settings = PoseSection()
     worlds: list[FloatArray] = []
     visibilities: list[FloatArray] = []
     present: list[bool] = []
     try:
-        with PoseEstimator(pose_model, min_detection_confidence=settings.min_detection_confidence,
-                           min_tracking_confidence=settings.min_tracking_confidence,
-                           min_presence_confidence=settings.min_presence_confidence) as estimator:
+        with PoseEstimator(pose_model, PoseSection()) as estimator:
             index = 0
             while (rgb := source.read()) is not None:
                 pose = estimator.detect(rgb, file_frame_ts(TRACK_START_MS, index, fps))
