@@ -195,6 +195,11 @@ def _sha256(path: str, size: int, mtime_ns: int, inode: int) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
+CACHE_KEY_CHARS: Final = 16
+"""Hex digits of a cache entry's key: ``{clip}-{key}{suffix}`` (pose tracks here, frames in ``frame_cache``)."""
+KEEP_PER_CLIP: Final = 3
+"""Cache entries kept per clip (checkouts at different commits share the cache; older entries only grow it)."""
+
 # Pose tracks are recorded as a file-fed edge node plays the file (``formcheck_edge.capture.file_frame_ts``), from a
 # whole-millisecond start in the wall clock's range: the landmarker smooths over time in floating point, and
 # timestamps counted from 0 moved landmarks by up to 0.1 mm against a node started today, while any start between
@@ -231,7 +236,7 @@ def pose_pipeline_id() -> str:
 def pose_cache_path(video: Path, pose_model: Path) -> Path:
     """Cache file of ``video``'s pose track, keyed by the video's and the pose model's content and the pipeline."""
     source = f"{file_sha256(video)}:{file_sha256(pose_model)}:{pose_pipeline_id()}"
-    key = hashlib.sha256(source.encode()).hexdigest()[:16]
+    key = hashlib.sha256(source.encode()).hexdigest()[:CACHE_KEY_CHARS]
     return cache_dir() / "poses" / f"{video.stem}-{key}.npz"
 
 
@@ -286,13 +291,11 @@ def load_poses(video: Path, pose_model: Path = POSE_MODEL) -> ClipPoses:
     return poses
 
 
-KEEP_PER_CLIP: Final = 3
-"""Cache entries kept per clip (checkouts at different commits share the cache; older entries only grow it)."""
 
 
 def prune(folder: Path, clip: str, suffix: str, keep: int) -> list[Path]:
-    """Remove all but the ``keep`` newest cache entries ``{clip}-{16 hex}{suffix}`` in ``folder``; returns them."""
-    siblings = sorted(folder.glob(f"{glob.escape(clip)}-{'?' * 16}{suffix}"),
+    """Remove all but the ``keep`` newest cache entries ``{clip}-{key}{suffix}`` in ``folder``; returns them."""
+    siblings = sorted(folder.glob(f"{glob.escape(clip)}-{'?' * CACHE_KEY_CHARS}{suffix}"),
                       key=lambda p: p.stat().st_mtime_ns, reverse=True)
     removed = siblings[keep:]
     for old in removed:

@@ -24,15 +24,20 @@ import functools
 import hashlib
 import os
 from pathlib import Path
-from typing import Final
 
 from formcheck_edge.offline import offline_config, replay_poses
-from formcheck_models.training.dataset import KEEP_PER_CLIP, file_sha256, load_poses, pose_pipeline_id, prune
+from formcheck_models.training.dataset import (
+    CACHE_KEY_CHARS,
+    KEEP_PER_CLIP,
+    file_sha256,
+    load_poses,
+    pose_pipeline_id,
+    prune,
+)
 from formcheck_protocol.messages import Exercise, FrameMessage
 from formcheck_runtime.paths import POSE_MODEL, REPO_ROOT, cache_dir, classifier_model
 
 _EDGE_CODE = ("edge_node/formcheck_edge", "protocol/formcheck_protocol")
-_KEY_CHARS: Final = 16  # dataset.prune's pattern
 
 
 @functools.cache
@@ -49,7 +54,7 @@ def frames_cache_path(video: Path, exercise: Exercise) -> Path:
     key = hashlib.sha256("|".join((
         file_sha256(video), exercise, file_sha256(POSE_MODEL), pose_pipeline_id(),
         file_sha256(classifier_model(exercise)), _code_digest(),
-    )).encode()).hexdigest()[:_KEY_CHARS]
+    )).encode()).hexdigest()[:CACHE_KEY_CHARS]
     return cache_dir() / "frames" / f"{video.stem}-{key}.jsonl"
 
 
