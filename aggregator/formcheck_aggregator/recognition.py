@@ -11,9 +11,12 @@ Three questions, each on a measure a coach would look at:
    against a typical full rep of its exercise, names the movement: squat-like or curl. The legs' movement is
    the larger of the hips' travel and the knees' bend (a curl does not bend the knees through most of a
    squat); an arm movement is curl-like only while the wrists stay below the neck (racking a bar on the back
-   or pressing it overhead lifts them above).
+   or pressing it overhead lifts them above) and the upper arms hang by the trunk (a curl bends the elbow
+   with the upper arm still; holding a bar on the back spreads the elbows away from the body).
 3. *Squat or lunge?* In a lunge one hip is bent and the other extended at the bottom; in a squat both bend
-   alike: the difference between the two hip angles over that first rep.
+   alike: the difference between the two hip angles over that first rep, and the more open hip at its bottom
+   (a lunge's rear hip is nearly straight there; a far leg the pose puts wrongly can make a squat's hips differ,
+   but not straighten one at the bottom of a squat).
 
 The thresholds (``RecognitionConfig``) were chosen inside leave-one-source-out folds
 (``formcheck models evaluate-reps``); the confidence is how far the deciding measure lies from its threshold.
@@ -23,12 +26,13 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
 
 from pydantic import Field
 
-from formcheck_aggregator.reps import DEPTH_SIGNAL, PRIOR_RANGE, RepDetector, RepFrames
+from formcheck_aggregator.reps import DEPTH_SIGNAL, PRIOR_RANGE, RepConfig, RepDetector, RepFrames
 from formcheck_protocol.messages import Exercise, FrameMessage
 from formcheck_runtime.settings import Section
 
@@ -44,9 +48,23 @@ class RecognitionConfig(Section):
         35.0, gt=0, lt=180, description="Difference between the left and right hip angles (90th percentile over "
         "the first rep) at or above which a squat-like rep is a lunge."
     )
+    lunge_rear_hip_deg: float = Field(
+        120.0, gt=0, lt=180, description="The more open hip angle at the bottom of the first rep (median over the "
+        "rep's bottom frames) at or above which a squat-like rep with hips that differ is a lunge: the rear hip of "
+        "a lunge is nearly straight there, both hips of a squat are bent."
+    )
     curl_wrists_above_neck: float = Field(
         0.1, ge=0, le=1, description="Torso lengths the wrists may rise above the neck in an arm movement that is "
         "a curl; one that lifts them higher (racking a bar on the back, pressing it overhead) is not a curl rep."
+    )
+    curl_upper_arm_deg: float = Field(
+        50.0, gt=0, lt=180, description="Angle between the upper arm and the trunk (hip-shoulder-elbow, median "
+        "over the movement) above which an arm movement is not a curl: a curl keeps the upper arm by the trunk."
+    )
+    feet_seen_visibility: float = Field(
+        0.5, ge=0, le=1, description="Visibility of the better-seen ankle (median over a movement of the hips) "
+        "below which the feet are out of the picture: the pose model then guesses the legs, so such a movement "
+        "does not name a squat or lunge and the legs count as still."
     )
     max_frames: int = Field(
         900, ge=30, description="Frames with a person after which the exercise is named from what was seen, "
@@ -70,96 +88,185 @@ def _margin(value: float, threshold: float, scale: float) -> float:
     return min(1.0, 0.5 + abs(value - threshold) / (2 * scale))
 
 
+MovementKind = Literal["hips", "press", "arms"]
+
+
+@dataclass
+class Movement:
+    """A movement one of the three detectors completed, with the measures recognition asks of it.
+
+    It does not depend on :class:`RecognitionConfig`: the thresholds are applied to it by :class:`_Decision`, so
+    the evaluation runs the detectors once per clip and tries every candidate threshold on the same movements.
+    """
+
+    kind: MovementKind
+    rep: RepFrames | None
+    """None: not a rep but the frame limit (``max_frames``) or the end of the stream."""
+    lean: float
+    """Median trunk lean over every frame with a person up to this movement."""
+    frames_seen: int
+    after_s: float
+    at_end: bool = False
+    """Completed by the end of the stream: judged whatever it is (there will be no other)."""
+    _measures: dict[str, float | None] = field(default_factory=dict, repr=False)
+
+    def measure(self, name: str) -> float | None:
+        """One of ``_MEASURES`` of this movement's frames, computed once."""
+        if name not in self._measures:
+            self._measures[name] = _MEASURES[name](self.rep.frames) if self.rep is not None else None
+        return self._measures[name]
+
+
+class MovementLog:
+    """The config-independent half of recognition: the person's frames through three rep detectors."""
+
+    def __init__(self) -> None:
+        self._hips = RepDetector("squat")
+        self._arms = RepDetector("curl")
+        self._press = RepDetector("pushup")
+        self.leans: list[float] = []
+        self._first_ts: int | None = None
+        self._last_ts = 0
+
+    def push(self, frame: FrameMessage) -> list[Movement]:
+        """Movements completed by ``frame`` (hips, then press, then arms: the order recognition asks in)."""
+        if frame.phase == "no_person" or "trunk_lean" not in frame.angles:
+            return []
+        self.leans.append(frame.angles["trunk_lean"])
+        if self._first_ts is None:
+            self._first_ts = frame.ts
+        self._last_ts = frame.ts
+        out = [self._movement(kind, event.rep) for kind, detector in self._detectors()
+               for event in detector.push(frame) if event.kind == "complete"]
+        return out
+
+    def finish(self) -> list[Movement]:
+        """End of stream: reps the end completed (hips, arms, then press), then the end itself."""
+        if not self.leans:
+            return []
+        order: tuple[tuple[MovementKind, RepDetector], ...] = (
+            ("hips", self._hips), ("arms", self._arms), ("press", self._press))
+        ends = [self._movement(kind, event.rep, at_end=True)
+                for kind, detector in order for event in detector.finish() if event.kind == "complete"]
+        return [*ends, self._movement("hips", None, at_end=True)]
+
+    def limit(self) -> Movement:
+        """The frame limit reached now: decide from what was seen."""
+        return self._movement("hips", None, at_end=True)
+
+    def _detectors(self) -> tuple[tuple[MovementKind, RepDetector], ...]:
+        return (("hips", self._hips), ("press", self._press), ("arms", self._arms))
+
+    def _movement(self, kind: MovementKind, rep: RepFrames | None, *, at_end: bool = False) -> Movement:
+        after_s = (self._last_ts - (self._first_ts or self._last_ts)) / 1000
+        return Movement(kind, rep, statistics.median(self.leans), len(self.leans), round(after_s, 2), at_end)
+
+
+class _Decision:
+    """The config-dependent half: which movement decides, and what it names."""
+
+    def __init__(self, config: RecognitionConfig) -> None:
+        self.config = config
+        self._arm_reps = 0
+
+    def consider(self, movement: Movement) -> Recognition | None:
+        if movement.at_end:
+            return self._judge(movement)
+        if movement.kind == "hips":
+            # With the feet out of the picture the legs' angles are the pose model's guess: not yet a rep.
+            return self._judge(movement) if self._feet_seen(movement) else None
+        if movement.kind == "press":
+            # A push-up is told by the body's lean alone; its own rep only says when the first rep is done.
+            return self._judge(movement) if movement.lean >= self.config.horizontal_lean_deg else None
+        if self._curl_like(movement):
+            # One arm movement is often setting up (taking the bar, gripping the handles): a curl is decided on
+            # its second rep, unless a rep of the hips comes first.
+            self._arm_reps += 1
+            if self._arm_reps >= 2:
+                return self._judge(movement)
+        return None
+
+    def _curl_like(self, movement: Movement) -> bool:
+        """A curl keeps the wrists below the neck (a bar racked on the back or pressed overhead lifts them above)
+        and the upper arms by the trunk (holding a bar on the back spreads the elbows)."""
+        highest = movement.measure("wrists_highest")
+        if highest is not None and highest < -self.config.curl_wrists_above_neck:
+            return False
+        # Frames from edges older than the "shoulder" measure lack it: the wrists alone decide there.
+        upper_arm = movement.measure("upper_arm")
+        return upper_arm is None or upper_arm <= self.config.curl_upper_arm_deg
+
+    def _feet_seen(self, movement: Movement) -> bool:
+        """Frames from edges older than the ``ankle_vis`` measure lack it: the feet count as seen there."""
+        ankles = movement.measure("feet_visibility")
+        return ankles is None or ankles >= self.config.feet_seen_visibility
+
+    def _judge(self, movement: Movement) -> Recognition:
+        return dataclasses.replace(self._name(movement), after_s=movement.after_s)
+
+    def _name(self, movement: Movement) -> Recognition:
+        lean = movement.lean
+        horizontal = self.config.horizontal_lean_deg
+        posture = _margin(lean, horizontal, 15.0)
+        if lean >= horizontal:
+            return Recognition("pushup", posture, f"body horizontal (trunk lean {lean:.0f}°)")
+        if movement.rep is None:
+            return Recognition("squat", 0.5 * posture, f"upright (trunk lean {lean:.0f}°), no rep seen yet")
+        arms = movement.measure("arms_range") or 0.0
+        # The legs' movement is the larger of the hips' travel and the knees' bend: seen from the front the hips
+        # travel little in 3D, and a curl never bends the knees through most of a squat. Without the feet in the
+        # picture (a camera framing the upper body) both are the pose model's guess: no movement of the legs.
+        legs = max(movement.measure("hips_range") or 0.0,
+                   (movement.measure("knee_bend") or 0.0) / FULL_KNEE_BEND_DEG) if self._feet_seen(movement) else 0.0
+        if arms > legs and self._curl_like(movement):
+            share = arms / (arms + legs)
+            return Recognition("curl", posture * share, f"upright, an elbow moves ({arms:.1f} of a full curl; "
+                               f"the legs {legs:.1f} of a full squat)")
+        difference = movement.measure("hip_difference")
+        if difference is None:
+            return Recognition("squat", 0.5 * posture, "upright, the hips move (hip angles not seen)")
+        split = self.config.lunge_hip_difference_deg
+        stance = posture * _margin(difference, split, 15.0)
+        if difference < split:
+            return Recognition("squat", stance, f"the hips move, both bent alike ({difference:.0f}° apart)")
+        rear = movement.measure("rear_hip")
+        straight = self.config.lunge_rear_hip_deg
+        if rear is not None and rear < straight:
+            return Recognition("squat", posture * _margin(rear, straight, 15.0),
+                               f"the hips move, both bent at the bottom ({difference:.0f}° apart, the more open "
+                               f"{rear:.0f}°)")
+        if rear is not None:
+            stance = min(stance, posture * _margin(rear, straight, 15.0))
+        return Recognition("lunge", stance, f"the hips move, one bent and one extended ({difference:.0f}° apart)")
+
+
 class ExerciseRecogniser:
     """Feed a station's frames in order; :meth:`push` returns the recognition once it is decided."""
 
     def __init__(self, config: RecognitionConfig | None = None) -> None:
         self.config = config or RecognitionConfig()
-        self._hips = RepDetector("squat")
-        self._arms = RepDetector("curl")
-        self._press = RepDetector("pushup")
-        self._leans: list[float] = []
-        self._first_ts: int | None = None
-        self._last_ts = 0
-        self._arm_reps = 0
+        self._log = MovementLog()
+        self._decision = _Decision(self.config)
         self.result: Recognition | None = None
 
     def push(self, frame: FrameMessage) -> Recognition | None:
-        if self.result is not None:
-            return self.result
-        if frame.phase == "no_person" or "trunk_lean" not in frame.angles:
-            return None
-        self._leans.append(frame.angles["trunk_lean"])
-        if self._first_ts is None:
-            self._first_ts = frame.ts
-        self._last_ts = frame.ts
-        for event in self._hips.push(frame):
-            if event.kind == "complete":
-                self.result = self._decide(event.rep)
-                return self.result
-        for event in self._press.push(frame):
-            # A push-up is told by the body's lean alone; its own rep only says when the first rep is done.
-            if event.kind == "complete" and statistics.median(self._leans) >= self.config.horizontal_lean_deg:
-                self.result = self._decide(event.rep)
-                return self.result
-        for event in self._arms.push(frame):
-            if event.kind == "complete" and self._curl_like(event.rep):
-                # One arm movement is often setting up (taking the bar, gripping the handles): a curl is decided
-                # on its second rep, unless a rep of the hips comes first.
-                self._arm_reps += 1
-                if self._arm_reps >= 2:
-                    self.result = self._decide(event.rep)
-                    return self.result
-        if len(self._leans) >= self.config.max_frames:
-            self.result = self._decide(None)
+        if self.result is None:
+            self._consider(self._log.push(frame))
+            if self.result is None and len(self._log.leans) >= self.config.max_frames:
+                self._consider([self._log.limit()])
         return self.result
 
     def finish(self) -> Recognition | None:
         """End of stream: decide from what was seen (a completed rep if the stream ended on one)."""
-        if self.result is None and self._leans:
-            for detector in (self._hips, self._arms, self._press):
-                for event in detector.finish():
-                    if event.kind == "complete" and self.result is None:
-                        self.result = self._decide(event.rep)
-            if self.result is None:
-                self.result = self._decide(None)
+        if self.result is None:
+            self._consider(self._log.finish())
         return self.result
 
-    def _curl_like(self, rep: RepFrames) -> bool:
-        """A curl keeps the wrists below the neck; a bar racked on the back or pressed overhead lifts them above."""
-        heights = [f.angles["shoulder_height"] for f in rep.frames if "shoulder_height" in f.angles]
-        return not heights or min(heights) >= -self.config.curl_wrists_above_neck
-
-    def _decide(self, rep: RepFrames | None) -> Recognition:
-        after_s = (self._last_ts - (self._first_ts or self._last_ts)) / 1000
-        return dataclasses.replace(self._judge(rep), after_s=round(after_s, 2))
-
-    def _judge(self, rep: RepFrames | None) -> Recognition:
-        lean = statistics.median(self._leans)
-        horizontal = self.config.horizontal_lean_deg
-        posture = _margin(lean, horizontal, 15.0)
-        if lean >= horizontal:
-            return Recognition("pushup", posture, f"body horizontal (trunk lean {lean:.0f}°)")
-        if rep is None:
-            return Recognition("squat", 0.5 * posture, f"upright (trunk lean {lean:.0f}°), no rep seen yet")
-        hips, arms = (_relative_range(RepFrames(ex, rep.frames)) for ex in ("squat", "curl"))
-        # The legs' movement is the larger of the hips' travel and the knees' bend: seen from the front the hips
-        # travel little in 3D, and a curl never bends the knees through most of a squat.
-        legs = max(hips, _knee_bend(rep.frames) / FULL_KNEE_BEND_DEG)
-        if arms > legs and self._curl_like(rep):
-            share = arms / (arms + legs)
-            return Recognition("curl", posture * share, f"upright, an elbow moves ({arms:.1f} of a full curl; "
-                               f"the legs {legs:.1f} of a full squat)")
-        differences = sorted(abs(f.angles["hip_l"] - f.angles["hip_r"]) for f in rep.frames
-                             if "hip_l" in f.angles and "hip_r" in f.angles)
-        if not differences:
-            return Recognition("squat", 0.5 * posture, "upright, the hips move (hip angles not seen)")
-        difference = differences[int(0.9 * (len(differences) - 1))]
-        split = self.config.lunge_hip_difference_deg
-        stance = posture * _margin(difference, split, 15.0)
-        if difference >= split:
-            return Recognition("lunge", stance, f"the hips move, one bent and one extended ({difference:.0f}° apart)")
-        return Recognition("squat", stance, f"the hips move, both bent alike ({difference:.0f}° apart)")
+    def _consider(self, movements: Iterable[Movement]) -> None:
+        for movement in movements:
+            self.result = self._decision.consider(movement)
+            if self.result is not None:
+                return
 
 
 FULL_KNEE_BEND_DEG = 90.0
@@ -172,10 +279,79 @@ def _knee_bend(frames: Iterable[FrameMessage]) -> float:
     return max(knees) - min(knees) if knees else 0.0
 
 
+def _open_hip_at_bottom(frames: Sequence[FrameMessage]) -> float | None:
+    """Median of the more open hip angle over the frames at the bottom of the hips' depth (those within the
+    counter's ``bottom_plateau`` of the movement's range from the deepest)."""
+    signal = DEPTH_SIGNAL["squat"]
+    seen = [(d, f) for f in frames if (d := signal.of(f)) is not None and "hip_l" in f.angles and "hip_r" in f.angles]
+    if not seen:
+        return None
+    deepest, shallowest = max(d for d, _ in seen), min(d for d, _ in seen)
+    floor = deepest - RepConfig().bottom_plateau * (deepest - shallowest)
+    return statistics.median(max(f.angles["hip_l"], f.angles["hip_r"]) for d, f in seen if d >= floor)
+
+
 def _relative_range(rep: RepFrames) -> float:
     """How far the exercise's depth signal moved over ``rep``, in typical full reps of that exercise."""
     series = rep.depth_series(DEPTH_SIGNAL[rep.exercise])
     return (max(series) - min(series)) / PRIOR_RANGE[rep.exercise] if series else 0.0
+
+
+def _hip_difference(frames: Sequence[FrameMessage]) -> float | None:
+    """90th percentile over ``frames`` of the difference between the left and right hip angles."""
+    differences = sorted(abs(f.angles["hip_l"] - f.angles["hip_r"]) for f in frames
+                         if "hip_l" in f.angles and "hip_r" in f.angles)
+    return differences[int(0.9 * (len(differences) - 1))] if differences else None
+
+
+def _wrists_highest(frames: Sequence[FrameMessage]) -> float | None:
+    """The wrists' highest point as ``shoulder_height`` measures it (torso lengths below the neck; above is < 0)."""
+    heights = [f.angles["shoulder_height"] for f in frames if "shoulder_height" in f.angles]
+    return min(heights) if heights else None
+
+
+def _feet_visibility(frames: Sequence[FrameMessage]) -> float | None:
+    """Median over ``frames`` of the better-seen ankle's visibility (``ankle_vis``)."""
+    seen = [f.angles["ankle_vis"] for f in frames if "ankle_vis" in f.angles]
+    return statistics.median(seen) if seen else None
+
+
+def _upper_arm(frames: Sequence[FrameMessage]) -> float | None:
+    """Median angle between the upper arms and the trunk (``shoulder``, hip-shoulder-elbow)."""
+    angles = [f.angles["shoulder"] for f in frames if "shoulder" in f.angles]
+    return statistics.median(angles) if angles else None
+
+
+_MEASURES: dict[str, Callable[[Sequence[FrameMessage]], float | None]] = {
+    "hips_range": lambda frames: _relative_range(RepFrames("squat", list(frames))),
+    "arms_range": lambda frames: _relative_range(RepFrames("curl", list(frames))),
+    "knee_bend": _knee_bend,
+    "hip_difference": _hip_difference,
+    "wrists_highest": _wrists_highest,
+    "upper_arm": _upper_arm,
+    "rear_hip": _open_hip_at_bottom,
+    "feet_visibility": _feet_visibility,
+}
+
+
+def recognise_each(frames: Iterable[FrameMessage], configs: Sequence[RecognitionConfig]) -> list[Recognition | None]:
+    """What :func:`recognise` names under each of ``configs`` (which share ``max_frames``), with the rep
+    detectors run once: the evaluation tries every candidate threshold this way."""
+    limits = {config.max_frames for config in configs}
+    if len(limits) > 1:
+        raise ValueError(f"configs differ in max_frames ({sorted(limits)}): recognise them one at a time")
+    log, movements, limited = MovementLog(), [], not limits
+    for frame in frames:
+        movements += log.push(frame)
+        if not limited and len(log.leans) >= min(limits):
+            movements.append(log.limit())
+            limited = True
+    movements += log.finish()
+    results: list[Recognition | None] = []
+    for config in configs:
+        decision = _Decision(config)
+        results.append(next((r for m in movements if (r := decision.consider(m)) is not None), None))
+    return results
 
 
 def recognise(frames: Iterable[FrameMessage], config: RecognitionConfig | None = None) -> Recognition | None:

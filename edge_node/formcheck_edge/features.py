@@ -70,6 +70,7 @@ CONTEXT_MEASURES: Final[tuple[str, ...]] = (
     "view_yaw",      # hip line against the camera's x axis: 0 = facing or back to the camera, 90 = side-on
     "shoulder_height",  # neck above the wrists, torso lengths (push-up depth: hands on the floor, shoulders lowest)
     "hip_sag",       # 180 − neck-pelvis-ankle angle, + = hips below the shoulder-ankle line (push-up sag), − = piked
+    "ankle_vis",     # visibility of the better-seen ankle: whether the feet are in the picture (else legs are guessed)
 )
 
 # Motion features: difference between the current frame and a past one, at
@@ -206,6 +207,7 @@ def body_measures(pose: PoseLandmarks) -> dict[str, float]:
         # shoulders in the picture: from the ankles, the far end of a head-on body, the height was unusable.
         "shoulder_height": float((w[L_WRIST][1] + w[R_WRIST][1]) / 2 - neck[1])
         / (float(np.linalg.norm(neck - pelvis)) + _EPS),
+        "ankle_vis": float(max(pose.visibility[L_ANKLE], pose.visibility[R_ANKLE])),
     }
 
 

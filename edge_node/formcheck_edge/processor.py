@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 PUBLISHED_ANGLES: tuple[str, ...] = (
     "knee", "hip", "trunk_lean", "knee_valgus", "knee_width", "hip_depth", "shin_lean", "heel_lift",
     "elbow", "body_line", "view_yaw", "shoulder_height", "hip_sag",
+    # Exercise recognition: the upper arm against the trunk (a curl keeps it there) and whether the feet are in
+    # the picture (without them the legs' angles are the pose model's guess).
+    "shoulder", "ankle_vis",
     # Per side: alternating curls and lunges work one side at a time, which the two-sided means blur.
     "elbow_l", "elbow_r", "knee_l", "knee_r", "hip_l", "hip_r",
 )

@@ -66,7 +66,8 @@ class FrameMessage(_Message):
     bad_p: Probability = Field(description="Probability that the form in this frame is bad.")
     faults: list[Fault] = Field(default_factory=list, max_length=len(FAULTS), description="Fault flags seen.")
     angles: dict[Annotated[str, Field(max_length=32)], Finite] = Field(
-        default_factory=dict, max_length=32, description="Joint angles (degrees) and body ratios."
+        default_factory=dict, max_length=32, description="Joint angles (degrees), body ratios and the "
+        "better-seen ankle's visibility (`ankle_vis`, 0-1)."
     )
     vis: Probability = Field(description="Mean landmark visibility of the pose, 0 when no person.")
 

@@ -239,7 +239,7 @@ def exercise_stream(exercise: Exercise, reps: int = 3, *, lean: float = 10.0, st
             "hip_l": 175 - (120 if exercise == "lunge" else 100) * hips,
             "hip_r": 175 - (30 if exercise == "lunge" else 100) * hips,
             "elbow_l": 165 - 125 * elbow, "elbow_r": 165 - 5 * elbow, "elbow": 165 - 65 * elbow - 80 * press,
-            "shoulder_height": 0.9 - 0.6 * press,
+            "shoulder_height": 0.9 - 0.6 * press, "shoulder": 15.0,
             "trunk_lean": lean + 20 * hips,
         }
         frames.append(FrameMessage.model_validate({

@@ -62,6 +62,21 @@ def test_knees_caving_in_lowers_width_ratio() -> None:
     assert caved["knee_valgus"] > apart["knee_valgus"]
 
 
+def test_upper_arm_and_feet_in_the_picture_are_measured() -> None:
+    """Recognition's cues: arms hanging by the trunk (a curl's upper arm), and whether an ankle is seen."""
+    pose = skeleton(170.0)
+    assert F.body_measures(pose)["shoulder"] < 10.0  # hanging by the trunk
+    spread = pose.world.copy()
+    for elbow, shoulder, side in ((F.L_ELBOW, F.L_SHOULDER, 1), (F.R_ELBOW, F.R_SHOULDER, -1)):
+        spread[elbow] = spread[shoulder] + [side * 0.3, 0.0, 0.0]  # out to the side, as holding a bar on the back
+    assert F.body_measures(F.PoseLandmarks(world=spread, visibility=pose.visibility))["shoulder"] == pytest.approx(
+        90.0, abs=10.0)
+    cropped = np.ones(33, dtype=np.float32)
+    cropped[[F.L_ANKLE, F.R_ANKLE]] = [0.04, 0.1]
+    assert F.body_measures(F.PoseLandmarks(world=pose.world, visibility=cropped))["ankle_vis"] == pytest.approx(0.1)
+    assert F.body_measures(pose)["ankle_vis"] == pytest.approx(1.0)
+
+
 def test_features_are_scale_and_translation_invariant() -> None:
     base = skeleton(100.0, trunk_deg=20.0)
     moved = F.PoseLandmarks(world=base.world * 1.7 + np.array([0.3, -0.2, 1.0], dtype=np.float32),

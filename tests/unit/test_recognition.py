@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from formcheck_aggregator.recognition import ExerciseRecogniser, RecognitionConfig, recognise
+from formcheck_aggregator.recognition import ExerciseRecogniser, RecognitionConfig, recognise, recognise_each
 from formcheck_protocol.messages import Exercise, FrameMessage
 from tests.unit.synthetic_frames import BOOT, FPS, NODE, TS0, exercise_stream
 
@@ -96,3 +96,63 @@ def test_arm_movements_lifting_the_wrists_above_the_neck_are_not_curls() -> None
     # the threshold is what decides: allowing the wrists a whole torso length above the neck names a curl
     lenient = recognise(frames, RecognitionConfig(curl_wrists_above_neck=1.0))
     assert lenient is not None and lenient.exercise == "curl"
+
+
+def test_hips_that_differ_but_both_bend_at_the_bottom_are_a_squat() -> None:
+    """A far leg the pose puts wrongly makes a squat's hip angles differ; a lunge's rear hip is nearly straight."""
+    def uneven(angles: dict[str, float]) -> dict[str, float]:
+        t = (170.0 - angles["knee"]) / 100.0
+        return {"hip_l": 175.0 - 100.0 * t, "hip_r": 175.0 - 150.0 * t}  # 50° apart, 75° and 25° at the bottom
+
+    frames = _with(exercise_stream("squat"), uneven)
+    result = recognise(frames)
+    assert result is not None and result.exercise == "squat", result.reason
+    assert "both bent at the bottom" in result.reason
+    # the threshold is what decides: a rear hip of 70° counting as open names a lunge
+    lenient = recognise(frames, RecognitionConfig(lunge_rear_hip_deg=70.0))
+    assert lenient is not None and lenient.exercise == "lunge", lenient.reason
+
+
+def test_arm_movements_with_the_upper_arms_away_from_the_trunk_are_not_curls() -> None:
+    """A curl bends the elbow with the upper arm by the trunk; holding a bar on the back spreads the elbows."""
+    frames = _with(exercise_stream("curl"), lambda angles: {"shoulder": 70.0})
+    result = recognise(frames)
+    assert result is not None and result.exercise != "curl", result.reason
+    lenient = recognise(frames, RecognitionConfig(curl_upper_arm_deg=80.0))
+    assert lenient is not None and lenient.exercise == "curl", lenient.reason
+
+
+def test_frames_without_the_upper_arm_measure_are_judged_by_the_wrists_alone() -> None:
+    """An edge from before the ``shoulder`` measure: its curls are still curls."""
+    frames = [f.model_copy(update={"angles": {k: v for k, v in f.angles.items() if k != "shoulder"}})
+              for f in exercise_stream("curl")]
+    result = recognise(frames)
+    assert result is not None and result.exercise == "curl", result.reason
+
+
+def test_legs_guessed_without_the_feet_in_the_picture_do_not_name_a_squat() -> None:
+    """A camera framing a curl from the waist up: the pose model invents bending knees (a freeze-frame, a moving
+    camera); with the ankles unseen the legs count as still, and the arms name the curl."""
+    def guessed_legs(angles: dict[str, float]) -> dict[str, float]:
+        t = (165.0 - angles["elbow_l"]) / 125.0
+        return {"knee": 170.0 - 90.0 * t, "hip_depth": -1.0 + 1.0 * t, "ankle_vis": 0.1}
+
+    frames = _with(exercise_stream("curl"), guessed_legs)
+    result = recognise(frames)
+    assert result is not None and result.exercise == "curl", result.reason
+    # the same legs with the feet seen are a movement of the hips
+    seen = recognise(_with(frames, lambda angles: {"ankle_vis": 0.9}))
+    assert seen is not None and seen.exercise == "squat", seen.reason
+
+
+@pytest.mark.parametrize("exercise", ["squat", "lunge", "curl", "pushup"])
+def test_every_threshold_tried_at_once_names_what_each_alone_does(exercise: Exercise) -> None:
+    """The evaluation runs the detectors once for all candidate thresholds: same answers as one at a time."""
+    streams = [exercise_stream(exercise, lean=55.0), exercise_stream(exercise, reps=1)[:70],
+               exercise_stream(exercise, reps=0, stand_s=12.0)]
+    configs = [RecognitionConfig(max_frames=300), RecognitionConfig(max_frames=300, horizontal_lean_deg=50.0),
+               RecognitionConfig(max_frames=300, lunge_hip_difference_deg=100.0, curl_upper_arm_deg=10.0)]
+    for frames in streams:
+        assert recognise_each(frames, configs) == [recognise(frames, c) for c in configs]
+    with pytest.raises(ValueError, match="max_frames"):
+        recognise_each(streams[0], [RecognitionConfig(max_frames=300), RecognitionConfig(max_frames=400)])
