@@ -12,7 +12,10 @@ Three questions, each on a measure a coach would look at:
    the larger of the hips' travel and the knees' bend (a curl does not bend the knees through most of a
    squat); an arm movement is curl-like only while the wrists stay below the neck (racking a bar on the back
    or pressing it overhead lifts them above) and the upper arms hang by the trunk (a curl bends the elbow
-   with the upper arm still; holding a bar on the back spreads the elbows away from the body).
+   with the upper arm still; holding a bar on the back spreads the elbows away from the body). Without the
+   feet in the picture (a camera framing the upper body) the pose model guesses the legs: a movement of the
+   hips then counts only when a second follows with no curl between them, and beside an arm's movement the
+   legs count as still.
 3. *Squat or lunge?* In a lunge one hip is bent and the other extended at the bottom; in a squat both bend
    alike: the difference between the two hip angles over that first rep, and the more open hip at its bottom
    (a lunge's rear hip is nearly straight there; a far leg the pose puts wrongly can make a squat's hips differ,
@@ -20,6 +23,8 @@ Three questions, each on a measure a coach would look at:
 
 The thresholds (``RecognitionConfig``) were chosen inside leave-one-source-out folds
 (``formcheck models evaluate-reps``); the confidence is how far the deciding measure lies from its threshold.
+The rep detectors do not depend on the thresholds (:class:`MovementLog`); a :class:`_Decision` applies one set
+of them to the movements, so the evaluation runs the detectors once per clip for every candidate.
 """
 
 from __future__ import annotations
@@ -64,7 +69,8 @@ class RecognitionConfig(Section):
     feet_seen_visibility: float = Field(
         0.5, ge=0, le=1, description="Visibility of the better-seen ankle (median over a movement of the hips) "
         "below which the feet are out of the picture: the pose model then guesses the legs, so such a movement "
-        "does not name a squat or lunge and the legs count as still."
+        "names a squat or lunge only when a second one follows with no curl between them, and an arm movement is "
+        "judged as if the legs were still."
     )
     max_frames: int = Field(
         900, ge=30, description="Frames with a person after which the exercise is named from what was seen, "
@@ -168,17 +174,23 @@ class _Decision:
     def __init__(self, config: RecognitionConfig) -> None:
         self.config = config
         self._arm_reps = 0
+        self._unseen_hips = 0
 
     def consider(self, movement: Movement) -> Recognition | None:
         if movement.at_end:
             return self._judge(movement)
         if movement.kind == "hips":
-            # With the feet out of the picture the legs' angles are the pose model's guess: not yet a rep.
-            return self._judge(movement) if self._feet_seen(movement) else None
+            if self._feet_seen(movement):
+                return self._judge(movement)
+            # With the feet out of the picture the legs' angles are the pose model's guess: a second such movement
+            # in a row (no curl between them) is taken for the legs'.
+            self._unseen_hips += 1
+            return self._judge(movement) if self._unseen_hips >= 2 else None
         if movement.kind == "press":
             # A push-up is told by the body's lean alone; its own rep only says when the first rep is done.
             return self._judge(movement) if movement.lean >= self.config.horizontal_lean_deg else None
         if self._curl_like(movement):
+            self._unseen_hips = 0
             # One arm movement is often setting up (taking the bar, gripping the handles): a curl is decided on
             # its second rep, unless a rep of the hips comes first.
             self._arm_reps += 1
@@ -215,9 +227,11 @@ class _Decision:
         arms = movement.measure("arms_range") or 0.0
         # The legs' movement is the larger of the hips' travel and the knees' bend: seen from the front the hips
         # travel little in 3D, and a curl never bends the knees through most of a squat. Without the feet in the
-        # picture (a camera framing the upper body) both are the pose model's guess: no movement of the legs.
-        legs = max(movement.measure("hips_range") or 0.0,
-                   (movement.measure("knee_bend") or 0.0) / FULL_KNEE_BEND_DEG) if self._feet_seen(movement) else 0.0
+        # picture (a camera framing the upper body) both are the pose model's guess: beside an arm's movement,
+        # the legs count as still.
+        legs = max(movement.measure("hips_range") or 0.0, (movement.measure("knee_bend") or 0.0) / FULL_KNEE_BEND_DEG)
+        if movement.kind == "arms" and not self._feet_seen(movement):
+            legs = 0.0
         if arms > legs and self._curl_like(movement):
             share = arms / (arms + legs)
             return Recognition("curl", posture * share, f"upright, an elbow moves ({arms:.1f} of a full curl; "

@@ -145,6 +145,16 @@ def test_legs_guessed_without_the_feet_in_the_picture_do_not_name_a_squat() -> N
     assert seen is not None and seen.exercise == "squat", seen.reason
 
 
+def test_a_squat_without_the_feet_in_the_picture_is_named_at_its_second_rep() -> None:
+    """The legs' angles are guesses without the feet, but two movements of the hips in a row are the legs'."""
+    frames = _with(exercise_stream("squat", reps=3), lambda angles: {"ankle_vis": 0.1})
+    recogniser = ExerciseRecogniser()
+    decided_at = next(i for i, f in enumerate(frames) if recogniser.push(f) is not None)
+    assert recogniser.result is not None and recogniser.result.exercise == "squat", recogniser.result
+    second_rep_ends = 3 * FPS + 2 * 2 * FPS  # three 1 s stands and two 2 s reps
+    assert second_rep_ends - FPS <= decided_at <= second_rep_ends + FPS, decided_at
+
+
 @pytest.mark.parametrize("exercise", ["squat", "lunge", "curl", "pushup"])
 def test_every_threshold_tried_at_once_names_what_each_alone_does(exercise: Exercise) -> None:
     """The evaluation runs the detectors once for all candidate thresholds: same answers as one at a time."""
