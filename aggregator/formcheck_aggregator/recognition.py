@@ -37,7 +37,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from formcheck_aggregator.reps import DEPTH_SIGNAL, PRIOR_RANGE, RepConfig, RepDetector, RepFrames
+from formcheck_aggregator.reps import DEPTH_SIGNAL, PRIOR_RANGE, RepConfig, RepDetector, RepFrames, locate_bottom
 from formcheck_protocol.messages import Exercise, FrameMessage
 from formcheck_runtime.settings import Section
 
@@ -94,7 +94,8 @@ def _margin(value: float, threshold: float, scale: float) -> float:
     return min(1.0, 0.5 + abs(value - threshold) / (2 * scale))
 
 
-MovementKind = Literal["hips", "press", "arms"]
+MovementKind = Literal["hips", "press", "arms", "end"]
+"""Which detector completed a movement; ``end``: the frame limit or the stream's end, not a rep."""
 
 
 @dataclass
@@ -107,7 +108,7 @@ class Movement:
 
     kind: MovementKind
     rep: RepFrames | None
-    """None: not a rep but the frame limit (``max_frames``) or the end of the stream."""
+    """None for an ``end``."""
     lean: float
     """Median trunk lean over every frame with a person up to this movement."""
     frames_seen: int
@@ -142,9 +143,8 @@ class MovementLog:
         if self._first_ts is None:
             self._first_ts = frame.ts
         self._last_ts = frame.ts
-        out = [self._movement(kind, event.rep) for kind, detector in self._detectors()
-               for event in detector.push(frame) if event.kind == "complete"]
-        return out
+        return [self._movement(kind, event.rep) for kind, detector in self._detectors()
+                for event in detector.push(frame) if event.kind == "complete"]
 
     def finish(self) -> list[Movement]:
         """End of stream: reps the end completed (hips, arms, then press), then the end itself."""
@@ -154,11 +154,11 @@ class MovementLog:
             ("hips", self._hips), ("arms", self._arms), ("press", self._press))
         ends = [self._movement(kind, event.rep, at_end=True)
                 for kind, detector in order for event in detector.finish() if event.kind == "complete"]
-        return [*ends, self._movement("hips", None, at_end=True)]
+        return [*ends, self._movement("end", None, at_end=True)]
 
     def limit(self) -> Movement:
         """The frame limit reached now: decide from what was seen."""
-        return self._movement("hips", None, at_end=True)
+        return self._movement("end", None, at_end=True)
 
     def _detectors(self) -> tuple[tuple[MovementKind, RepDetector], ...]:
         return (("hips", self._hips), ("press", self._press), ("arms", self._arms))
@@ -283,6 +283,9 @@ class ExerciseRecogniser:
                 return
 
 
+_BOTTOM_PLATEAU = RepConfig().bottom_plateau
+"""Recognition's detectors run with the counter's defaults: its bottom is theirs."""
+
 FULL_KNEE_BEND_DEG = 90.0
 """How far the knees bend over a typical full squat (standing ~170° to ~80°): the scale of the legs' movement."""
 
@@ -294,15 +297,12 @@ def _knee_bend(frames: Iterable[FrameMessage]) -> float:
 
 
 def _open_hip_at_bottom(frames: Sequence[FrameMessage]) -> float | None:
-    """Median of the more open hip angle over the frames at the bottom of the hips' depth (those within the
-    counter's ``bottom_plateau`` of the movement's range from the deepest)."""
-    signal = DEPTH_SIGNAL["squat"]
-    seen = [(d, f) for f in frames if (d := signal.of(f)) is not None and "hip_l" in f.angles and "hip_r" in f.angles]
-    if not seen:
+    """Median of the more open hip angle over the bottom of the hips' movement (where the rep counter puts it)."""
+    with_hips = [f for f in frames if "hip_l" in f.angles and "hip_r" in f.angles]
+    if not any(DEPTH_SIGNAL["squat"].of(f) is not None for f in with_hips):
         return None
-    deepest, shallowest = max(d for d, _ in seen), min(d for d, _ in seen)
-    floor = deepest - RepConfig().bottom_plateau * (deepest - shallowest)
-    return statistics.median(max(f.angles["hip_l"], f.angles["hip_r"]) for d, f in seen if d >= floor)
+    first, last = locate_bottom(with_hips, DEPTH_SIGNAL["squat"], _BOTTOM_PLATEAU)
+    return statistics.median(max(f.angles["hip_l"], f.angles["hip_r"]) for f in with_hips[first:last + 1])
 
 
 def _relative_range(rep: RepFrames) -> float:

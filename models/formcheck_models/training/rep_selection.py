@@ -452,7 +452,7 @@ PAST_COUNTERS: Final[tuple[PastCounter, ...]] = (
                 "86/90 (squat 37)", "285/302", "85/90", True),
     PastCounter("recognition: + a lunge's rear hip is nearly straight at the bottom (`lunge_rear_hip_deg` 120, 100, "
                 "110, 130 or 140: the more open hip angle over the first rep's bottom frames; in sample lunges "
-                "126-177°, squats with hips that differ 94°): squat_oblique_barbell_d, whose far leg the pose puts "
+                "124-177°, squats with hips that differ 94-95°): squat_oblique_barbell_d, whose far leg the pose puts "
                 "wrongly (hips 51° apart, both bent), is a squat. The cue was added after looking at that clip, "
                 "its candidates fixed before the folds ran", "–", "–", "86/90", True),
     PastCounter("recognition: + an arm movement is curl-like only with the upper arms by the trunk "
