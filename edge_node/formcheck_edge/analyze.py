@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from formcheck_aggregator.recognition import Recognition
+from formcheck_aggregator.recognition import Recognition, RecognitionConfig
 from formcheck_aggregator.reps import RepConfig
 from formcheck_aggregator.station import Station, StationOutput
 from formcheck_edge.exercise_gate import ExerciseGate
@@ -37,6 +37,8 @@ class Analysis:
     reps: list[RepMessage] = field(default_factory=list)
     partials_outside_sets: int = 0
     view_yaw: list[float] = field(default_factory=list)
+    feet_unseen: int = 0
+    """Frames with a person whose better-seen ankle is below recognition's ``feet_seen_visibility``."""
     recognition: Recognition | None = None
     """How the exercise was recognised, when it was not given."""
 
@@ -66,6 +68,12 @@ class Analysis:
         if self.frames and self.no_person / self.frames > 0.3:
             advice.append(f"no person found in {self.no_person / self.frames:.0%} of frames: check that the whole "
                           "body, feet to head, is in the picture")
+        seen = self.frames - self.no_person
+        # A push-up filmed head-on hides the feet behind the body, and the side view it needs shows them.
+        if self.exercise in ("squat", "lunge") and seen and self.feet_unseen / seen > 0.3:
+            advice.append(f"the feet are not seen in {self.feet_unseen / seen:.0%} of frames with a person: the "
+                          "pose model guesses the legs there, so depth and knees are guesses; move the camera back "
+                          "or clear what hides them until it shows feet to head")
         if self.view_yaw:
             yaw = statistics.median(self.view_yaw)
             view = "side" if yaw > 55 else "front/rear" if yaw < 35 else "oblique"
@@ -126,12 +134,15 @@ def analyze_frames(frames: Iterable[FrameMessage], video: str, exercise: Exercis
                       f"{s.score_min:.1f}, grade {s.grade}{', ' + s.main_fault if s.main_fault else ''}"
                       f"{'' if s.complete else ' (aborted)'}", file=progress)
 
+    feet_seen = RecognitionConfig().feet_seen_visibility
     for frame in frames:
         result.frames += 1
         if frame.phase == "no_person":
             result.no_person += 1
-        elif "view_yaw" in frame.angles:
-            result.view_yaw.append(frame.angles["view_yaw"])
+        else:
+            if "view_yaw" in frame.angles:
+                result.view_yaw.append(frame.angles["view_yaw"])
+            result.feet_unseen += frame.angles.get("ankle_vis", 1.0) < feet_seen
         take(station.on_frame(frame))
     take(station.finish())
     result.partials_outside_sets = station.partials_outside_sets
