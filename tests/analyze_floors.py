@@ -3,7 +3,8 @@
 Two guards, never fitted to the clips they judge:
 
 * ``REGRESSION_CLIPS``: clean clips that every version must keep counting exactly, with each rep's bottom
-  near its label and every labelled fault judged bad. They are the clips of ``confidence = high`` in
+  near its label and every labelled fault judged bad, and (since issue 12's recognition) recognising as
+  their exercise from the pose. They are the clips of ``confidence = high`` in
   ground_truth.csv that passed all three checks with the previous counter (mediapipe 0.10.18, classifiers
   1.3.0, phase-gated reps): 44 of 83. Two were dropped when reps moved to the depth signal, on purpose:
   pushup_side_22 has no complete rep, and whether its first movement starts "within roughly the top

@@ -169,6 +169,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
               f"{r['labelled_bad']!s:>12} {r['flagged_bad']!s:>11}  {r['grades']}")
     exact = sum(r["expected"] == r["counted"] for r in rows)
     write(f"shipped settings, in sample: {exact}/{len(rows)} clips counted exactly")
+    recognised = sum(r["recognised"] == r["exercise"] for r in rows)
+    write(f"shipped recognition thresholds, in sample: {recognised}/{len(rows)} clips' exercise recognised"
+          + "".join(f"; {r['clip']} taken for {r['recognised']}" for r in rows if r["recognised"] != r["exercise"]))
     if _LOSO_ROWS:
         terminalreporter.section("leave-one-source-out (settings chosen without the clip's source)")
         write(f"{'clip':40} {'exercise':8} {'view':10} {'exp':>3} {'got':>3}  {'bottom |err| med/max':>20}  source")

@@ -4,8 +4,9 @@ Every clip must analyse without error, through the edge's own per-frame path (ca
 ``formcheck_models.training.frame_cache``, so the leave-one-source-out evaluation that tests/conftest.py runs once every
 clip is done reuses these frames) and the station logic of ``formcheck analyze``. The clean clips of
 ``REGRESSION_CLIPS`` must be counted exactly, with each rep's bottom near its label and every labelled fault
-judged bad. tests/conftest.py prints the table and fails the run when a leave-one-source-out total falls
-below its floor (tests/analyze_floors.py says how both guards were set).
+judged bad, and their exercise recognised from the pose (as ``analyze`` without ``--exercise`` does).
+tests/conftest.py prints the table and fails the run when a leave-one-source-out total falls below its floor
+(tests/analyze_floors.py says how both guards were set).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from formcheck_aggregator.recognition import recognise
 from formcheck_edge.analyze import analyze_frames
 from formcheck_models.training.frame_cache import edge_frames
 from formcheck_runtime.paths import DataMissingError, require_data_dir
@@ -44,6 +46,7 @@ def test_analyze_against_ground_truth(row: dict[str, str] | str, record_property
     clip = Path(row["path"]).stem
     frames = edge_frames(data / row["path"], exercise)  # type: ignore[arg-type]
     result = analyze_frames(frames, row["path"], exercise)  # type: ignore[arg-type]
+    recognition = recognise(frames)
     labels = row["form"].split()
     labelled_bad = any(label in BAD_FORMS for label in labels)
     bottoms = [int(b) for b in row["bottom_frames"].split()]
@@ -57,10 +60,12 @@ def test_analyze_against_ground_truth(row: dict[str, str] | str, record_property
         "bottom_errors": bottom_errors,
         "labelled_bad": labelled_bad, "flagged_bad": result.flagged_bad,
         "grades": "".join(r.grade for r in result.reps),
+        "recognised": recognition.exercise if recognition else "-",
     })
     if clip not in REGRESSION_CLIPS:
         return
     assert result.complete_reps == expected
+    assert recognition is not None and recognition.exercise == exercise, recognition
     if labelled_bad:
         bad_reps = [r.rep_index for r in result.reps if r.verdict == "bad"]
         for index, label in enumerate(labels, start=1):
