@@ -72,9 +72,9 @@ class RecognitionConfig(Section):
         "names a squat or lunge only when a second one follows with no curl between them, and an arm movement is "
         "judged as if the legs were still."
     )
-    max_frames: int = Field(
-        900, ge=30, description="Frames with a person after which the exercise is named from what was seen, "
-        "even without a completed rep."
+    max_s: float = Field(
+        30.0, gt=0, description="Capture time (seconds) from the person's first frame after which the exercise is "
+        "named from what was seen, even without a completed rep: the same wait at a Pi's 3 frames/s as at 30."
     )
 
 
@@ -95,7 +95,7 @@ def _margin(value: float, threshold: float, scale: float) -> float:
 
 
 MovementKind = Literal["hips", "press", "arms", "end"]
-"""Which detector completed a movement; ``end``: the frame limit or the stream's end, not a rep."""
+"""Which detector completed a movement; ``end``: the time limit (``max_s``) or the stream's end, not a rep."""
 
 
 @dataclass
@@ -111,8 +111,8 @@ class Movement:
     """None for an ``end``."""
     lean: float
     """Median trunk lean over every frame with a person up to this movement."""
-    frames_seen: int
     after_s: float
+    """Capture time from the person's first frame to this movement."""
     at_end: bool = False
     """Completed by the end of the stream: judged whatever it is (there will be no other)."""
     _measures: dict[str, float | None] = field(default_factory=dict, repr=False)
@@ -156,16 +156,20 @@ class MovementLog:
                 for kind, detector in order for event in detector.finish() if event.kind == "complete"]
         return [*ends, self._movement("end", None, at_end=True)]
 
+    @property
+    def seen_s(self) -> float:
+        """Capture time from the person's first frame to the latest."""
+        return (self._last_ts - (self._first_ts or self._last_ts)) / 1000
+
     def limit(self) -> Movement:
-        """The frame limit reached now: decide from what was seen."""
+        """The time limit reached now: decide from what was seen."""
         return self._movement("end", None, at_end=True)
 
     def _detectors(self) -> tuple[tuple[MovementKind, RepDetector], ...]:
         return (("hips", self._hips), ("press", self._press), ("arms", self._arms))
 
     def _movement(self, kind: MovementKind, rep: RepFrames | None, *, at_end: bool = False) -> Movement:
-        after_s = (self._last_ts - (self._first_ts or self._last_ts)) / 1000
-        return Movement(kind, rep, statistics.median(self.leans), len(self.leans), round(after_s, 2), at_end)
+        return Movement(kind, rep, statistics.median(self.leans), round(self.seen_s, 2), at_end)
 
 
 class _Decision:
@@ -266,7 +270,7 @@ class ExerciseRecogniser:
     def push(self, frame: FrameMessage) -> Recognition | None:
         if self.result is None:
             self._consider(self._log.push(frame))
-            if self.result is None and len(self._log.leans) >= self.config.max_frames:
+            if self.result is None and self._log.leans and self._log.seen_s >= self.config.max_s:
                 self._consider([self._log.limit()])
         return self.result
 
@@ -349,15 +353,15 @@ _MEASURES: dict[str, Callable[[Sequence[FrameMessage]], float | None]] = {
 
 
 def recognise_each(frames: Iterable[FrameMessage], configs: Sequence[RecognitionConfig]) -> list[Recognition | None]:
-    """What :func:`recognise` names under each of ``configs`` (which share ``max_frames``), with the rep
+    """What :func:`recognise` names under each of ``configs`` (which share ``max_s``), with the rep
     detectors run once: the evaluation tries every candidate threshold this way."""
-    limits = {config.max_frames for config in configs}
+    limits = {config.max_s for config in configs}
     if len(limits) > 1:
-        raise ValueError(f"configs differ in max_frames ({sorted(limits)}): recognise them one at a time")
+        raise ValueError(f"configs differ in max_s ({sorted(limits)}): recognise them one at a time")
     log, movements, limited = MovementLog(), [], not limits
     for frame in frames:
         movements += log.push(frame)
-        if not limited and len(log.leans) >= min(limits):
+        if not limited and log.leans and log.seen_s >= min(limits):
             movements.append(log.limit())
             limited = True
     movements += log.finish()

@@ -9,9 +9,10 @@ recognised exercise, so the aggregator counts the first rep like any other: only
 A check-in that names an exercise keeps it: the gate still watches, and a recognised exercise that differs is
 logged once per check-in and counted (``NodeStats.exercise_mismatches``), nothing else.
 
-Held frames are bounded: :attr:`RecognitionConfig.max_frames` frames with a person decide the exercise even
-without a rep, and :data:`MAX_HELD_FRAMES` frames in all (a person who walked away mid-recognition) release
-the held frames as they are.
+Held frames are bounded: :attr:`RecognitionConfig.max_s` seconds with a person decide the exercise even
+without a rep, and :data:`MAX_HELD_S` seconds or :data:`MAX_HELD_FRAMES` frames in all (a person who walked
+away mid-recognition) release the held frames as they are. Both are capture time first, so a Pi's 3 frames/s
+holds no longer than 30 do; the frame count bounds the memory.
 """
 
 from __future__ import annotations
@@ -26,8 +27,11 @@ from formcheck_protocol.messages import Exercise, FrameMessage
 
 log = logging.getLogger(__name__)
 
+MAX_HELD_S: Final = 60.0
+"""Capture time held at most while recognising; past it the frames are published as classified."""
+
 MAX_HELD_FRAMES: Final = 1800
-"""Frames held at most while recognising (a minute at 30 fps); past it they are published as classified."""
+"""Frames held at most (a minute at 30 fps): the memory bound at any frame rate."""
 
 
 class Classifying(Protocol):
@@ -111,7 +115,8 @@ class ExerciseGate:
             return [message]  # nobody there yet: nothing to hold
         self._held.append((seen, message))
         recognition = recogniser.push(message)
-        if recognition is None and len(self._held) >= MAX_HELD_FRAMES:
+        held_s = (message.ts - self._held[0][1].ts) / 1000
+        if recognition is None and (held_s >= MAX_HELD_S or len(self._held) >= MAX_HELD_FRAMES):
             recognition = recogniser.finish()
             if recognition is None:
                 log.info("no exercise recognised in %d frames: publishing them as %s", len(self._held),

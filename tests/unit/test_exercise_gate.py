@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from formcheck_edge.exercise_gate import MAX_HELD_FRAMES, ExerciseGate
+from formcheck_edge.exercise_gate import MAX_HELD_FRAMES, MAX_HELD_S, ExerciseGate
 from formcheck_edge.processor import Observation
 from formcheck_protocol.messages import Exercise, FrameMessage
 from tests.unit.synthetic_frames import BOOT, FPS, NODE, TS0, exercise_stream
@@ -146,3 +146,16 @@ def test_held_frames_are_bounded() -> None:
         held = held + 1 - n
         most = max(most, held)
     assert most <= MAX_HELD_FRAMES
+
+
+def test_held_frames_are_bounded_in_time_at_a_pis_frame_rate() -> None:
+    """At 3 frames/s the frame bound alone would hold ten minutes: capture time releases them after a minute."""
+    seen = exercise_stream("squat", reps=0, stand_s=1.0)[::10]
+    frames = [f.model_copy(update={"seq": i, "ts": TS0 + i * 333}) for i, f in enumerate(seen)]
+    frames += [f.model_copy(update={"ts": TS0 + f.seq * 333}) for f in nobody(len(frames), 400)]
+    gate = ExerciseGate(FakeProcessor(frames))
+    gate.recognise()
+    _, per_frame = run(gate, frames)
+    released_at = next(i for i, n in enumerate(per_frame) if n > 0)
+    assert (frames[released_at].ts - frames[0].ts) / 1000 == pytest.approx(MAX_HELD_S, abs=0.5)
+    assert per_frame[released_at] == released_at + 1 < MAX_HELD_FRAMES

@@ -53,14 +53,17 @@ def test_a_closer_call_is_less_sure() -> None:
     assert clear.confidence > close.confidence
 
 
-def test_standing_still_is_named_at_the_frame_limit_and_not_sure() -> None:
-    frames = exercise_stream("squat", reps=0, stand_s=40.0)
-    recogniser = ExerciseRecogniser(RecognitionConfig(max_frames=300))
+@pytest.mark.parametrize("every", [1, 10])
+def test_standing_still_is_named_at_the_time_limit_and_not_sure(every: int) -> None:
+    """The limit is capture time, not frames: a Pi's 3 frames/s waits as long as 30."""
+    frames = exercise_stream("squat", reps=0, stand_s=40.0)[::every]
+    recogniser = ExerciseRecogniser(RecognitionConfig(max_s=10.0))
     decisions = [recogniser.push(f) for f in frames]
     first = next(i for i, d in enumerate(decisions) if d is not None)
-    assert first == 299
+    assert (frames[first].ts - frames[0].ts) / 1000 == pytest.approx(10.0, abs=0.05)
     result = decisions[first]
     assert result is not None and result.confidence <= 0.5 and "no rep" in result.reason
+    assert result.after_s == pytest.approx(10.0, abs=0.05)
 
 
 def test_nobody_seen_is_no_recognition() -> None:
@@ -160,9 +163,9 @@ def test_every_threshold_tried_at_once_names_what_each_alone_does(exercise: Exer
     """The evaluation runs the detectors once for all candidate thresholds: same answers as one at a time."""
     streams = [exercise_stream(exercise, lean=55.0), exercise_stream(exercise, reps=1)[:70],
                exercise_stream(exercise, reps=0, stand_s=12.0)]
-    configs = [RecognitionConfig(max_frames=300), RecognitionConfig(max_frames=300, horizontal_lean_deg=50.0),
-               RecognitionConfig(max_frames=300, lunge_hip_difference_deg=100.0, curl_upper_arm_deg=10.0)]
+    configs = [RecognitionConfig(max_s=10.0), RecognitionConfig(max_s=10.0, horizontal_lean_deg=50.0),
+               RecognitionConfig(max_s=10.0, lunge_hip_difference_deg=100.0, curl_upper_arm_deg=10.0)]
     for frames in streams:
         assert recognise_each(frames, configs) == [recognise(frames, c) for c in configs]
-    with pytest.raises(ValueError, match="max_frames"):
-        recognise_each(streams[0], [RecognitionConfig(max_frames=300), RecognitionConfig(max_frames=400)])
+    with pytest.raises(ValueError, match="max_s"):
+        recognise_each(streams[0], [RecognitionConfig(max_s=10.0), RecognitionConfig(max_s=20.0)])
