@@ -154,7 +154,7 @@ class MovementLog:
             ("hips", self._hips), ("arms", self._arms), ("press", self._press))
         ends = [self._movement(kind, event.rep, at_end=True)
                 for kind, detector in order for event in detector.finish() if event.kind == "complete"]
-        return [*ends, self._movement("end", None, at_end=True)]
+        return [*ends, self.limit()]
 
     @property
     def seen_s(self) -> float:
@@ -162,7 +162,7 @@ class MovementLog:
         return (self._last_ts - (self._first_ts or self._last_ts)) / 1000
 
     def limit(self) -> Movement:
-        """The time limit reached now: decide from what was seen."""
+        """The time limit reached now, or the stream's end: decide from what was seen."""
         return self._movement("end", None, at_end=True)
 
     def _detectors(self) -> tuple[tuple[MovementKind, RepDetector], ...]:
@@ -270,7 +270,7 @@ class ExerciseRecogniser:
     def push(self, frame: FrameMessage) -> Recognition | None:
         if self.result is None:
             self._consider(self._log.push(frame))
-            if self.result is None and self._log.leans and self._log.seen_s >= self.config.max_s:
+            if self.result is None and self._log.seen_s >= self.config.max_s:
                 self._consider([self._log.limit()])
         return self.result
 
@@ -361,7 +361,7 @@ def recognise_each(frames: Iterable[FrameMessage], configs: Sequence[Recognition
     log, movements, limited = MovementLog(), [], not limits
     for frame in frames:
         movements += log.push(frame)
-        if not limited and log.leans and log.seen_s >= min(limits):
+        if not limited and log.seen_s >= min(limits):
             movements.append(log.limit())
             limited = True
     movements += log.finish()

@@ -291,8 +291,6 @@ def load_poses(video: Path, pose_model: Path = POSE_MODEL) -> ClipPoses:
     return poses
 
 
-
-
 def prune(folder: Path, clip: str, suffix: str, keep: int) -> list[Path]:
     """Remove all but the ``keep`` newest cache entries ``{clip}-{key}{suffix}`` in ``folder``; returns them."""
     siblings = sorted(folder.glob(f"{glob.escape(clip)}-{'?' * CACHE_KEY_CHARS}{suffix}"),

@@ -367,8 +367,8 @@ def recognition_loso(clips: Sequence[EvalClip]) -> tuple[list[Recognised], Recog
     """Leave-one-source-out exercise recognition, and the thresholds chosen on every clip (what ships)."""
     grid = [dict(point) for point in grid_points(RECOGNITION_GRID)]
     configs = [RecognitionConfig(**point) for point in grid]
-    by_clip = [recognise_each(c.frames, configs) for c in clips]
-    outcomes = [[by_clip[i][g] for i in range(len(clips))] for g in range(len(grid))]
+    # by grid point, then clip: the detectors run once per clip for every point
+    outcomes = [list(point) for point in zip(*(recognise_each(c.frames, configs) for c in clips), strict=True)]
     right = [[r is not None and r.exercise == c.exercise for r, c in zip(row, clips, strict=True)]
              for row in outcomes]
 
